@@ -1,3 +1,49 @@
-"""engram-interp: a mechanistic-interpretability workbench for models with Engram conditional memory."""
+"""engram-interp: a mechanistic-interpretability workbench for models with Engram conditional memory.
+
+Two lines probe a checkpoint::
+
+    import engram_interp as ei
+    model = ei.load("checkpoints/engram.ckpt")
+    logits, cache = model.run_with_cache("Alexander the Great")
+    cache["blocks.1.engram.hook_gate"]          # [batch, pos, branch]
+
+Hook names are documented in docs/HOOKS.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from engram_interp.config import EngramConfig, ModelConfig, MoEConfig
+from engram_interp.errors import CheckpointError, ConfigError, EngramInterpError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
 
 __version__ = "0.1.0"
+__all__ = [
+    "CheckpointError", "ConfigError", "EngramConfig", "EngramInterpError", "EngramTransformer", "ModelConfig",
+    "MoEConfig", "load", "save",
+]
+
+
+def load(path, device=None, dtype=None):
+    """Load a .ckpt file into a ready ``EngramTransformer`` (eval mode). device: None = CUDA if present."""
+    from engram_interp.checkpoint import load as _load
+
+    return _load(path, device=device, dtype=dtype)
+
+
+def save(model, path, provenance=None, overwrite=False):
+    """Save an ``EngramTransformer`` to one .ckpt file (refuses to overwrite unless ``overwrite=True``)."""
+    from engram_interp.checkpoint import save as _save
+
+    return _save(model, path, provenance=provenance, overwrite=overwrite)
+
+
+def __getattr__(name):
+    if name == "EngramTransformer":
+        from engram_interp.model import EngramTransformer
+
+        return EngramTransformer
+    raise AttributeError(name)

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngramInterpError as exc:
         print(f"engram-interp {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `engram-interp info x.ckpt --json | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,265 @@
+"""The shared hooked model: dense, DeepSeekMoE and Engram transformers, single-stream or mHC.
+
+One block does, in order (ENGRAM.md section 1):
+    h = h + Engram(h, ids)      (only at engram.layer_ids)
+    h = h + Attention(RMSNorm(h))
+    h = h + FFN(RMSNorm(h))     (dense SwiGLU, or DeepSeekMoE after the leading dense layers)
+With mHC (n_branches > 1) the two sublayer adds become hyper-connections and Y goes to every branch.
+Hook names are the public contract documented in docs/HOOKS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from engram_interp.config import ModelConfig
+from engram_interp.errors import EngramInterpError
+from engram_interp.model.attention import Attention
+from engram_interp.model.engram import Engram
+from engram_interp.model.hyperconnections import HyperConnection
+from engram_interp.model.layers import Embed, RMSNorm, SwiGLU, Unembed
+from engram_interp.model.moe import MoE
+from engram_interp.tokenizer import Compression
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int, canonical_pad_id: int):
+        super().__init__()
+        self.layer = layer
+        has_engram = cfg.engram is not None and layer in cfg.engram.layer_ids
+        self.engram = Engram(cfg, layer, canonical_pad_id) if has_engram else None
+        self.ln1 = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.ln2 = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MoE(cfg) if cfg.is_moe_layer(layer) else SwiGLU(cfg.d_model, cfg.d_ffn)
+        if cfg.n_branches > 1:
+            self.hc_attn = HyperConnection(cfg.d_model, cfg.n_branches, cfg.sinkhorn_iters, cfg.norm_eps)
+            self.hc_mlp = HyperConnection(cfg.d_model, cfg.n_branches, cfg.sinkhorn_iters, cfg.norm_eps)
+        self.hook_resid_pre = HookPoint()  # resid: [batch, pos, d_model] or [batch, pos, branch, d_model]
+        self.hook_attn_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_mid = HookPoint()  # resid
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d_model]
+        self.hook_resid_post = HookPoint()  # resid
+
+    def forward(self, x: torch.Tensor, canonical_ids: torch.Tensor | None) -> torch.Tensor:
+        x = self.hook_resid_pre(x)
+        if self.engram is not None:
+            x = x + self.engram(x, canonical_ids)
+        if x.dim() == 3:  # plain residual
+            x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.ln1(x))))
+            return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.ln2(x))))
+        pre, post, res = self.hc_attn.coefficients(x)
+        out = self.hook_attn_out(self.attn(self.ln1(self.hc_attn.read(x, pre))))
+        x = self.hook_resid_mid(self.hc_attn.write(x, res, post, out))
+        pre, post, res = self.hc_mlp.coefficients(x)
+        out = self.hook_mlp_out(self.mlp(self.ln2(self.hc_mlp.read(x, pre))))
+        return self.hook_resid_post(self.hc_mlp.write(x, res, post, out))
+
+
+class EngramTransformer(HookedRootModule):
+    """A decoder-only LM with optional DeepSeekMoE, Engram and mHC, hooked TransformerLens-style.
+
+    ``tokenizer`` (a ``tokenizers.Tokenizer``) enables text input; ``compression`` maps raw ids to
+    canonical ids for Engram hashing (identity when omitted). The config's Engram hashing constants
+    are resolved from the compression's V' if they are not already frozen in it.
+    """
+
+    def __init__(self, cfg: ModelConfig, tokenizer: Tokenizer | None = None, compression: Compression | None = None):
+        super().__init__()
+        cfg.validate()
+        if compression is None:
+            compression = Compression(table=np.arange(cfg.vocab_size, dtype=np.int64), n_canonical=cfg.vocab_size)
+        if compression.vocab_size != cfg.vocab_size:
+            raise EngramInterpError(
+                f"compression table covers {compression.vocab_size} ids but vocab_size is {cfg.vocab_size}"
+            )
+        if tokenizer is not None and tokenizer.get_vocab_size(with_added_tokens=True) != cfg.vocab_size:
+            raise EngramInterpError(
+                f"tokenizer has {tokenizer.get_vocab_size(with_added_tokens=True)} ids but vocab_size is {cfg.vocab_size}"
+            )
+        if cfg.engram is not None:
+            cfg = _replace_engram(cfg, cfg.engram.resolved(compression.n_canonical))
+            if cfg.engram.compressed_vocab_size != compression.n_canonical:
+                raise EngramInterpError(
+                    f"config was hashed for V'={cfg.engram.compressed_vocab_size} but the compression has"
+                    f" V'={compression.n_canonical}"
+                )
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.compression = compression
+        self.register_buffer("compression_table", torch.from_numpy(compression.table.copy()), persistent=False)
+        pad = int(compression.table[cfg.engram.pad_id]) if cfg.engram is not None else 0
+
+        self.embed = Embed(cfg.vocab_size, cfg.d_model)
+        self.hook_embed = HookPoint()  # [batch, pos, d_model]
+        self.blocks = nn.ModuleList([Block(cfg, layer, pad) for layer in range(cfg.n_layers)])
+        if cfg.n_branches > 1:
+            self.readout_weights = nn.Parameter(torch.full((cfg.n_branches,), 1.0 / cfg.n_branches))
+        self.hook_readout = HookPoint()  # [batch, pos, d_model]
+        self.ln_final = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.unembed = Unembed(cfg.d_model, cfg.vocab_size)
+        self._init_weights()
+        self.setup()
+
+    # ---- construction ------------------------------------------------------------------------
+    def _init_weights(self) -> None:
+        """Normal(init_std) everywhere, residual-output projections scaled by 1/sqrt(2 L) (GPT-2),
+        biases zero, RMSNorm weights one, Engram conv zero (Engram starts as a pure gated lookup)."""
+        std = self.cfg.init_std
+        out_std = std / (2 * self.cfg.n_layers) ** 0.5
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.embed.W_E, std=std)
+        nn.init.normal_(self.unembed.W_U, std=std)
+        for block in self.blocks:
+            nn.init.normal_(block.attn.W_O.weight, std=out_std)
+            mlp = block.mlp
+            if isinstance(mlp, MoE):
+                for p in (mlp.router, mlp.W_gate, mlp.W_up):
+                    nn.init.normal_(p, std=std)
+                nn.init.normal_(mlp.W_down, std=out_std)
+                if mlp.shared_experts is not None:
+                    nn.init.normal_(mlp.shared_experts.W_down.weight, std=out_std)
+            else:
+                nn.init.normal_(mlp.W_down.weight, std=out_std)
+            if block.engram is not None and block.engram.use_conv:
+                nn.init.zeros_(block.engram.conv.weight)
+
+    # ---- text in ---------------------------------------------------------------------------
+    def _require_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise EngramInterpError("this model has no tokenizer; pass token ids instead of text")
+        return self.tokenizer
+
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
+        """Text (or a list of texts) -> LongTensor [batch, pos] on the model's device, right-padded."""
+        tok = self._require_tokenizer()
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or any(not isinstance(t, str) for t in texts):
+            raise EngramInterpError("to_tokens needs a string or a non-empty list of strings")
+        ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
+        if prepend_bos and self.cfg.bos_token_id is not None:
+            ids = [[self.cfg.bos_token_id] + i for i in ids]
+        if not any(ids) or any(len(i) == 0 for i in ids):
+            raise EngramInterpError("empty text: nothing to tokenize")
+        longest = max(len(i) for i in ids)
+        if longest > self.cfg.max_seq_len:
+            raise EngramInterpError(f"text is {longest} tokens long; this model handles at most {self.cfg.max_seq_len}")
+        pad = self.cfg.engram.pad_id if self.cfg.engram is not None else 2
+        out = torch.full((len(ids), longest), pad, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return out.to(self.device)
+
+    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
+        """One text or one 1-D id sequence -> the string of every token (special tokens kept)."""
+        tok = self._require_tokenizer()
+        ids = self.to_tokens(text, prepend_bos)[0] if isinstance(text, str) else torch.as_tensor(text)
+        if ids.dim() != 1:
+            raise EngramInterpError("to_str_tokens takes one text or a 1-D tensor of ids")
+        return [tok.decode([int(i)], skip_special_tokens=False) for i in ids.tolist()]
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.W_E.device
+
+    @property
+    def engram_layers(self) -> list[int]:
+        return list(self.cfg.engram.layer_ids) if self.cfg.engram is not None else []
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(self, input, return_type: str | None = "logits"):
+        """input: text, list of texts, or LongTensor [batch, pos].
+
+        return_type: "logits" [batch, pos, vocab]; "loss" (mean next-token cross-entropy, nats);
+        "both" (logits, loss); None (runs for the hooks only).
+        """
+        tokens = input if isinstance(input, torch.Tensor) else self.to_tokens(input)
+        if tokens.dim() == 1:
+            tokens = tokens.unsqueeze(0)
+        tokens = tokens.to(self.device)
+        canonical = self.compression_table[tokens] if self.cfg.engram is not None else None
+        x = self.hook_embed(self.embed(tokens))
+        if self.cfg.n_branches > 1:  # the embedding is copied into every stream
+            x = x.unsqueeze(2).expand(-1, -1, self.cfg.n_branches, -1)
+        for block in self.blocks:
+            x = block(x, canonical)
+        if return_type is None:
+            return None
+        logits = self.unembed(self.ln_final(self.hook_readout(self.readout(x))))
+        if return_type == "logits":
+            return logits
+        loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+        return loss if return_type == "loss" else (logits, loss)
+
+    def readout(self, resid: torch.Tensor) -> torch.Tensor:
+        """The head's stream-combining readout: [b, p, d] stays, [b, p, M, d] -> weighted sum of branches."""
+        if resid.dim() == 3:
+            return resid
+        return torch.einsum("bpmd,m->bpd", resid, self.readout_weights.to(resid.dtype))
+
+    def lens_logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """LogitLens: unembed(ln_final(readout(resid))), final-norm statistics recomputed on resid."""
+        return self.unembed(self.ln_final(self.readout(resid)))
+
+    # ---- interventions ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def engram_suppressed(
+        self, layers: Sequence[int] | None = None, replacement: dict[int, torch.Tensor] | None = None
+    ) -> Iterator["EngramTransformer"]:
+        """Inside the block, Engram output Y is 0 (the paper's ablation) at ``layers`` (all if None).
+
+        ``replacement`` maps a layer to a tensor broadcastable to Y (e.g. its mean over a reference
+        corpus, [d_model]) that is used instead of 0: mean-ablation.
+        """
+        chosen = self.engram_layers if layers is None else list(layers)
+        missing = sorted(set(chosen) - set(self.engram_layers))
+        if missing:
+            raise EngramInterpError(f"layers {missing} have no Engram (Engram layers: {self.engram_layers})")
+        replacement = replacement or {}
+
+        def make_hook(layer: int):
+            def hook(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
+                if layer in replacement:
+                    return replacement[layer].to(y.device, y.dtype).expand_as(y).clone()
+                return torch.zeros_like(y)
+
+            return hook
+
+        # plain torch hooks: they survive the reset_hooks() of run_with_cache / run_with_hooks, and they
+        # run before any caching hook added later, so a cache taken inside shows the suppressed Y.
+        handles = [self.blocks[layer].engram.hook_out.register_forward_hook(make_hook(layer)) for layer in chosen]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @torch.no_grad()
+    def update_balance(self) -> None:
+        """One auxiliary-loss-free balancing step in every MoE layer (call after optimiser.step())."""
+        for block in self.blocks:
+            if isinstance(block.mlp, MoE):
+                block.mlp.update_balance()
+
+    def hook_names(self) -> list[str]:
+        """Every hook point name (module registration order)."""
+        return list(self.hook_dict)
+
+
+def _replace_engram(cfg: ModelConfig, engram) -> ModelConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, engram=engram)
