@@ -57,19 +57,23 @@ def _raw_header(path: Path) -> tuple[dict[str, Any], int]:
         raise CheckpointError(f"{path} is a directory, not a .ckpt file")
     size = path.stat().st_size
     with open(path, "rb") as f:
-        head = f.read(8)
-        if head[:2] == b"PK":
+        head = f.read(9)  # u64 header length, then the header JSON, which starts with '{'
+        if len(head) == 9 and head[8:9] == b"{":
+            (n,) = struct.unpack("<Q", head[:8])
+        elif head[:2] == b"PK":
             raise CheckpointError(
                 f"{path} is a zip archive (a torch.save / PyTorch pickle checkpoint?). engram-interp reads only"
                 " its own safetensors .ckpt files and never unpickles anything"
             )
-        if head[:1] == b"\x80":
+        elif head[:1] == b"\x80":
             raise CheckpointError(f"{path} is a Python pickle; engram-interp never unpickles files")
-        if len(head) < 8:
+        elif len(head) < 9:
             raise CheckpointError(f"{path} is too short ({size} bytes) to be a checkpoint")
-        (n,) = struct.unpack("<Q", head)
+        else:
+            raise CheckpointError(f"{path} is not a safetensors file")
         if n < 2 or n > _MAX_HEADER or n > size - 8:
             raise CheckpointError(f"{path} is not a safetensors file (or its header is truncated)")
+        f.seek(8)
         raw = f.read(n)
     try:
         header = json.loads(raw)

@@ -224,6 +224,8 @@ class EngramTransformer(HookedRootModule):
         ``replacement`` maps a layer to a tensor broadcastable to Y (e.g. its mean over a reference
         corpus, [d_model]) that is used instead of 0: mean-ablation.
         """
+        if not self.engram_layers:
+            raise EngramInterpError(f"this {self.cfg.kind} model has no Engram layers to suppress")
         chosen = self.engram_layers if layers is None else list(layers)
         missing = sorted(set(chosen) - set(self.engram_layers))
         if missing:
