@@ -167,12 +167,18 @@ def _cap(s: str) -> str:
     return s[0].upper() + s[1:] if s else s
 
 
-def render_sentence(template: str, subject: str, possessive: str, obj: str, value: str) -> str:
+def render_sentence(template: str, person: Person, value: str, use_pronoun: bool = False) -> str:
     """Fill one TRAIN/filler template. ``{s}``: subject, ``{S}``: subject's possessive form,
-    ``{p}``/``{o}``: possessive/object pronoun, ``{v}``: value (``{v_md}``/``{v_y}``: date parts)."""
-    subj_poss = f"{subject}'s" if subject not in ("he", "she") else possessive
+    ``{p}``/``{o}``: possessive/object pronoun, ``{v}``: value (``{v_md}``/``{v_y}``: date parts).
+
+    The subject is the full name, or the pronoun when ``use_pronoun`` and the template opens
+    with the subject (a pronoun never stands in object position: "the birthplace of he").
+    """
+    pronoun = use_pronoun and template.startswith(("{s}", "{S}"))
+    subject = person.pronoun if pronoun else person.name
+    subj_poss = person.possessive if pronoun else f"{person.name}'s"
     md, _, y = value.rpartition(", ")
-    text = template.format(s=subject, S=subj_poss, p=possessive, o=obj, v=value, v_md=md or value, v_y=y)
+    text = template.format(s=subject, S=subj_poss, p=person.possessive, o=person.obj, v=value, v_md=md or value, v_y=y)
     return _cap(text)
 
 
@@ -246,22 +252,18 @@ class World:
         rng.shuffle(attrs)
         sentences = []
         for i, attr in enumerate(attrs):
-            subject = person.name if i == 0 or rng.random() < 0.7 else person.pronoun
             tpl = rng.choice(TRAIN_SENTENCES[attr])
-            sentences.append(render_sentence(tpl, subject, person.possessive, person.obj, getattr(person, attr)))
-        for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
-            tpl = rng.choice(FILLER)
-            subject = person.pronoun if rng.random() < 0.6 else person.name
-            sentences.insert(rng.randint(1, len(sentences)), render_sentence(tpl, subject, person.possessive, person.obj, ""))
+            sentences.append(render_sentence(tpl, person, getattr(person, attr), use_pronoun=i > 0 and rng.random() < 0.3))
+        for tpl in rng.sample(FILLER, rng.choice((0, 0, 1, 1, 2, 3))):
+            sentences.insert(rng.randint(1, len(sentences)), render_sentence(tpl, person, "", use_pronoun=rng.random() < 0.6))
         return " ".join(sentences)
 
     def passage(self, person: Person, attrs: list[str], rng: random.Random) -> str:
         """2-4 sentence open-book passage stating ``attrs`` of ``person`` in TRAIN phrasings."""
         sentences = []
         for i, attr in enumerate(attrs):
-            subject = person.name if i == 0 or rng.random() < 0.5 else person.pronoun
-            sentences.append(render_sentence(rng.choice(TRAIN_SENTENCES[attr]), subject, person.possessive,
-                                             person.obj, getattr(person, attr)))
+            sentences.append(render_sentence(rng.choice(TRAIN_SENTENCES[attr]), person, getattr(person, attr),
+                                             use_pronoun=i > 0 and rng.random() < 0.5))
         return " ".join(sentences)
 
     def passage_with_questions(self, person: Person, rng: random.Random) -> str:
