@@ -15,6 +15,8 @@ import re
 
 LABELS = ("PERSON", "GPE", "LOC", "ORG", "NORP", "FAC", "EVENT", "WORK_OF_ART")
 WINDOW_CHARS = 600
+# archaic pronouns and verse labels of the KJV / commentaries that the small spaCy model tags as places or people
+_ARCHAIC = frozenset({"Thou", "Thee", "Thy", "Thine", "Ye", "Hath", "Doth", "O", "Verse"})
 
 
 def _windows(docs: list[tuple[str, str]], n: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -58,7 +60,8 @@ def ner_windows(docs: list[tuple[str, str]], n: int = 600, seed: int = 0, gazett
     records = []
     if nlp is not None:
         for (src, text), doc in zip(windows, nlp.pipe([t for _, t in windows], batch_size=64), strict=True):
-            ents = [[e.start_char, e.end_char, e.label_, e.text] for e in doc.ents if e.label_ in LABELS]
+            ents = [[e.start_char, e.end_char, e.label_, e.text] for e in doc.ents
+                    if e.label_ in LABELS and e.text[:1].isupper() and e.text.split()[0] not in _ARCHAIC]
             records.append((src, text, ents))
     else:
         tagger = "gazetteer"
