@@ -259,10 +259,12 @@ class World:
         return " ".join(sentences)
 
     def passage(self, person: Person, attrs: list[str], rng: random.Random) -> str:
-        """2-4 sentence open-book passage stating ``attrs`` of ``person`` in TRAIN phrasings."""
+        """2-4 sentence open-book passage stating ``attrs`` of ``person`` in TRAIN phrasings, each
+        value verbatim (so the answer to a question about it can be copied)."""
         sentences = []
         for i, attr in enumerate(attrs):
-            sentences.append(render_sentence(rng.choice(TRAIN_SENTENCES[attr]), person, getattr(person, attr),
+            verbatim = [t for t in TRAIN_SENTENCES[attr] if "{v}" in t]  # the value appears verbatim
+            sentences.append(render_sentence(rng.choice(verbatim), person, getattr(person, attr),
                                              use_pronoun=i > 0 and rng.random() < 0.5))
         return " ".join(sentences)
 
