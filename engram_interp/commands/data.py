@@ -118,8 +118,7 @@ def _tokenize(args) -> int:
 def _suites(args) -> int:
     from engram_interp.data.suites import write_suites
 
-    cache = _cache(args) if (args.cache or True) else None
-    counts = write_suites(args.out, cache=cache, seed=args.seed, world_seed=args.world_seed, people=args.people,
+    counts = write_suites(args.out, cache=_cache(args), seed=args.seed, world_seed=args.world_seed, people=args.people,
                           only=args.only)
     for name, n in counts.items():
         print(f"{name:16s} {n:6d} items")

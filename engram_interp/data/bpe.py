@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Iterator
@@ -32,12 +31,11 @@ def training_texts(cache: Path, world_mb: float = 4.0, seed: int = 0) -> Iterato
     for entry in load_manifest(cache)["sources"]:
         yield from read_docs(cache, entry["source"], "train")
     world = World(0)
-    budget, i = world_mb * 1e6, 0
+    budget = world_mb * 1e6
     rng = random.Random(seed)
     while budget > 0:
         doc = world.doc(rng.randrange(1 << 30), seed=10_000 + seed)
         budget -= len(doc)
-        i += 1
         yield doc
 
 
@@ -90,6 +88,3 @@ def load_tokenizer(path: Path):
             raise EngramInterpError(f"{path}: special token {s} must have id {i}, has {tok.token_to_id(s)}")
     return tok
 
-
-def summary_json(info: dict) -> str:
-    return json.dumps(info, indent=2)
