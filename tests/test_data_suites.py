@@ -1,0 +1,73 @@
+"""Suite schema and the committed probes/*.jsonl files."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from engram_interp.data import suites
+from engram_interp.data.facts import RELATIONS, Fact, fact_doc
+from engram_interp.data.world import World
+
+PROBES = Path(__file__).resolve().parents[1] / "probes"
+
+
+def test_validate_item_rejects_bad_items():
+    ok = {"id": "x-1", "suite": "x", "prompt": "p", "answer": " a", "candidates": [" a", " b"], "meta": {}}
+    suites.validate_item(ok)
+    for bad in ({**ok, "answer": "a"}, {**ok, "candidates": [" b", " c"]}, {**ok, "candidates": [" a", " a"]},
+                {k: v for k, v in ok.items() if k != "meta"}, {**ok, "prompt": ""}):
+        with pytest.raises(ValueError):
+            suites.validate_item(bad)
+
+
+@pytest.mark.parametrize("name", [*suites.SUITES])
+def test_committed_suite_files_follow_schema(name):
+    path = PROBES / f"{name}.jsonl"
+    items = suites.read_suite(path)
+    assert len(items) >= 100
+    ids = set()
+    for it in items:
+        suites.validate_item(it)
+        assert it["suite"] == name and it["id"] not in ids
+        ids.add(it["id"])
+
+
+def test_entities_ner_offsets_point_at_entity_ends():
+    recs = [json.loads(line) for line in (PROBES / "entities_ner.jsonl").read_text().splitlines()]
+    assert len(recs) >= 100
+    for r in recs:
+        assert r["entity_end_positions"] == [e[1] - 1 for e in r["entities"]]
+        for start, end, _, text in r["entities"]:
+            assert r["text"][start:end] == text
+
+
+def test_generators_are_seeded_and_correct():
+    w = World(0, 300)
+    a = suites.facts_world_items(w, n_people=20, seed=1)
+    assert a == suites.facts_world_items(w, n_people=20, seed=1)
+    for it in a:
+        p = w.people[it["meta"]["person_index"]]
+        assert it["answer"] == " " + getattr(p, it["meta"]["attribute"]) and p.name in it["prompt"]
+    for it in suites.reading_items(w, n=30, seed=1):
+        passage = it["prompt"].split("\nQuestion:")[0]
+        assert it["answer"].strip() in passage  # open book: answer verbatim in the passage
+        assert it["meta"]["entity"] not in {p.name for p in w.people}
+    for it in suites.copying_items(["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa",
+                                    "lam", "mu", "nu", "xi"], n=10):
+        seq, given = it["prompt"].split("\n")
+        assert seq == given + it["answer"]
+    ag = suites.agreement_items(n=50)
+    assert all(it["answer"] == (" are" if it["meta"]["subject_plural"] else " is") for it in ag)
+
+
+def test_real_fact_training_docs_use_train_phrasings_only():
+    facts = [Fact("country_capital", "France", "Paris"), Fact("element_name", "Fe", "iron")]
+    items = suites.facts_real_items(facts)
+    text = "\n".join(fact_doc(facts, random.Random(i)) for i in range(300))
+    assert "Paris" in text and "iron" in text
+    for it in items:
+        assert it["prompt"] not in text
+    for spec in RELATIONS.values():
+        assert not set(spec["eval_cloze"]) & set(spec["train"])
