@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 
 from engram_interp.config import EngramConfig, MoEConfig, ModelConfig
-from engram_interp.params import count_params
 from engram_interp.train.planner import P_TOT_TOLERANCE, PlanError, changed_fields, plan_pair
 
 BASELINE = ModelConfig(vocab_size=8192, d_model=256, n_layers=12, n_heads=4, d_ffn=768, max_seq_len=512,
