@@ -1,0 +1,628 @@
+"""The training loop: paired arms, one after another, resumable at any step boundary.
+
+Per arm (ENGRAM.md section 7):
+  - model init from the arm's seed (on CPU, then moved: the same init on every device);
+  - AdamW on the backbone, weight decay on matrices only; the Engram tables
+    (``blocks.{l}.engram.memory.weight``) in their own group: Adam, no decay, ``engram_lr_mult`` x LR;
+  - linear warmup, cosine decay to ``min_lr_ratio`` x LR; global grad-norm clipping;
+  - ``model.update_balance()`` after every optimizer step (auxiliary-loss-free MoE balancing);
+  - bf16 autocast on CUDA with fp32 master weights, TF32 on, optional torch.compile of the training
+    forward only (the model object itself stays uncompiled, so hooks work on it);
+  - batches from ``TokenStream`` (depends on the recipe seed and the step only);
+  - validation on val_real.bin / val_world.bin separately every ``eval_interval`` steps and at the end.
+
+Files in the output dir, per arm:
+  ARM.ckpt                the final checkpoint (engram_interp.checkpoint.save, provenance included)
+  ARM.log.jsonl           one JSON line per log interval: step, tokens, loss, lr, val_real, val_world
+  ARM.card.md             a model-card stub
+  ARM.resume.safetensors  while unfinished: model + optimizer tensors + RNG states (no pickle)
+  ARM.resume.json         while unfinished: step, tokens, wall time, optimizer scalars, run fingerprint
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engram_interp.errors import EngramInterpError
+from engram_interp.train.data import VAL_FILES, TokenStream, read_meta, real_text_epochs, val_windows
+from engram_interp.train.planner import Plan, plan_pair
+from engram_interp.train.recipe import ArmSpec, Recipe
+
+RESUME_FORMAT = "engram-interp-resume"
+MAX_CKPT_MB = 40.0
+_TABLE_RE = re.compile(r"blocks\.\d+\.engram\.memory\.weight")
+
+
+# ---- shared context ------------------------------------------------------------------------------
+@dataclass
+class Context:
+    """Everything the arms of one recipe share."""
+
+    recipe: Recipe
+    tokenizer: Any  # tokenizers.Tokenizer
+    compression: Any  # engram_interp.tokenizer.Compression
+    plan: Plan
+    stream: TokenStream
+    val: dict[str, np.ndarray]  # source -> [n, seq_len] fixed windows
+    meta: dict[str, Any]
+    device: torch.device
+    compile: bool
+    amp_dtype: torch.dtype | None
+
+
+def prepare(recipe: Recipe, device: str | None = None, compile: bool | None = None) -> Context:
+    """Load tokenizer + data, plan the arms, and pick device / autocast / compile."""
+    from tokenizers import Tokenizer
+
+    from engram_interp.checkpoint import resolve_device
+    from engram_interp.tokenizer import build_compression
+
+    if not recipe.data.tokenizer.is_file():
+        raise EngramInterpError(f"no tokenizer at {recipe.data.tokenizer} (data.tokenizer in the recipe)")
+    if not recipe.data.dir.is_dir():
+        raise EngramInterpError(f"no data dir {recipe.data.dir} (data.dir in the recipe)")
+    tokenizer = Tokenizer.from_file(str(recipe.data.tokenizer))
+    compression = build_compression(tokenizer)
+    plan = make_plan(recipe, tokenizer, compression)
+    spec = recipe.train
+    stream = TokenStream(recipe.data.dir / "train.bin", spec.seq_len, spec.batch_size, recipe.seed)
+    val = {src: val_windows(recipe.data.dir / name, spec.seq_len, spec.eval_tokens)
+           for src, name in VAL_FILES.items() if (recipe.data.dir / name).is_file()}
+    vocab = tokenizer.get_vocab_size(with_added_tokens=True)
+    top = max([int(stream.tokens.max())] + [int(w.max()) for w in val.values()])
+    if top >= vocab:
+        raise EngramInterpError(f"the token files hold id {top} but the tokenizer has only {vocab} ids: wrong tokenizer?")
+    dev = resolve_device(device)
+    use_compile = (dev.type == "cuda") if spec.compile == "auto" else spec.compile == "true"
+    if compile is not None:
+        use_compile = compile
+    amp = {"auto": torch.bfloat16 if dev.type == "cuda" else None, "bfloat16": torch.bfloat16, "none": None}[spec.autocast]
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Context(recipe=recipe, tokenizer=tokenizer, compression=compression, plan=plan, stream=stream, val=val,
+                   meta=read_meta(recipe.data.dir), device=dev, compile=use_compile, amp_dtype=amp)
+
+
+def make_plan(recipe: Recipe, tokenizer, compression) -> Plan:
+    """The recipe's iso-parameter plan for this tokenizer (V from the tokenizer, V' from its compression)."""
+    baseline = recipe.baseline_config(tokenizer.get_vocab_size(with_added_tokens=True))
+    return plan_pair(baseline, recipe.engram.template(), recipe.engram.rho, compression.n_canonical)
+
+
+# ---- optimisation ---------------------------------------------------------------------------------
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.AdamW:
+    """Three groups: backbone matrices (decay), other backbone params (no decay), Engram tables (Adam, lr x mult)."""
+    spec = recipe.train
+    decay, no_decay, tables = [], [], []
+    for name, p in model.named_parameters():
+        if _TABLE_RE.fullmatch(name):
+            tables.append(p)
+        elif p.dim() >= 2:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    groups = [
+        {"params": decay, "weight_decay": spec.weight_decay, "lr_mult": 1.0, "group": "decay"},
+        {"params": no_decay, "weight_decay": 0.0, "lr_mult": 1.0, "group": "no_decay"},
+        {"params": tables, "weight_decay": 0.0, "lr_mult": spec.engram_lr_mult, "group": "engram_tables"},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs = {"fused": True} if device.type == "cuda" else {}
+    return torch.optim.AdamW(groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps, **kwargs)
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Backbone learning rate of the update made at ``step`` (0-based): warmup, then cosine to min_lr_ratio."""
+    spec = recipe.train
+    if step < spec.warmup_steps:
+        return spec.lr * (step + 1) / spec.warmup_steps
+    span = max(1, spec.steps - spec.warmup_steps)
+    progress = min(1.0, (step - spec.warmup_steps) / span)
+    return spec.lr * (spec.min_lr_ratio + (1 - spec.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _autocast(ctx: Context):
+    return torch.autocast(device_type=ctx.device.type, dtype=ctx.amp_dtype or torch.bfloat16,
+                          enabled=ctx.amp_dtype is not None)
+
+
+@torch.no_grad()
+def evaluate(model, ctx: Context) -> dict[str, float]:
+    """Mean next-token loss (nats) on each validation source's fixed windows."""
+    was_training = model.training
+    model.eval()
+    out = {}
+    bs = ctx.recipe.train.batch_size
+    for src, windows in ctx.val.items():
+        total = 0.0
+        for i in range(0, len(windows), bs):
+            x = torch.from_numpy(windows[i : i + bs]).to(ctx.device)
+            with _autocast(ctx):
+                total += float(model(x, return_type="loss").float()) * x.shape[0]
+        out[src] = total / len(windows)
+    model.train(was_training)
+    return out
+
+
+def _training_forward(model, ctx: Context):
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        return model(x, return_type="loss")
+
+    if not ctx.compile:
+        return loss_fn
+    import torch._dynamo
+
+    torch._dynamo.config.suppress_errors = True  # a frame dynamo cannot compile runs eagerly instead of crashing
+    for name in ("recompile_limit", "cache_size_limit"):  # the MoE's per-expert sizes vary every step
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 64)
+    from engram_interp.model.moe import MoE
+
+    # The routed dispatch has data-dependent shapes (tokens per expert) and a host sync: compiling it
+    # recompiles every few steps. It runs eagerly (a graph break); attention, Engram, norms, dense and
+    # shared experts, the head and the loss are compiled with static shapes.
+    for module in model.modules():
+        if isinstance(module, MoE) and "forward" not in module.__dict__:
+            module.forward = torch.compiler.disable(module.forward)
+    return torch.compile(loss_fn)
+
+
+def _new_model(ctx: Context, arm: ArmSpec):
+    from engram_interp.model import EngramTransformer
+
+    torch.manual_seed(arm.seed)
+    model = EngramTransformer(ctx.plan.configs[arm.kind], tokenizer=ctx.tokenizer, compression=ctx.compression)
+    return model.to(ctx.device).train()
+
+
+def _batch(ctx: Context, step: int) -> torch.Tensor:
+    x = torch.from_numpy(ctx.stream.batch(step))
+    if ctx.device.type == "cuda":
+        return x.pin_memory().to(ctx.device, non_blocking=True)
+    return x
+
+
+def _train_step(model, opt, fwd, x: torch.Tensor, lr: float, ctx: Context) -> torch.Tensor:
+    for group in opt.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    with _autocast(ctx):
+        loss = fwd(x)
+    loss.backward()
+    if ctx.recipe.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), ctx.recipe.train.grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    model.update_balance()
+    return loss.detach()
+
+
+# ---- resume state ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArmPaths:
+    ckpt: Path
+    log: Path
+    card: Path
+    resume_tensors: Path
+    resume_json: Path
+
+    @classmethod
+    def of(cls, out_dir: Path, arm: str) -> "ArmPaths":
+        return cls(out_dir / f"{arm}.ckpt", out_dir / f"{arm}.log.jsonl", out_dir / f"{arm}.card.md",
+                   out_dir / f"{arm}.resume.safetensors", out_dir / f"{arm}.resume.json")
+
+
+def _fingerprint(ctx: Context, arm: ArmSpec) -> dict[str, Any]:
+    """What must not change between a stop and its resume."""
+    spec = dataclasses.asdict(ctx.recipe.train)
+    for key in ("eval_interval", "eval_tokens", "log_interval", "compile", "save_dtype"):
+        spec.pop(key)
+    doc = {"arm": arm.name, "kind": arm.kind, "seed": arm.seed, "data_seed": ctx.recipe.seed,
+           "config": ctx.plan.configs[arm.kind].to_dict(), "train": spec, "train_tokens_in_file": ctx.stream.n_tokens}
+    return json.loads(json.dumps(doc))  # as it reads back from JSON (tuples -> lists)
+
+
+def save_resume(paths: ArmPaths, model, opt, state: dict[str, Any]) -> None:
+    """Model + optimizer tensors and RNG states to safetensors, scalars to JSON (written last, atomically)."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = opt.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim/{idx}/{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    tensors["rng/torch_cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng/torch_cuda"] = torch.cuda.get_rng_state()
+    step = str(state["step"])
+    tmp = paths.resume_tensors.with_name(paths.resume_tensors.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": RESUME_FORMAT, "step": step})
+    os.replace(tmp, paths.resume_tensors)
+    doc = {"format": RESUME_FORMAT, "version": 1, **state, "param_groups": sd["param_groups"], "optim_scalars": scalars}
+    tmp = paths.resume_json.with_name(paths.resume_json.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, paths.resume_json)
+
+
+def load_resume(paths: ArmPaths, model, opt, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """Restore model, optimizer and RNG from a resume state; returns its JSON (step, tokens, wall_s, ...)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        doc = json.loads(paths.resume_json.read_text())
+        with safe_open(str(paths.resume_tensors), "pt") as f:
+            tensor_step = (f.metadata() or {}).get("step")
+        tensors = load_file(str(paths.resume_tensors))
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise EngramInterpError(f"resume state {paths.resume_json} is unreadable: {exc}") from None
+    if doc.get("format") != RESUME_FORMAT or str(doc.get("step")) != tensor_step:
+        raise EngramInterpError(f"resume state {paths.resume_json} does not match {paths.resume_tensors.name}")
+    if doc["fingerprint"] != fingerprint:
+        diff = _diff(doc["fingerprint"], fingerprint)
+        raise EngramInterpError(
+            f"{paths.resume_json} was written for a different run ({', '.join(diff[:4])} changed); "
+            "restore the recipe or delete the resume files to start this arm over"
+        )
+    model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim/"):
+            _, idx, name = key.split("/", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for idx, values in doc["optim_scalars"].items():
+        state.setdefault(int(idx), {}).update(values)
+    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in doc["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+    torch.set_rng_state(tensors["rng/torch_cpu"])
+    if "rng/torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng/torch_cuda"])
+    return doc
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# ---- stopping cleanly ------------------------------------------------------------------------------
+class _StopSignal:
+    """SIGTERM / first SIGINT -> stop at the next step boundary (a second SIGINT interrupts)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nsignal {signum}: stopping at the next step boundary (resume state will be written)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ---- one arm -----------------------------------------------------------------------------------------
+@dataclass
+class ArmResult:
+    arm: str
+    status: str  # "finished", "skipped" (ckpt existed), "stopped" (resume state written)
+    step: int
+    steps: int
+    val: dict[str, float] = field(default_factory=dict)
+    path: Path | None = None
+    reason: str = ""
+
+
+def train_arm(ctx: Context, arm: ArmSpec, *, resume: bool = False, deadline: float | None = None,
+              max_steps: int | None = None, stop: _StopSignal | None = None, progress: bool = True) -> ArmResult:
+    """Train (or continue) one arm to the end, or until the deadline / max_steps / a signal."""
+    from tqdm.auto import tqdm
+
+    recipe, spec = ctx.recipe, ctx.recipe.train
+    out_dir = recipe.output_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = ArmPaths.of(out_dir, arm.name)
+    total = spec.steps
+    if paths.ckpt.exists():
+        return ArmResult(arm.name, "skipped", total, total, path=paths.ckpt, reason=f"{paths.ckpt} exists")
+    has_state = paths.resume_json.exists() and paths.resume_tensors.exists()
+    if has_state and not resume:
+        raise EngramInterpError(f"{paths.resume_json} exists: pass --resume to continue arm {arm.name}, "
+                                "or delete its .resume.* files to start it over")
+
+    model = _new_model(ctx, arm)
+    opt = build_optimizer(model, recipe, ctx.device)
+    fingerprint = _fingerprint(ctx, arm)
+    step, wall_prev, runs, last_val = 0, 0.0, 0, {}
+    if has_state:
+        doc = load_resume(paths, model, opt, fingerprint)
+        step, wall_prev, runs, last_val = int(doc["step"]), float(doc["wall_s"]), int(doc["runs"]), doc.get("val", {})
+        _truncate_log(paths.log, step)
+    elif paths.log.exists():
+        paths.log.unlink()
+    runs += 1
+    fwd = _training_forward(model, ctx)
+    tok_per_step = spec.tokens_per_step
+
+    t_start = time.monotonic()
+    step_time, eval_time = 0.0, 0.0
+    loss_sum, loss_n = torch.zeros((), device=ctx.device), 0
+    steps_this_run = 0
+    tty = sys.stderr.isatty()
+    bar = tqdm(total=total, initial=step, desc=arm.name, unit="step", disable=not progress, dynamic_ncols=True,
+               mininterval=0.5 if tty else 30.0, file=sys.stderr)
+    log = open(paths.log, "a")
+
+    def state(val: dict[str, float]) -> dict[str, Any]:
+        return {"arm": arm.name, "step": step, "tokens": step * tok_per_step, "wall_s": wall_prev + time.monotonic() - t_start,
+                "runs": runs, "fingerprint": fingerprint, "val": val}
+
+    def stop_reason() -> str | None:
+        if stop is not None and stop.signum is not None:
+            return f"signal {stop.signum}"
+        if max_steps is not None and steps_this_run >= max_steps:
+            return f"--max-steps {max_steps}"
+        if deadline is not None:
+            next_eval = (step + 1) % spec.eval_interval == 0 or step + 1 == total
+            need = 2 * step_time + 10.0 + (2 * eval_time + 5.0 if next_eval else 0.0)
+            if time.monotonic() + need > deadline:
+                return "--max-minutes"
+        return None
+
+    try:
+        while step < total:
+            reason = stop_reason()
+            if reason:
+                save_resume(paths, model, opt, state(last_val))
+                bar.close()
+                return ArmResult(arm.name, "stopped", step, total, val=last_val, reason=reason)
+            t0 = time.monotonic()
+            lr = lr_at(step, recipe)
+            loss = _train_step(model, opt, fwd, _batch(ctx, step), lr, ctx)
+            loss_sum += loss.float()
+            loss_n += 1
+            step += 1
+            steps_this_run += 1
+            is_eval = step % spec.eval_interval == 0 or step == total
+            if step % spec.log_interval == 0 or is_eval:
+                mean_loss = float(loss_sum) / loss_n  # syncs
+                loss_sum.zero_()
+                loss_n = 0
+                line = {"step": step, "tokens": step * tok_per_step, "loss": round(mean_loss, 5), "lr": lr,
+                        "wall_s": round(wall_prev + time.monotonic() - t_start, 2)}
+                if is_eval:
+                    te = time.monotonic()
+                    last_val = evaluate(model, ctx)
+                    eval_time = time.monotonic() - te
+                    line |= {f"val_{k}": round(v, 5) for k, v in last_val.items()}
+                    bar.write(f"{arm.name} step {step}/{total}: loss {mean_loss:.4f} "
+                              + " ".join(f"val_{k} {v:.4f}" for k, v in last_val.items()))
+                log.write(json.dumps(line) + "\n")
+                log.flush()
+                rate = bar.format_dict.get("rate") or 0.0
+                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{rate * tok_per_step:,.0f}", lr=f"{lr:.2e}",
+                                refresh=False)
+            bar.update(1)
+            dt = time.monotonic() - t0
+            step_time = dt if steps_this_run <= 2 else 0.9 * step_time + 0.1 * dt
+    finally:
+        log.close()
+    bar.close()
+    wall = wall_prev + time.monotonic() - t_start
+    path = _finish(ctx, arm, model, paths, last_val, wall, runs)
+    return ArmResult(arm.name, "finished", step, total, val=last_val, path=path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _finish(ctx: Context, arm: ArmSpec, model, paths: ArmPaths, val: dict[str, float], wall: float, runs: int) -> Path:
+    """Write ARM.ckpt (with provenance) and ARM.card.md; remove the resume state."""
+    from engram_interp.checkpoint import save
+
+    provenance = build_provenance(ctx, arm, val, wall, runs)
+    if ctx.recipe.train.save_dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    save(model.eval(), paths.ckpt, provenance=provenance, overwrite=True)
+    size_mb = paths.ckpt.stat().st_size / 1e6
+    if size_mb > MAX_CKPT_MB:
+        print(f"warning: {paths.ckpt} is {size_mb:.1f} MB (> {MAX_CKPT_MB:.0f} MB); set train.save_dtype = \"bfloat16\"",
+              file=sys.stderr)
+    paths.card.write_text(model_card(provenance, paths.ckpt.name, size_mb))
+    for p in (paths.resume_json, paths.resume_tensors):
+        p.unlink(missing_ok=True)
+    return paths.ckpt
+
+
+# ---- provenance and model card --------------------------------------------------------------------------
+def build_provenance(ctx: Context, arm: ArmSpec, val: dict[str, float], wall: float, runs: int) -> dict[str, Any]:
+    """How an arm's weights were made: recipe, data, steps, tokens, epochs, hardware, time, versions."""
+    recipe, spec = ctx.recipe, ctx.recipe.train
+    tokens = spec.steps * spec.tokens_per_step
+    counts = ctx.plan.counts[arm.kind]
+    return {
+        "recipe_name": recipe.name,
+        "arm": arm.name,
+        "kind": arm.kind,
+        "seed": arm.seed,
+        "data_seed": recipe.seed,
+        "steps": spec.steps,
+        "tokens": tokens,
+        "epochs_train_file": round(tokens / ctx.stream.n_tokens, 4),
+        "epochs_real_text": _round(real_text_epochs(ctx.meta, tokens, ctx.stream.n_tokens)),
+        "val_loss_real": _round(val.get("real")),
+        "val_loss_world": _round(val.get("world")),
+        "wall_time_s": round(wall, 1),
+        "runs": runs,
+        "hardware": hardware(ctx.device),
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "autocast": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else "none",
+        "compiled": ctx.compile,
+        "save_dtype": spec.save_dtype,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "recipe": {"name": recipe.name, "path": str(recipe.path) if recipe.path else None,
+                   "overrides": list(recipe.overrides), "text": recipe.text},
+        "data": {"dir": str(recipe.data.dir), "tokenizer": str(recipe.data.tokenizer),
+                 "train_tokens_in_file": ctx.stream.n_tokens,
+                 "val_tokens": {k: int(v.size) for k, v in ctx.val.items()}, "meta": ctx.meta},
+        "val_loss": {k: _round(v) for k, v in val.items()},
+        "params": counts.to_dict(),
+        "rho_target": recipe.engram.rho,
+        "plan": ctx.plan.rows(),
+    }
+
+
+def _round(x: float | None, digits: int = 5) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def hardware(device: torch.device) -> str:
+    """'NVIDIA H100 80GB HBM3' or 'CPU: <model name> (N threads)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {name} ({torch.get_num_threads()} threads)"
+
+
+def git_commit() -> str | None:
+    """HEAD of the repository engram_interp lives in (+ '-dirty'), or None."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def model_card(prov: dict[str, Any], ckpt_name: str, size_mb: float) -> str:
+    """A short Markdown model card; suite scores are appended later by another command."""
+    p = prov["params"]
+    rho = "-" if p["rho"] is None else f"{p['rho']:.3f}"
+    val = ", ".join(f"{k} {v:.4f}" for k, v in prov["val_loss"].items() if v is not None) or "-"
+    epochs_real = prov["epochs_real_text"]
+    meta = prov["data"]["meta"]
+    return "\n".join([
+        f"# {prov['arm']} ({prov['kind']}), recipe `{prov['recipe_name']}`",
+        "",
+        f"Checkpoint `{ckpt_name}` ({size_mb:.1f} MB, weights {prov['save_dtype']}). Trained by `engram-interp train`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| kind / seed | {prov['kind']} / init seed {prov['seed']}, data-order seed {prov['data_seed']} |",
+        f"| data | `{prov['data']['dir']}`: {prov['data']['train_tokens_in_file']:,} training tokens in train.bin"
+        + (f"; real fraction {meta['real_fraction']}" if isinstance(meta.get("real_fraction"), (int, float)) else "") + " |",
+        f"| tokens | {prov['tokens']:,} ({prov['steps']:,} steps); {prov['epochs_train_file']:.2f} epochs of train.bin;"
+        f" {'-' if epochs_real is None else f'{epochs_real:.2f}'} epochs of real text |",
+        f"| validation loss (nats/token) | {val} |",
+        f"| P_tot / P_act / P_sparse | {p['P_tot']:,} / {p['P_act']:,} / {p['P_sparse']:,} (embedding + LM head: {p['embedding']:,}) |",
+        f"| rho (routed share of P_sparse) | {rho} (target {prov['rho_target']}); Engram parameters {p['engram']:,} |",
+        f"| hardware / wall time | {prov['hardware']} / {prov['wall_time_s'] / 60:.1f} min over {prov['runs']} run(s) |",
+        f"| software | torch {prov['torch']}, autocast {prov['autocast']}, compiled {prov['compiled']},"
+        f" git {prov['git_commit'] or '-'} |",
+        "",
+        "## Suite scores",
+        "",
+        "_Not yet evaluated._",
+        "",
+    ])
+
+
+# ---- several arms ------------------------------------------------------------------------------------------
+def train(recipe: Recipe, arms: list[str] | None = None, *, device: str | None = None, max_minutes: float | None = None,
+          resume: bool = False, max_steps: int | None = None, compile: bool | None = None,
+          progress: bool = True) -> list[ArmResult]:
+    """Train the recipe's arms (or ``arms``) one after another; finished arms are skipped."""
+    chosen = [recipe.arm(a) for a in arms] if arms else list(recipe.arms)
+    ctx = prepare(recipe, device=device, compile=compile)
+    deadline = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
+    results = []
+    with _StopSignal() as stop:
+        for arm in chosen:
+            result = train_arm(ctx, arm, resume=resume, deadline=deadline, max_steps=max_steps, stop=stop,
+                               progress=progress)
+            results.append(result)
+            if result.status == "stopped":
+                for rest in chosen[len(results):]:  # untouched arms: nothing to save
+                    results.append(ArmResult(rest.name, "not started", 0, recipe.train.steps, reason=result.reason))
+                break
+    return results
+
+
+def profile(recipe: Recipe, arms: list[str] | None, steps: int, *, device: str | None = None,
+            compile: bool | None = None, warmup: int = 3) -> list[dict[str, Any]]:
+    """Run ``warmup`` + ``steps`` training steps per arm (nothing saved); return tokens/s per arm."""
+    chosen = [recipe.arm(a) for a in arms] if arms else list(recipe.arms)
+    ctx = prepare(recipe, device=device, compile=compile)
+    out = []
+    for arm in chosen:
+        model = _new_model(ctx, arm)
+        opt = build_optimizer(model, recipe, ctx.device)
+        fwd = _training_forward(model, ctx)
+        sync = torch.cuda.synchronize if ctx.device.type == "cuda" else (lambda: None)
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.monotonic()
+        for s in range(warmup):
+            _train_step(model, opt, fwd, _batch(ctx, s), lr_at(s, recipe), ctx)
+        sync()
+        t1 = time.monotonic()
+        for s in range(warmup, warmup + steps):
+            loss = _train_step(model, opt, fwd, _batch(ctx, s), lr_at(s, recipe), ctx)
+        sync()
+        dt = time.monotonic() - t1
+        tps = steps * recipe.train.tokens_per_step / dt
+        out.append({
+            "arm": arm.name, "device": hardware(ctx.device), "compiled": ctx.compile,
+            "warmup_s": round(t1 - t0, 2), "step_s": round(dt / steps, 4), "tokens_per_s": round(tps),
+            "loss": round(float(loss), 4),
+            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if ctx.device.type == "cuda" else None,
+            "eta_min_per_arm": round(recipe.train.steps * recipe.train.tokens_per_step / tps / 60, 1),
+        })
+        del model, opt, fwd
+    return out
