@@ -36,27 +36,30 @@ __all__ = [
 ]
 
 
-def u_centred_grams(x: torch.Tensor) -> torch.Tensor:
+def u_centred_grams(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """U-centred linear Gram matrices of a minibatch, flattened: ``[L, n, d] -> [L, n*n]`` float64.
 
     The per-layer feature mean is subtracted in the input dtype first (HSIC is invariant to it).
+    ``out``: optional float64 buffer ``[L, n*n]`` to write into.
     """
     if x.dim() != 3:
         raise ValueError(f"expected [layers, n, d], got {tuple(x.shape)}")
-    n = x.shape[1]
+    L, n = x.shape[0], x.shape[1]
     if n <= 3:
         raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
     x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
     x = x - x.mean(dim=1, keepdim=True)
-    k = torch.bmm(x, x.transpose(1, 2)).to(torch.float64)  # [L, n, n]
+    k = out.view(L, n, n) if out is not None else torch.empty(L, n, n, dtype=torch.float64, device=x.device)
+    k.copy_(torch.bmm(x, x.transpose(1, 2)))  # [L, n, n]: float32 Gram, float64 from here on
     k.diagonal(dim1=1, dim2=2).zero_()
     row = k.sum(dim=2)  # [L, n]
     total = row.sum(dim=1, keepdim=True)  # [L, 1]
     m = row / (n - 2) - total / (2 * (n - 1) * (n - 2))  # [L, n]
-    k -= m[:, :, None]
-    k -= m[:, None, :]
+    ones = torch.ones_like(m)
+    # U = K - m 1^T - 1 m^T as one in-place rank-2 update
+    k.baddbmm_(torch.stack([m, ones], dim=2), torch.stack([ones, m], dim=1), alpha=-1.0)
     k.diagonal(dim1=1, dim2=2).zero_()
-    return k.reshape(k.shape[0], n * n)
+    return k.view(L, n * n)
 
 
 class CKAAccumulator:
@@ -97,26 +100,37 @@ class CKAAccumulator:
     def update(self, acts_a: torch.Tensor | Sequence[torch.Tensor], acts_b: torch.Tensor | Sequence[torch.Tensor] | None = None, *, index: int | None = None) -> None:
         """Add one minibatch. ``index`` (global minibatch number) keys its bootstrap weights;
         by default the accumulator's own counter. Pass it when sharding minibatches over processes."""
-        ua = _u_of(acts_a, self.device)
+        a = _as_layers(acts_a, self.device)
+        dev = a.device if isinstance(a, torch.Tensor) else a[0].device
         if self.device is None:
-            self._move(ua.device)
-        n = int(round(ua.shape[1] ** 0.5))
-        if ua.shape[0] != self.n_layers_a:
-            raise ValueError(f"expected {self.n_layers_a} layers for A, got {ua.shape[0]}")
+            self._move(dev)
+        la = a.shape[0] if isinstance(a, torch.Tensor) else len(a)
+        n = a.shape[1] if isinstance(a, torch.Tensor) else a[0].shape[0]
+        if la != self.n_layers_a:
+            raise ValueError(f"expected {self.n_layers_a} layers for A, got {la}")
+        if self.self_mode != (acts_b is None):
+            raise ValueError("pass acts_b exactly when the accumulator compares two models")
+        b = None if acts_b is None else _as_layers(acts_b, dev)
+        lb = 0 if b is None else (b.shape[0] if isinstance(b, torch.Tensor) else len(b))
+        if b is not None:
+            nb = b.shape[1] if isinstance(b, torch.Tensor) else b[0].shape[0]
+            if nb != n:
+                raise ValueError(f"A and B minibatches differ in number of examples: {n} vs {nb}")
+            if lb != self.n_layers_b:
+                raise ValueError(f"expected {self.n_layers_b} layers for B, got {lb}")
+        if n <= 3:
+            raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
+        # U's of A and B in one float64 buffer: one matmul gives every cross and self inner product
+        u = torch.empty(la + lb, n * n, dtype=torch.float64, device=dev)
+        _fill_u(a, u[:la])
+        if b is not None:
+            _fill_u(b, u[la:])
         scale = 1.0 / (n * (n - 3))
-        if self.self_mode or acts_b is None:
-            if not self.self_mode:
-                raise ValueError("this accumulator compares two models: pass acts_b")
-            ub = ua
-        else:
-            ub = _u_of(acts_b, ua.device)
-            if ub.shape[1] != ua.shape[1]:
-                raise ValueError("A and B minibatches differ in number of examples")
-            if ub.shape[0] != self.n_layers_b:
-                raise ValueError(f"expected {self.n_layers_b} layers for B, got {ub.shape[0]}")
-        h_ab = (ua @ ub.T) * scale  # [L_a, L_b]
-        h_aa = torch.linalg.vecdot(ua, ua) * scale
-        h_bb = h_aa if ub is ua else torch.linalg.vecdot(ub, ub) * scale
+        g = (u @ u.T) * scale  # [La+Lb, La+Lb]
+        del u
+        h_ab = g[:la, la:] if b is not None else g
+        h_aa = torch.diagonal(g)[:la]
+        h_bb = torch.diagonal(g)[la:] if b is not None else h_aa
         idx = self._next_index if index is None else index
         self._next_index = max(self._next_index, idx + 1)
         w = poisson_weights(self.seed, idx, self.n_boot).to(h_ab.device)
@@ -181,16 +195,22 @@ def percentile_ci(samples: torch.Tensor, level: float = 0.95) -> tuple[torch.Ten
     return torch.nanquantile(samples, lo_q, dim=0), torch.nanquantile(samples, hi_q, dim=0)
 
 
-def _u_of(acts: torch.Tensor | Sequence[torch.Tensor], device: torch.device | None) -> torch.Tensor:
-    """U-centred flattened Grams ``[L, n*n]`` of a stacked tensor or a list of ``[n, d_l]`` tensors."""
+def _as_layers(acts: torch.Tensor | Sequence[torch.Tensor], device: torch.device | None) -> list[torch.Tensor] | torch.Tensor:
     if isinstance(acts, torch.Tensor):
-        return u_centred_grams(acts if device is None else acts.to(device))
+        return acts if device is None else acts.to(device)
     flat = [t.reshape(t.shape[0], -1) for t in acts]
     if device is not None:
         flat = [t.to(device) for t in flat]
-    if len({t.shape[1] for t in flat}) == 1:
-        return u_centred_grams(torch.stack(flat))
-    return torch.cat([u_centred_grams(t[None]) for t in flat])
+    return torch.stack(flat) if len({t.shape[1] for t in flat}) == 1 else flat
+
+
+def _fill_u(acts: torch.Tensor | list[torch.Tensor], out: torch.Tensor) -> None:
+    """Write U-centred Grams of a stacked tensor or a list of ``[n, d_l]`` tensors into ``out`` ``[L, n*n]``."""
+    if isinstance(acts, torch.Tensor):
+        u_centred_grams(acts, out)
+    else:
+        for i, t in enumerate(acts):
+            u_centred_grams(t[None], out[i:i + 1])
 
 
 def minibatch_cka(
