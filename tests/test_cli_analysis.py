@@ -16,13 +16,8 @@ TEXT = "Alexander the Great was a king of Macedon. The Milky Way is a galaxy. By
 
 
 def save(model, path):
-    """ei.save, re-saved with a padded provenance if the header length's first byte is 0x80: main's
-    checkpoint reader currently mistakes such a safetensors file for a pickle (reported upstream)."""
-    for pad in range(8):
-        ei.save(model, path, provenance={"test": True, "pad": "x" * pad}, overwrite=True)
-        if path.read_bytes()[:1] != b"\x80":
-            return path
-    raise AssertionError("could not avoid the 0x80 header byte")
+    ei.save(model, path, provenance={"test": True}, overwrite=True)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +155,12 @@ def test_user_errors(ckpts, capsys, tmp_path):
     save(other, p)
     assert main(["cka", str(ckpts["engram"]), str(p), "--text", TEXT, "--device", "cpu", "--quiet"]) == 2
     assert "tokenizer" in capsys.readouterr().err
+
+
+def test_top_level_help_lists_analysis_commands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in ("logit-lens", "cka", "gates", "ablate", "report"):
+        assert name in out

@@ -33,14 +33,20 @@ __all__ = ["read_suites", "score_items", "AblationAccumulator", "SuiteScore", "A
 
 
 def read_suites(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
-    """Suite JSONL files (or folders of them) -> ``{suite name: [items]}``. Items need ``prompt`` and
-    ``answer``; ``suite`` defaults to the file stem, ``id`` to the line number."""
+    """Suite JSONL files (or folders of them: files without ``prompt`` items are skipped) ->
+    ``{suite name: [items]}``. Items need ``prompt`` and ``answer``; ``suite`` defaults to the file stem, ``id`` to the line number."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(p.glob("*.jsonl"))
+        if p.is_dir():  # every .jsonl whose first item has a prompt (skips probe sets such as entities_ner)
+            for f in sorted(p.glob("*.jsonl")):
+                first = next((l for l in f.read_text(encoding="utf-8").splitlines() if l.strip()), "")
+                try:
+                    if "prompt" in json.loads(first):
+                        files.append(f)
+                except (json.JSONDecodeError, TypeError):
+                    continue
         elif p.is_file():
             files.append(p)
         else:

@@ -7,7 +7,7 @@ import argparse
 from engram_interp.commands._common import add_common, emit, fmt, load_models, names_for, seed_all
 
 NAME = "ablate"
-HELP = "Engram-ablation sensitivity: task-suite scores with Engram suppressed (retained %, bootstrap CIs)"
+HELP = "Engram-ablation sensitivity: task-suite scores with Engram suppressed (retained %%, bootstrap CIs)"
 DESCRIPTION = (
     "Scores every suite (JSONL items {id, suite, prompt, answer, candidates?}: greedy exact match, or rank 1 "
     "among candidates by summed log-prob) with the full model and with the Engram output suppressed at all "
