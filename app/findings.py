@@ -1,0 +1,61 @@
+"""Overview tables: what each checkpoint is, and the cached headline numbers of the four analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.state import Entry
+
+
+def validation_loss(provenance: dict[str, Any]) -> float | None:
+    """The validation loss recorded in a checkpoint's provenance (first key that names one), in nats."""
+    preferred = ("val_loss", "validation_loss", "eval_loss", "valid_loss", "heldout_loss")
+    stack = [provenance or {}]
+    while stack:
+        d = stack.pop(0)
+        for key in preferred:
+            if isinstance(d.get(key), (int, float)):
+                return float(d[key])
+        for key, value in d.items():
+            if isinstance(value, (int, float)) and "val" in key.lower() and "loss" in key.lower():
+                return float(value)
+        stack.extend(v for v in d.values() if isinstance(v, dict))
+    return None
+
+
+def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
+    rows = []
+    for e in entries:
+        cfg, p = e.info.config, e.params
+        eng = cfg.engram
+        loss = validation_loss(e.info.provenance)
+        rows.append({
+            "model": e.label,
+            "kind": cfg.kind,
+            "layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "branches": cfg.n_branches,
+            "Engram layers": ", ".join(map(str, eng.layer_ids)) if eng else "-",
+            "P_tot": f"{p.P_tot:,}",
+            "P_act": f"{p.P_act:,}",
+            "P_sparse": f"{p.P_sparse:,}",
+            "rho": "-" if p.rho is None else f"{p.rho:.3f}",
+            "val loss (nats)": "-" if loss is None else f"{loss:.4f}",
+            "sha256": e.sha[:12],
+            "file": str(e.path),
+        })
+    return pd.DataFrame(rows)
+
+
+def render_summary(entries: Sequence[Entry]) -> None:
+    """One line per finding, from the disk cache only (nothing is computed on the Overview)."""
+    from app import results
+
+    for title, lines in results.summaries(entries):
+        st.markdown(f"**{title}**")
+        for line in lines:
+            st.markdown(f"- {line}")
