@@ -287,7 +287,8 @@ def disk_cached(
     def progress(fraction: float, text: str = "") -> None:
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {text}" if text else label)
 
-    value = compute(progress)
+    with torch.no_grad():
+        value = compute(progress)
     bar.empty()
     store_result(kind, shas, params, value)
     return value
@@ -330,6 +331,11 @@ def residual_streams(path: str, sha: str, text: str) -> tuple[list[str], torch.T
     """
     model = _load_model(path, sha)
     tokens = model.to_tokens(text)
+    with torch.no_grad():
+        return _residual_streams(model, tokens)
+
+
+def _residual_streams(model, tokens: torch.Tensor) -> tuple[list[str], torch.Tensor]:
     n = model.cfg.n_layers
     names = {f"blocks.{l}.hook_resid_pre" for l in range(n)} | {f"blocks.{n - 1}.hook_resid_post"}
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)

@@ -1,0 +1,31 @@
+"""APP-LOCAL plotly figures, used only until ``engram_interp.report`` provides them (then delete)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import torch
+
+
+def cka_heatmap(cka: torch.Tensor, low: torch.Tensor, high: torch.Tensor, label_a: str, label_b: str,
+                align: torch.Tensor, argmax: torch.Tensor, engram_layers: Sequence[int]) -> go.Figure:
+    """CKA [L_a, L_b] with the diagonal, the soft alignment index and the argmax of every row of A."""
+    la, lb = cka.shape
+    hover = [[f"{label_a} L{i} vs {label_b} L{j}<br>CKA {cka[i, j]:.3f} [{low[i, j]:.3f}, {high[i, j]:.3f}]"
+              for j in range(lb)] for i in range(la)]
+    fig = go.Figure(go.Heatmap(z=cka.numpy(), x=list(range(lb)), y=list(range(la)), colorscale="Viridis",
+                               zmin=min(0.0, float(torch.nan_to_num(cka).min())), zmax=1.0, text=hover,
+                               hoverinfo="text", colorbar=dict(title="CKA")))
+    n = min(la, lb)
+    fig.add_trace(go.Scatter(x=[-0.5, n - 0.5], y=[-0.5, n - 0.5], mode="lines", name="diagonal",
+                             line=dict(color="white", dash="dash")))
+    fig.add_trace(go.Scatter(x=argmax.tolist(), y=list(range(la)), mode="markers", name="argmax",
+                             marker=dict(symbol="x", color="orange", size=9)))
+    fig.add_trace(go.Scatter(x=align.tolist(), y=list(range(la)), mode="lines+markers", name="soft alignment a_j",
+                             line=dict(color="red"), marker=dict(size=8)))
+    for j in engram_layers:
+        fig.add_hline(y=j, line=dict(color="red", width=1, dash="dot"))
+    fig.update_layout(xaxis_title=f"{label_b} layer (stream entering block)", yaxis_title=f"{label_a} layer",
+                      height=520, legend=dict(orientation="h", y=1.08), margin=dict(t=60))
+    return fig

@@ -1,0 +1,74 @@
+"""CKA: minibatch unbiased linear CKA between the layers of an Engram model and a baseline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from app import figures, results, state  # noqa: E402
+
+st.set_page_config(page_title="CKA · engram-interp", layout="wide")
+good = state.page_header(
+    "CKA",
+    "Minibatch unbiased linear CKA (Song et al. 2012; Nguyen et al. 2021) between the residual stream entering "
+    "every block of model A (rows) and of model B (columns). Red: soft alignment index a_j (top-k weighted mean "
+    "of B's layer index, paper eq. 9); a_j above the diagonal means A's layer j looks like a deeper layer of B. "
+    "Intervals: percentile bootstrap over minibatches.",
+)
+chosen = state.pick_models(good, n=2, key="cka")
+c1, c2, c3 = st.columns(3)
+tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=True,
+                  format_func={"entities": "named-entity final tokens", "all": "all tokens (BOS dropped)"}.get)
+n_examples = c2.select_slider("Examples (token positions)", [128, 256, 512, 1024, 2048, 4096],
+                              value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
+k = c3.slider("k (soft alignment)", 1, 10, 5, key="cka-k")
+if chosen[0].path == chosen[-1].path:
+    st.info("Model A and B are the same checkpoint: the matrix is A's self-similarity.")
+
+pair = state.load_pair(chosen)
+if pair is None:
+    st.stop()
+params = dict(results.CKA_DEFAULTS, tokens=tokens, n_examples=int(n_examples))
+res = results.cka(pair, params)
+if "error" in res:
+    st.error(res["error"])
+    st.stop()
+
+from engram_interp.analysis.cka import cka_argmax, soft_alignment  # noqa: E402
+
+a, b = pair.entries
+matrix = res["cka"]
+k = min(k, matrix.shape[1])
+align, argmax = soft_alignment(matrix, k=k), cka_argmax(matrix)
+st.caption(f"{res['n_examples']} token positions in {res['n_batches']} minibatches of "
+           f"{params['batch']} · data: {res['source']}")
+engram_layers = list(a.info.config.engram.layer_ids) if a.has_engram else []
+st.plotly_chart(figures.cka_heatmap(matrix, res["low"], res["high"], a.label, b.label, align, argmax, engram_layers),
+                width="stretch")
+
+rows = []
+for j in range(matrix.shape[0]):
+    rows.append({
+        f"{a.label} layer": j,
+        "Engram": "yes" if j in engram_layers else "",
+        f"soft alignment a_j (k={k})": round(float(align[j]), 2),
+        "a_j - j": round(float(align[j]) - j, 2),
+        "argmax": int(argmax[j]),
+        "CKA at diagonal [95% CI]": results.fmt_ci(float(matrix[j, min(j, matrix.shape[1] - 1)]),
+                                                   float(res["low"][j, min(j, matrix.shape[1] - 1)]),
+                                                   float(res["high"][j, min(j, matrix.shape[1] - 1)]), 3),
+        "max CKA [95% CI]": results.fmt_ci(float(matrix[j, argmax[j]]), float(res["low"][j, argmax[j]]),
+                                           float(res["high"][j, argmax[j]]), 3),
+    })
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+if not a.has_engram:
+    st.info(f"{a.label} has no Engram layers; the soft alignment of Engram layers is shown for Engram models only.")
+
