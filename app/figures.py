@@ -29,3 +29,29 @@ def cka_heatmap(cka: torch.Tensor, low: torch.Tensor, high: torch.Tensor, label_
     fig.update_layout(xaxis_title=f"{label_b} layer (stream entering block)", yaxis_title=f"{label_a} layer",
                       height=520, legend=dict(orientation="h", y=1.08), margin=dict(t=60))
     return fig
+
+
+def kl_curves(curves: Sequence[dict]) -> go.Figure:
+    """Mean KL(p_final || q_l) per layer point with +-1.96 SEM bands, one line per model."""
+    fig = go.Figure()
+    for c in curves:
+        x, y, sem = c["layers"], c["kl"], c["kl_sem"]
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{c['name']} ({c['n_tokens']} tokens)",
+                                 error_y=dict(type="data", array=[1.96 * s for s in sem], visible=True)))
+    fig.update_layout(xaxis_title="layer point (stream entering block l; last = output)",
+                      yaxis_title="KL(p_final || q_l), nats", height=420, legend=dict(orientation="h", y=1.1))
+    return fig
+
+
+def token_heatmap(z: Sequence[Sequence[float]], tokens: Sequence[str], rows: Sequence[str], hover: Sequence[Sequence[str]],
+                  title: str, colorbar: str, zmin: float | None = None, zmax: float | None = None,
+                  colorscale: str = "Viridis", cell_text: Sequence[Sequence[str]] | None = None) -> go.Figure:
+    """A rows x tokens heatmap with per-cell hover text (and optional text drawn in the cells)."""
+    x = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=list(rows), text=hover, hoverinfo="text", colorscale=colorscale,
+                               zmin=zmin, zmax=zmax, colorbar=dict(title=colorbar),
+                               texttemplate="%{customdata}" if cell_text is not None else None,
+                               customdata=cell_text))
+    fig.update_layout(title=title, height=120 + 28 * len(rows), xaxis=dict(tickangle=-60, type="category"),
+                      yaxis=dict(type="category", autorange="reversed"), margin=dict(t=40, b=10))
+    return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -113,9 +114,19 @@ def run(args: argparse.Namespace) -> int:
 
         webbrowser.open(url)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+
+    def stop(signum, frame):  # SIGTERM (e.g. from a test or a service manager) stops the server too
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         return proc.wait()
     except KeyboardInterrupt:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)

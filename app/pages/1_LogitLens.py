@@ -1,0 +1,71 @@
+"""LogitLens: KL(p_final || q_l) per layer for every loaded model, and a per-token view of free text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import figures, results, state  # noqa: E402
+from engram_interp.errors import EngramInterpError  # noqa: E402
+
+st.set_page_config(page_title="LogitLens · engram-interp", layout="wide")
+good = state.page_header(
+    "LogitLens",
+    "q_l = softmax(W_U · FinalNorm(h_l)) with the final norm's statistics recomputed on h_l (and the mHC "
+    "readout applied); KL(p_final || q_l) in nats, averaged over tokens. Lower KL = the prediction is ready "
+    "earlier. The last point is the model's own output (KL ~ 0, a self-check).",
+)
+lens = results.library("logit_lens", "The LogitLens analysis")
+
+st.subheader("KL per layer, all loaded models")
+max_tokens = st.select_slider("Tokens", [1024, 2048, 4096, 8192, 16384], value=results.LENS_DEFAULTS["max_tokens"],
+                              key="lens-tokens")
+params = dict(results.LENS_DEFAULTS, max_tokens=int(max_tokens))
+try:
+    curves = results.lens_curves(good, params)
+except EngramInterpError as exc:
+    st.error(str(exc))
+    st.stop()
+st.plotly_chart(figures.kl_curves(curves), width="stretch")
+st.caption("Data: " + "; ".join(sorted({c.get("source", "?") for c in curves})) + ". Bars: 95% interval (1.96 SEM over tokens).")
+
+st.subheader("Your text: layer x token")
+chosen = state.pick_models(good, n=2, key="lens")
+pair = state.load_pair(chosen)
+if pair is None:
+    st.stop()
+text = st.text_area("Text", "Alexander the Great was a king of Macedon. The Milky Way is a galaxy.", key="lens-text",
+                    max_chars=20000)
+show = st.radio("Colour", ["KL (nats)", "entropy of q_l (nats)"], horizontal=True, key="lens-colour")
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the LogitLens on the text ...")
+def token_lens(path: str, sha: str, text: str) -> dict:
+    return lens.logit_lens_tokens(state.model_for(path, sha), text, top_k=5).to_dict()
+
+
+cols = st.columns(len(pair.models))
+for col, entry, model in zip(cols, pair.entries, pair.models):
+    with col:
+        st.markdown(f"#### {entry.label} · {entry.kind}")
+        if state.tokens_or_error(model, text, entry.label) is None:
+            continue
+        try:
+            tl = token_lens(str(entry.path), entry.sha, text)
+        except EngramInterpError as exc:
+            st.error(str(exc))
+            continue
+        z = tl["kl"] if show.startswith("KL") else tl["entropy"]
+        rows = state.layer_names(model.cfg.n_layers)
+        hover = [[f"{rows[l]} · {i}:{tok!r}<br>KL {tl['kl'][l][i]:.3f} · H {tl['entropy'][l][i]:.3f}<br>"
+                  + "<br>".join(f"{t!r} {p:.2f}" for t, p in tl["top_tokens"][l][i])
+                  for i, tok in enumerate(tl["tokens"])] for l in range(len(rows))]
+        top1 = [[cell[0][0] if cell else "" for cell in layer] for layer in tl["top_tokens"]]
+        st.plotly_chart(figures.token_heatmap(z, tl["tokens"], rows, hover, "top-1 lens prediction, colour = " + show,
+                                              show, zmin=0.0, cell_text=top1), width="stretch", key=f"lens-{entry.label}")
