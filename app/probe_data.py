@@ -72,6 +72,9 @@ def _spans(item: dict[str, Any], text: str) -> list[tuple[int, int]]:
                 spans += [(m.start(), m.end()) for m in re.finditer(re.escape(ent["text"]), text)]
             elif isinstance(ent, str):
                 spans += [(m.start(), m.end()) for m in re.finditer(re.escape(ent), text)]
+    for c in item.get("entity_end_positions") or []:  # the library's format: offset of each final char
+        if isinstance(c, int):
+            spans.append((c, c + 1))
     if not spans and isinstance(item.get("entity"), str):
         spans = [(m.start(), m.end()) for m in re.finditer(re.escape(item["entity"]), text)]
     return [(s, e) for s, e in spans if 0 <= s < e <= len(text)]
