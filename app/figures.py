@@ -38,7 +38,7 @@ def kl_curves(curves: Sequence[dict]) -> go.Figure:
         x, y, sem = c["layers"], c["kl"], c["kl_sem"]
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"{c['name']} ({c['n_tokens']} tokens)",
                                  error_y=dict(type="data", array=[1.96 * s for s in sem], visible=True)))
-    fig.update_layout(xaxis_title="layer point (stream entering block l; last = output)",
+    fig.update_layout(xaxis=dict(dtick=1), xaxis_title="layer point (stream entering block l; last = output)",
                       yaxis_title="KL(p_final || q_l), nats", height=420, legend=dict(orientation="h", y=1.1))
     return fig
 
@@ -54,4 +54,19 @@ def token_heatmap(z: Sequence[Sequence[float]], tokens: Sequence[str], rows: Seq
                                customdata=cell_text))
     fig.update_layout(title=title, height=120 + 28 * len(rows), xaxis=dict(tickangle=-60, type="category"),
                       yaxis=dict(type="category", autorange="reversed"), margin=dict(t=40, b=10))
+    return fig
+
+
+def retained_bars(bars: Sequence[tuple[str, str, float | None, Sequence[float] | None]]) -> go.Figure:
+    """Retained % per suite (x) and model (colour); ``bars``: (model, suite, retained %, (low, high) or None)."""
+    fig = go.Figure()
+    for model in dict.fromkeys(b[0] for b in bars):
+        rs = [b for b in bars if b[0] == model]
+        hi = [0.0 if v is None or ci is None else ci[1] - v for _, _, v, ci in rs]
+        lo = [0.0 if v is None or ci is None else v - ci[0] for _, _, v, ci in rs]
+        fig.add_trace(go.Bar(x=[b[1] for b in rs], y=[b[2] for b in rs], name=model,
+                             error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)))
+    fig.add_hline(y=100, line=dict(dash="dash", color="gray"))
+    fig.update_layout(barmode="group", yaxis_title="retained % (ablated / full)", height=380,
+                      legend=dict(orientation="h", y=1.12))
     return fig

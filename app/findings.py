@@ -59,3 +59,33 @@ def render_summary(entries: Sequence[Entry]) -> None:
         st.markdown(f"**{title}**")
         for line in lines:
             st.markdown(f"- {line}")
+
+
+def compute_all(entries: Sequence[Entry]) -> None:
+    """Run every analysis with the defaults the summary reads (cached results are reused)."""
+    from app import probe_data, results, state
+    from engram_interp.errors import EngramInterpError
+
+    steps = [("LogitLens", lambda: results.lens_curves(entries, results.LENS_DEFAULTS))]
+    for a, b in results._pairs(entries):
+        def cka(a=a, b=b):
+            pair = state.load_pair([a, b])
+            if pair is not None:
+                results.cka(pair, results.CKA_DEFAULTS)
+        steps.append((f"CKA {a.label} vs {b.label}", cka))
+    for e in entries:
+        if e.has_engram:
+            steps.append((f"Gates {e.label}", lambda e=e: results.gate_corpus(e, results.GATES_DEFAULTS)))
+            suites = results.scored_suites(probe_data.suites(state.probes_dir()))
+            if suites:
+                steps.append((f"Ablation {e.label}", lambda e=e, s=suites: results.ablation(e, s, results.ABLATION_DEFAULTS)))
+    with st.status("Computing the findings ...", expanded=True) as status:
+        for name, step in steps:
+            st.write(name)
+            try:
+                step()
+            except ImportError as exc:
+                st.write(f"{name}: not in this build of engram_interp ({exc})")
+            except EngramInterpError as exc:
+                st.write(f"{name}: {exc}")
+        status.update(label="Findings computed", state="complete")

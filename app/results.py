@@ -147,8 +147,8 @@ def summaries(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
     for title, page, fn in (
         ("1 · LogitLens: KL(final || lens) per layer", "LogitLens", lens_summary),
         ("2 · CKA: Engram layers align with deeper baseline layers", "CKA", cka_summary),
-        ("3 · Gates: which n-grams open the memory", "Gates", None),
-        ("4 · Ablation: retained performance without Engram", "Ablation", None),
+        ("3 · Gates: which n-grams open the memory", "Gates", gates_summary),
+        ("4 · Ablation: retained performance without Engram", "Ablation", ablation_summary),
     ):
         try:
             lines = fn(entries) if fn else []
@@ -231,17 +231,161 @@ def lens_summary(entries: Sequence[Entry]) -> list[str]:
     return lines
 
 
-# ---- Gates / Ablation: wired to the library once it ships them ---------------------------------------
+# ---- Gates -----------------------------------------------------------------------------------------
+GATES_DEFAULTS = {"max_tokens": 8192, "min_count": 3, "top_n": 20, "batch_size": 8}
+
+
+def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
+    """Cached ``engram_interp.analysis.gates.gate_corpus`` of one model, as its ``to_dict()``."""
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        from engram_interp.analysis.gates import gate_corpus as run
+
+        texts, source = corpus_texts()
+        progress(0.05, f"{entry.label}: gates over {params['max_tokens']} tokens of {source}")
+        res = run(entry.model(), texts, batch_size=params["batch_size"], max_tokens=params["max_tokens"],
+                  min_count=params["min_count"], top_n=params["top_n"], name=entry.label)
+        return dict(res.to_dict(), source=source)
+
+    return state.disk_cached("gates", [entry.sha], params, compute, label=f"Gate statistics {entry.label}")
+
+
 def gate_tables(entry: Entry, gates_lib) -> None:
+    """Corpus tables of top/bottom n-grams by mean gate, per (layer, branch) channel."""
+    import pandas as pd
     import streamlit as st
 
-    st.info("The gate analysis module was found but the app does not know its API yet.")
+    c1, c2 = st.columns(2)
+    min_count = c1.select_slider("Minimum count", [2, 3, 5, 10, 20], value=GATES_DEFAULTS["min_count"], key="gates-min")
+    max_tokens = c2.select_slider("Corpus tokens", [2048, 4096, 8192, 16384, 32768], value=GATES_DEFAULTS["max_tokens"],
+                                  key="gates-tokens")
+    params = dict(GATES_DEFAULTS, min_count=int(min_count), max_tokens=int(max_tokens))
+    res = gate_corpus(entry, params)
+    channels = [tuple(c) for c in res["channels"]]
+    ranking = [tuple(c) for c in res["branch_ranking"]]
+    st.caption(f"{res['n_tokens']} tokens, {res['n_ngrams']} distinct suffix n-grams · data: {res['source']}"
+               + (" · rare n-grams were pruned" if res.get("pruned") else ""))
+    sel = pd.DataFrame({
+        "layer": [c[0] for c in channels], "branch": [c[1] for c in channels],
+        "mean gate": [round(v, 3) for v in res["mean_gate"]],
+        "selectivity (eta^2 of 3-gram identity)": [None if v is None else round(v, 3) for v in res["selectivity"]],
+    })
+    st.dataframe(sel, hide_index=True, width="stretch")
+    best = ranking[0] if ranking else channels[0]
+    choice = st.selectbox("Layer · branch", channels, index=channels.index(best), key="gates-channel",
+                          format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + ("  (most selective)" if c == best else ""))
+    key = f"{choice[0]}.{choice[1]}"
+    if not res["top"].get(key):
+        st.info(f"No n-gram occurs at least {params['min_count']} times in this corpus; lower the minimum count.")
+        return
+    cols = st.columns(2)
+    for col, side, title in zip(cols, ("top", "bottom"), ("highest mean gate", "lowest mean gate")):
+        rows = [{"n-gram": repr(s["text"]), "n": s["order"], "count": s["count"], "mean": round(s["mean"], 3),
+                 "max": round(s["max"], 3)} for s in res[side][key]]
+        col.markdown(f"**{title}**")
+        col.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def gates_summary(entries: Sequence[Entry]) -> list[str]:
+    lines = []
+    for e in entries:
+        if not e.has_engram:
+            continue
+        res = state.cached_result("gates", [e.sha], GATES_DEFAULTS)
+        if not res:
+            continue
+        best = tuple(res["branch_ranking"][0])
+        top = [repr(s["text"]) for s in res["top"].get(f"{best[0]}.{best[1]}", [])[:5]]
+        lines.append(f"{e.label}: layer {best[0]} branch {best[1]} tracks n-grams best; highest mean gate: "
+                     f"{', '.join(top) or '-'}")
+    return lines
+
+
+# ---- Ablation --------------------------------------------------------------------------------------
+ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": True, "batch_size": 16}
+
+
+def scored_suites(suites: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The suites' items that can be scored (they have an ``answer``); empty suites dropped."""
+    scored = {n: [i for i in items if isinstance(i.get("answer"), str)] for n, items in suites.items()}
+    return {n: items for n, items in scored.items() if items}
+
+
+def _suites_key(suites: dict[str, list[dict]]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(suites, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]) -> dict[str, Any]:
+    """Cached ``ablation_sensitivity`` of one model: ``{suite: SuiteScore dict}``."""
+    key = dict(params, suites=_suites_key(suites))
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        from engram_interp.analysis.ablation import ablation_sensitivity
+
+        out = {}
+        for i, (name, items) in enumerate(sorted(suites.items())):
+            progress(i / len(suites), f"{entry.label}: suite {name} ({len(items)} items)")
+            res = ablation_sensitivity({entry.label: entry.model()}, {name: items}, mode=params["mode"],
+                                       per_layer=params["per_layer"], batch_size=params["batch_size"],
+                                       n_boot=params["n_boot"])
+            out.update(res.to_dict()["suites"])
+        return out
+
+    return state.disk_cached("ablation", [entry.sha], key, compute, label=f"Ablation {entry.label}")
 
 
 def ablation_table(entries: Sequence[Entry], suites: dict, ablation_lib) -> None:
+    """Retained % per suite with its bootstrap CI, for every Engram model, plus a chart."""
+    import pandas as pd
     import streamlit as st
 
-    st.info("The ablation analysis module was found but the app does not know its API yet.")
+    from app import figures
+    from engram_interp.errors import EngramInterpError
+
+    scored = scored_suites(suites)
+    if not scored:
+        st.info("The suites have no items with an `answer`, so nothing can be scored.")
+        return
+    try:
+        tables = {e.label: ablation(e, scored, ABLATION_DEFAULTS) for e in entries}
+    except EngramInterpError as exc:
+        st.error(str(exc))
+        return
+    rows, bars = [], []
+    for label, table in tables.items():
+        for suite, s in sorted(table.items()):
+            ci = s.get("ci")
+            bars.append((label, suite, s["retained"], ci if ci and None not in ci else None))
+            rows.append({"model": label, "suite": suite, "n": s["n"], "full acc": round(s["full"], 3),
+                         "ablated acc": round(s["ablated"], 3),
+                         "retained %": None if s["retained"] is None else round(s["retained"], 1),
+                         "95% CI": "-" if not ci or None in ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]",
+                         **{f"retained % (layer {l} only)": None if v.get("retained") is None else round(v["retained"], 1)
+                            for l, v in sorted(s.get("per_layer", {}).items())}})
+    st.plotly_chart(figures.retained_bars(bars), width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Retained = 100 x ablated accuracy / full accuracy (empty when the full model scores 0). "
+               "CI: paired Poisson bootstrap over items.")
+
+
+def ablation_summary(entries: Sequence[Entry]) -> list[str]:
+    from app import probe_data
+
+    scored = scored_suites(probe_data.suites(state.probes_dir()))
+    lines = []
+    for e in entries:
+        if not e.has_engram or not scored:
+            continue
+        res = state.cached_result("ablation", [e.sha], dict(ABLATION_DEFAULTS, suites=_suites_key(scored)))
+        if not res:
+            continue
+        parts = [f"{name} {s['retained']:.0f}%" + (f" [{s['ci'][0]:.0f}, {s['ci'][1]:.0f}]" if s.get("ci") and None not in s["ci"] else "")
+                 for name, s in sorted(res.items()) if s.get("retained") is not None]
+        lines.append(f"{e.label}: retained " + (", ".join(parts) or "n/a (full model scores 0)"))
+    return lines
 
 
 def item_answer(item: dict) -> str | None:

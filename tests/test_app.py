@@ -105,6 +105,15 @@ def test_overview_shows_param_accounting_and_val_loss(app_env, ckpts):
     assert "Findings" in texts(at.subheader)
 
 
+def test_overview_compute_button_fills_the_findings(app_env):
+    app_env("engram", "moe")
+    at = run_page("overview")
+    at.button(key="overview-compute").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    summary = texts(at.markdown)
+    assert "open the CKA page" not in summary and "soft alignment" in summary
+
+
 def test_missing_and_corrupt_checkpoints_are_messages(app_env, ckpts, monkeypatch, tmp_path):
     app_env("engram", "corrupt")
     at = run_page("overview")

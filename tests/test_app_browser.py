@@ -28,12 +28,12 @@ DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS = Path(os.environ.get("ENGRAM_INTERP_SCREENSHOTS", ROOT / "docs" / "screenshots"))
 # (url path, file name, text that must be on the finished page)
 PAGES = [
-    ("", "overview.png", "Loaded models"),
     ("LogitLens", "logit_lens.png", "LogitLens"),
     ("CKA", "cka.png", "soft alignment"),
     ("Gates", "gates.png", "Your text"),
     ("Ablation", "ablation.png", "full vs ablated"),
     ("Probe", "probe.png", "Predict the token after"),
+    ("", "overview.png", "Loaded models"),  # last: the findings computed by the other pages are shown
 ]
 ERROR_JS = """
 const q = (s) => document.querySelectorAll(s).length;
@@ -122,8 +122,12 @@ def server(tmp_path_factory):
         '"entity_end_positions": [18, 40, 55]}\n'
         '{"text": "By the way, the Princess of Wales visited London and Paris.", '
         '"entity_end_positions": [32, 47, 57]}\n')
+    from engram_interp.testing import _TEXT
+
+    corpus = d / "corpus.txt"  # the library's corpus for LogitLens KL curves and gate tables
+    corpus.write_text("\n\n".join([_TEXT] * 6))
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ENGRAM_INTERP_CORPUS=str(corpus))
     log = open(d / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "engram_interp.cli", "app", *map(str, paths), "--port", str(port),
