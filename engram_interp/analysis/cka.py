@@ -1,0 +1,241 @@
+"""Minibatch unbiased linear CKA (Song et al. 2012; Nguyen, Raghu & Kornblith 2021).
+
+Per minibatch of ``n > 3`` examples and per layer: ``K = X X^T`` (features mean-centred first,
+which leaves HSIC unchanged and keeps float32 safe), diagonal zeroed, U-centred in float64:
+``m_i = sum_j K_ij / (n-2) - sum(K) / (2 (n-1) (n-2))``, ``U = K - m 1^T - 1 m^T``, diagonal zeroed.
+``HSIC1(K, L) = <U_K, U_L>_F / (n (n-3))``. Over minibatches we sum ``HSIC1`` for every layer pair
+(one float64 matmul of the stacked flattened U's) and the self terms;
+``CKA_ab = S_ab / sqrt(S_aa S_bb)``. Values may be negative (unbiased); only the denominator is guarded.
+
+Bootstrap CIs resample minibatches with the Poisson bootstrap: each minibatch gets ``n_boot``
+Poisson(1) weights keyed by its global index, and each replicate keeps its own weighted sums.
+State is a fixed set of sums (independent of the number of tokens), so partial accumulators of
+several processes combine with one ``all_reduce``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
+
+__all__ = [
+    "CKAAccumulator",
+    "u_centred_grams",
+    "minibatch_cka",
+    "soft_alignment",
+    "cka_argmax",
+]
+
+
+def u_centred_grams(x: torch.Tensor) -> torch.Tensor:
+    """U-centred linear Gram matrices of a minibatch, flattened: ``[L, n, d] -> [L, n*n]`` float64.
+
+    The per-layer feature mean is subtracted in the input dtype first (HSIC is invariant to it).
+    """
+    if x.dim() != 3:
+        raise ValueError(f"expected [layers, n, d], got {tuple(x.shape)}")
+    n = x.shape[1]
+    if n <= 3:
+        raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    x = x - x.mean(dim=1, keepdim=True)
+    k = torch.bmm(x, x.transpose(1, 2)).to(torch.float64)  # [L, n, n]
+    k.diagonal(dim1=1, dim2=2).zero_()
+    row = k.sum(dim=2)  # [L, n]
+    total = row.sum(dim=1, keepdim=True)  # [L, 1]
+    m = row / (n - 2) - total / (2 * (n - 1) * (n - 2))  # [L, n]
+    k -= m[:, :, None]
+    k -= m[:, None, :]
+    k.diagonal(dim1=1, dim2=2).zero_()
+    return k.reshape(k.shape[0], n * n)
+
+
+class CKAAccumulator:
+    """Streaming minibatch CKA between the layers of A and the layers of B (or A with itself).
+
+    ``update(acts_a, acts_b)`` takes one minibatch: ``[L_a, n, d_a]`` (and ``[L_b, n, d_b]``, the
+    same n examples in the same order; omit for A-vs-A). ``result()`` returns ``[L_a, L_b]`` float64.
+    """
+
+    def __init__(
+        self,
+        n_layers_a: int,
+        n_layers_b: int | None = None,
+        *,
+        device: torch.device | str | None = None,
+        n_boot: int = 200,
+        seed: int = 0,
+    ) -> None:
+        self.self_mode = n_layers_b is None
+        self.n_layers_a = n_layers_a
+        self.n_layers_b = n_layers_a if n_layers_b is None else n_layers_b
+        self.device = torch.device(device) if device is not None else None
+        self.n_boot = n_boot
+        self.seed = seed
+        dev = self.device or torch.device("cpu")
+        la, lb = self.n_layers_a, self.n_layers_b
+        f64 = dict(dtype=torch.float64, device=dev)
+        self.s_ab = torch.zeros(la, lb, **f64)  # sum of HSIC1(a, b) over minibatches
+        self.s_aa = torch.zeros(la, **f64)
+        self.s_bb = torch.zeros(lb, **f64)
+        self.boot_ab = torch.zeros(n_boot, la, lb, **f64)  # Poisson-weighted sums, one per replicate
+        self.boot_aa = torch.zeros(n_boot, la, **f64)
+        self.boot_bb = torch.zeros(n_boot, lb, **f64)
+        self.counts = torch.zeros(2, **f64)  # [minibatches, examples]
+        self._next_index = 0
+
+    @torch.no_grad()
+    def update(self, acts_a: torch.Tensor | Sequence[torch.Tensor], acts_b: torch.Tensor | Sequence[torch.Tensor] | None = None, *, index: int | None = None) -> None:
+        """Add one minibatch. ``index`` (global minibatch number) keys its bootstrap weights;
+        by default the accumulator's own counter. Pass it when sharding minibatches over processes."""
+        ua = _u_of(acts_a, self.device)
+        if self.device is None:
+            self._move(ua.device)
+        n = int(round(ua.shape[1] ** 0.5))
+        if ua.shape[0] != self.n_layers_a:
+            raise ValueError(f"expected {self.n_layers_a} layers for A, got {ua.shape[0]}")
+        scale = 1.0 / (n * (n - 3))
+        if self.self_mode or acts_b is None:
+            if not self.self_mode:
+                raise ValueError("this accumulator compares two models: pass acts_b")
+            ub = ua
+        else:
+            ub = _u_of(acts_b, ua.device)
+            if ub.shape[1] != ua.shape[1]:
+                raise ValueError("A and B minibatches differ in number of examples")
+            if ub.shape[0] != self.n_layers_b:
+                raise ValueError(f"expected {self.n_layers_b} layers for B, got {ub.shape[0]}")
+        h_ab = (ua @ ub.T) * scale  # [L_a, L_b]
+        h_aa = (ua * ua).sum(dim=1) * scale
+        h_bb = h_aa if ub is ua else (ub * ub).sum(dim=1) * scale
+        idx = self._next_index if index is None else index
+        self._next_index = max(self._next_index, idx + 1)
+        w = poisson_weights(self.seed, idx, self.n_boot).to(h_ab.device)
+        self.s_ab += h_ab
+        self.s_aa += h_aa
+        self.s_bb += h_bb
+        self.boot_ab += w[:, None, None] * h_ab
+        self.boot_aa += w[:, None] * h_aa
+        self.boot_bb += w[:, None] * h_bb
+        self.counts += torch.tensor([1.0, float(n)], dtype=torch.float64, device=h_ab.device)
+
+    def _move(self, device: torch.device) -> None:
+        self.device = device
+        for name in ("s_ab", "s_aa", "s_bb", "boot_ab", "boot_aa", "boot_bb", "counts"):
+            setattr(self, name, getattr(self, name).to(device))
+
+    def state(self) -> list[torch.Tensor]:
+        """The sums that make up the state (all of them add across processes)."""
+        return [self.s_ab, self.s_aa, self.s_bb, self.boot_ab, self.boot_aa, self.boot_bb, self.counts]
+
+    def all_reduce(self, group=None) -> "CKAAccumulator":
+        """Sum the state over all ``torch.distributed`` processes (no-op in one process)."""
+        all_reduce_sum_(self.state(), group)
+        return self
+
+    def merge(self, other: "CKAAccumulator") -> "CKAAccumulator":
+        """Add another accumulator's sums into this one (the single-process all-reduce)."""
+        for mine, theirs in zip(self.state(), other.state()):
+            mine += theirs.to(mine.device)
+        return self
+
+    @property
+    def n_batches(self) -> int:
+        return int(self.counts[0].item())
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.counts[1].item())
+
+    def result(self) -> torch.Tensor:
+        """CKA matrix ``[L_a, L_b]`` float64 (CPU)."""
+        return _ratio(self.s_ab, self.s_aa, self.s_bb).cpu()
+
+    def bootstrap(self) -> torch.Tensor:
+        """CKA matrices of the bootstrap replicates ``[n_boot, L_a, L_b]`` float64 (CPU)."""
+        return _ratio(self.boot_ab, self.boot_aa, self.boot_bb).cpu()
+
+    def ci(self, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+        """Percentile bootstrap interval over minibatches: ``(low, high)``, each ``[L_a, L_b]``."""
+        return percentile_ci(self.bootstrap(), level)
+
+
+def _ratio(s_ab: torch.Tensor, s_aa: torch.Tensor, s_bb: torch.Tensor) -> torch.Tensor:
+    denom = torch.sqrt(torch.clamp(s_aa.unsqueeze(-1) * s_bb.unsqueeze(-2), min=0.0))
+    tiny = torch.finfo(torch.float64).tiny
+    return torch.where(denom > tiny, s_ab / denom.clamp_min(tiny), torch.full_like(s_ab, float("nan")))
+
+
+def percentile_ci(samples: torch.Tensor, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Percentile interval over the first dim of ``samples`` (NaN replicates ignored)."""
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    return torch.nanquantile(samples, lo_q, dim=0), torch.nanquantile(samples, hi_q, dim=0)
+
+
+def _u_of(acts: torch.Tensor | Sequence[torch.Tensor], device: torch.device | None) -> torch.Tensor:
+    """U-centred flattened Grams ``[L, n*n]`` of a stacked tensor or a list of ``[n, d_l]`` tensors."""
+    if isinstance(acts, torch.Tensor):
+        return u_centred_grams(acts if device is None else acts.to(device))
+    flat = [t.reshape(t.shape[0], -1) for t in acts]
+    if device is not None:
+        flat = [t.to(device) for t in flat]
+    if len({t.shape[1] for t in flat}) == 1:
+        return u_centred_grams(torch.stack(flat))
+    return torch.cat([u_centred_grams(t[None]) for t in flat])
+
+
+def minibatch_cka(
+    acts_a: Sequence[torch.Tensor],
+    acts_b: Sequence[torch.Tensor] | None = None,
+    batch_size: int = 1024,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Minibatch unbiased linear CKA of two lists of per-layer activations.
+
+    ``acts_a``: L_a tensors ``[N, d_a]``; ``acts_b``: L_b tensors ``[N, d_b]`` with the same N
+    examples in the same order (``None``: A against itself). Consecutive minibatches of
+    ``batch_size`` rows (after a seeded permutation if ``shuffle``); a final minibatch of 3 rows
+    or fewer is dropped. Returns ``[L_a, L_b]`` float64 CKA values (unitless, may be < 0).
+    """
+    n = acts_a[0].shape[0]
+    if any(t.shape[0] != n for t in list(acts_a) + list(acts_b or [])):
+        raise ValueError("every activation tensor needs the same number of rows")
+    if n <= 3:
+        raise ValueError(f"CKA needs more than 3 examples, got {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else None
+    acc = CKAAccumulator(len(acts_a), None if acts_b is None else len(acts_b), device=device, n_boot=1)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if stop - start <= 3:
+            break
+        rows = slice(start, stop) if order is None else order[start:stop]
+        acc.update([t[rows] for t in acts_a], None if acts_b is None else [t[rows] for t in acts_b])
+    return acc.result()
+
+
+def soft_alignment(cka: torch.Tensor, k: int | None = None) -> torch.Tensor:
+    """Soft alignment index per row (paper eq. 9): ``a_j = sum_{i in top-k} S_ji * i / sum S_ji``.
+
+    ``cka``: ``[L_a, L_b]`` (rows: the Engram model's layers; columns: the baseline's). ``k``
+    defaults to ``min(5, L_b)``. Returns ``[L_a]`` float64, in units of B's layer index; NaN where
+    the top-k values sum to <= 0.
+    """
+    cka = cka.to(torch.float64)
+    k = min(5, cka.shape[-1]) if k is None else max(1, min(int(k), cka.shape[-1]))
+    vals, idx = torch.topk(torch.nan_to_num(cka, nan=-torch.inf), k, dim=-1)
+    vals = torch.nan_to_num(vals, neginf=0.0)
+    total = vals.sum(dim=-1)
+    num = (vals * idx.to(torch.float64)).sum(dim=-1)
+    return torch.where(total > 0, num / total.clamp_min(1e-300), torch.full_like(total, float("nan")))
+
+
+def cka_argmax(cka: torch.Tensor) -> torch.Tensor:
+    """Index of B's most similar layer for each layer of A: ``[L_a]`` int64."""
+    return torch.nan_to_num(cka, nan=-torch.inf).argmax(dim=-1)
+

@@ -1,0 +1,136 @@
+"""CKA math against an independent float64 full-Gram unbiased HSIC (Song et al. 2012, eq. 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engram_interp.analysis.cka import CKAAccumulator, cka_argmax, minibatch_cka, soft_alignment
+
+
+def _hsic_song(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased HSIC, trace form, float64 numpy, no centring tricks (independent of the library)."""
+    n = x.shape[0]
+    k = x @ x.T
+    l = y @ y.T
+    np.fill_diagonal(k, 0.0)
+    np.fill_diagonal(l, 0.0)
+    one = np.ones(n)
+    term1 = np.trace(k @ l)
+    term2 = (one @ k @ one) * (one @ l @ one) / ((n - 1) * (n - 2))
+    term3 = 2.0 / (n - 2) * (one @ k @ l @ one)
+    return (term1 + term2 - term3) / (n * (n - 3))
+
+
+def _reference_cka(acts_a, acts_b, batch_size):
+    """Sum Song-HSIC over consecutive minibatches, then normalise (float64, numpy)."""
+    a = [t.double().numpy() for t in acts_a]
+    b = [t.double().numpy() for t in acts_b]
+    n = a[0].shape[0]
+    s = np.zeros((len(a), len(b)))
+    sa = np.zeros(len(a))
+    sb = np.zeros(len(b))
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if stop - start <= 3:
+            break
+        for i, x in enumerate(a):
+            sa[i] += _hsic_song(x[start:stop], x[start:stop])
+            for j, y in enumerate(b):
+                s[i, j] += _hsic_song(x[start:stop], y[start:stop])
+        for j, y in enumerate(b):
+            sb[j] += _hsic_song(y[start:stop], y[start:stop])
+    return s / np.sqrt(np.outer(sa, sb))
+
+
+def _layers(n=200, d=(16, 24, 32), seed=0, shift=3.0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 8, generator=g)
+    out = []
+    for i, di in enumerate(d):
+        w = torch.randn(8, di, generator=g)
+        # large common offset + a rogue dimension: mean-centring must keep float32 exact enough
+        x = base @ w + (i + 1) * 0.5 * torch.randn(n, di, generator=g) + shift
+        out.append(x.float())
+    return out
+
+
+@pytest.mark.parametrize("batch_size", [37, 64, 200])
+def test_matches_float64_reference(batch_size):
+    a = _layers(seed=1)
+    b = _layers(d=(8, 40), seed=2) + [a[0].clone()]
+    ours = minibatch_cka(a, b, batch_size).numpy()
+    ref = _reference_cka(a, b, batch_size)
+    np.testing.assert_allclose(ours, ref, atol=1e-6, rtol=0)
+
+
+def test_self_cka_unit_diagonal_and_symmetric():
+    a = _layers(seed=3)
+    m = minibatch_cka(a, None, 50)
+    torch.testing.assert_close(torch.diagonal(m), torch.ones(len(a), dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(m, m.T, atol=1e-12, rtol=0)
+
+
+def test_invariances():
+    a = _layers(seed=4, d=(20, 20))
+    q, _ = torch.linalg.qr(torch.randn(20, 20, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+    b = [(a[0].double() @ q).float(), a[1] * 7.5]
+    m = minibatch_cka(a, b, 64)
+    assert abs(m[0, 0].item() - 1.0) < 1e-5  # orthogonal transform
+    assert abs(m[1, 1].item() - 1.0) < 1e-5  # isotropic scaling
+    torch.testing.assert_close(m[0, 1], minibatch_cka([a[0]], [a[1]], 64)[0, 0])
+
+
+def test_unrelated_data_near_zero_and_can_be_negative():
+    g = torch.Generator().manual_seed(6)
+    vals = []
+    for _ in range(20):
+        x = torch.randn(256, 512, generator=g)
+        y = torch.randn(256, 512, generator=g)
+        vals.append(minibatch_cka([x], [y], 64).item())
+    vals = np.array(vals)
+    assert np.abs(vals).max() < 0.05
+    assert (vals < 0).any()  # unbiased estimator: no clamp at 0
+
+
+def test_shuffle_changes_batches_not_full_batch_value():
+    a = _layers(seed=7)
+    m1 = minibatch_cka(a, None, 1000, shuffle=True, seed=1)
+    m2 = minibatch_cka(a, None, 1000, shuffle=False)
+    torch.testing.assert_close(m1, m2, atol=1e-7, rtol=0)  # float32 Gram rounding
+
+
+def test_accumulator_merge_equals_single_and_bootstrap_contains_estimate():
+    a = _layers(n=400, seed=8)
+    b = _layers(n=400, d=(12,), seed=9)
+    full = CKAAccumulator(3, 1, n_boot=100)
+    parts = [CKAAccumulator(3, 1, n_boot=100), CKAAccumulator(3, 1, n_boot=100)]
+    for i, start in enumerate(range(0, 400, 50)):
+        xa = [t[start:start + 50] for t in a]
+        xb = torch.stack([t[start:start + 50] for t in b])
+        full.update(xa, xb)
+        parts[i % 2].update(xa, xb, index=i)
+    merged = parts[0].merge(parts[1])
+    torch.testing.assert_close(merged.result(), full.result(), atol=1e-12, rtol=0)
+    torch.testing.assert_close(merged.bootstrap(), full.bootstrap(), atol=1e-12, rtol=0)
+    lo, hi = full.ci()
+    est = full.result()
+    assert (lo <= est + 1e-9).all() and (est <= hi + 1e-9).all()
+    assert full.n_examples == 400 and full.n_batches == 8
+
+
+def test_soft_alignment_and_argmax():
+    s = torch.tensor([[0.9, 0.5, 0.1, 0.0], [0.1, 0.2, 0.8, 0.6]], dtype=torch.float64)
+    a = soft_alignment(s, k=2)
+    assert a[0].item() == pytest.approx((0.9 * 0 + 0.5 * 1) / 1.4)
+    assert a[1].item() == pytest.approx((0.8 * 2 + 0.6 * 3) / 1.4)
+    assert soft_alignment(s).shape == (2,)  # default k = min(5, 4)
+    assert cka_argmax(s).tolist() == [0, 2]
+    # identity matrix: alignment on the diagonal with k=1
+    assert soft_alignment(torch.eye(4, dtype=torch.float64), k=1).tolist() == [0, 1, 2, 3]
+
+
+def test_rejects_tiny_batches():
+    with pytest.raises(ValueError):
+        minibatch_cka([torch.randn(3, 4)], None, 3)
