@@ -109,8 +109,8 @@ class CKAAccumulator:
             if ub.shape[0] != self.n_layers_b:
                 raise ValueError(f"expected {self.n_layers_b} layers for B, got {ub.shape[0]}")
         h_ab = (ua @ ub.T) * scale  # [L_a, L_b]
-        h_aa = (ua * ua).sum(dim=1) * scale
-        h_bb = h_aa if ub is ua else (ub * ub).sum(dim=1) * scale
+        h_aa = torch.linalg.vecdot(ua, ua) * scale
+        h_bb = h_aa if ub is ua else torch.linalg.vecdot(ub, ub) * scale
         idx = self._next_index if index is None else index
         self._next_index = max(self._next_index, idx + 1)
         w = poisson_weights(self.seed, idx, self.n_boot).to(h_ab.device)
