@@ -15,6 +15,9 @@ several processes combine with one ``all_reduce``.
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
@@ -27,6 +30,9 @@ __all__ = [
     "minibatch_cka",
     "soft_alignment",
     "cka_argmax",
+    "percentile_ci",
+    "CKAResult",
+    "cka_analysis",
 ]
 
 
@@ -109,8 +115,8 @@ class CKAAccumulator:
             if ub.shape[0] != self.n_layers_b:
                 raise ValueError(f"expected {self.n_layers_b} layers for B, got {ub.shape[0]}")
         h_ab = (ua @ ub.T) * scale  # [L_a, L_b]
-        h_aa = (ua * ua).sum(dim=1) * scale
-        h_bb = h_aa if ub is ua else (ub * ub).sum(dim=1) * scale
+        h_aa = torch.linalg.vecdot(ua, ua) * scale
+        h_bb = h_aa if ub is ua else torch.linalg.vecdot(ub, ub) * scale
         idx = self._next_index if index is None else index
         self._next_index = max(self._next_index, idx + 1)
         w = poisson_weights(self.seed, idx, self.n_boot).to(h_ab.device)
@@ -239,3 +245,207 @@ def cka_argmax(cka: torch.Tensor) -> torch.Tensor:
     """Index of B's most similar layer for each layer of A: ``[L_a]`` int64."""
     return torch.nan_to_num(cka, nan=-torch.inf).argmax(dim=-1)
 
+
+
+# ---------------------------------------------------------------------------------- models + texts
+@dataclass
+class CKAResult:
+    """CKA between the layer points of model A (rows) and model B (columns).
+
+    ``layers_a``/``layers_b``: layer points 0..n_layers (resid_pre of each block, then the final
+    resid_post). ``cka``: ``[L_a][L_b]`` unbiased linear CKA. ``ci_low``/``ci_high``: 95% bootstrap
+    interval over minibatches. ``soft_alignment``: paper eq. 9 per row (in B's layer units, top-k);
+    ``soft_alignment_ci``: its bootstrap interval; ``argmax``: B's most similar layer per row.
+    ``n_examples``: tokens used; ``n_batches``: minibatches; ``tokens``: the token selection.
+    ``noise_band``: optional diagonal of baseline-vs-baseline(other seed) CKA (set by the caller).
+    """
+
+    name_a: str
+    name_b: str
+    layers_a: list[int]
+    layers_b: list[int]
+    cka: list[list[float]]
+    ci_low: list[list[float]]
+    ci_high: list[list[float]]
+    soft_alignment: list[float]
+    soft_alignment_ci: list[list[float]]
+    argmax: list[int]
+    k: int
+    n_examples: int
+    n_batches: int
+    batch_size: int
+    tokens: str
+    engram_layers_a: list[int] = field(default_factory=list)
+    noise_band: list[float] | None = None
+
+    def to_dict(self) -> dict:
+        return _nan_to_none(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+class _ShuffleBuffer:
+    """Holds up to ``capacity`` selected tokens, shuffles them (across sequences) and hands out
+    minibatches of ``batch_size``; memory bounded by the capacity, not the corpus."""
+
+    def __init__(self, batch_size: int, capacity: int, seed: int):
+        self.batch_size = batch_size
+        self.capacity = max(capacity, batch_size)
+        self.gen = torch.Generator().manual_seed(seed)
+        self.parts_a: list[torch.Tensor] = []  # each [L, n, d]
+        self.parts_b: list[torch.Tensor] = []
+        self.size = 0
+
+    def add(self, a: torch.Tensor, b: torch.Tensor):
+        self.parts_a.append(a)
+        self.parts_b.append(b)
+        self.size += a.shape[1]
+        if self.size >= self.capacity:
+            yield from self._emit(final=False)
+
+    def _emit(self, final: bool):
+        if not self.parts_a:
+            return
+        a = torch.cat(self.parts_a, dim=1)
+        b = torch.cat(self.parts_b, dim=1)
+        perm = torch.randperm(a.shape[1], generator=self.gen).to(a.device)
+        a, b = a[:, perm], b[:, perm]
+        n_full = a.shape[1] // self.batch_size
+        for i in range(n_full):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            yield a[:, sl], b[:, sl]
+        rest = slice(n_full * self.batch_size, a.shape[1])
+        self.parts_a, self.parts_b = [a[:, rest]], [b[:, rest]]
+        self.size = a.shape[1] - n_full * self.batch_size
+        if final:
+            if self.size > 3:
+                yield self.parts_a[0], self.parts_b[0]
+            self.parts_a, self.parts_b, self.size = [], [], 0
+
+    def flush(self):
+        yield from self._emit(final=True)
+
+
+def cka_analysis(
+    model_a,
+    model_b=None,
+    texts: Sequence[str] | str | None = None,
+    *,
+    tokens: str | Sequence[Sequence[int]] = "all",
+    probes: str | None = None,
+    batch_size: int = 256,
+    max_tokens: int | None = 20000,
+    text_batch_size: int = 8,
+    k: int | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    shuffle_buffer: int | None = None,
+    progress: bool = False,
+    names: tuple[str, str] | None = None,
+) -> CKAResult:
+    """Minibatch unbiased linear CKA between every layer point of ``model_a`` and of ``model_b``
+    (``None``: A against itself) on the same tokens.
+
+    ``tokens``: ``"all"`` (every token of ``texts`` except BOS and padding), ``"entities"`` (final
+    token of each named entity of the probe set ``probes``, default ``probes/entities_ner.jsonl``),
+    or explicit positions, one list per text (positions in ``model.to_tokens(text)``, BOS = 0).
+    Tokens are shuffled across sequences (buffer of ``shuffle_buffer`` tokens, default
+    ``16 * batch_size``) before minibatching. ``max_tokens`` caps the examples. Returns CKAResult.
+    """
+    from engram_interp.analysis.common import (
+        TokenBatch, check_texts, entity_batches, layer_activations, model_name, pad_batch, read_entity_probes,
+        same_tokenizer, selected_mask, token_batches,
+    )
+    from engram_interp.errors import EngramInterpError
+
+    if batch_size <= 3:
+        raise EngramInterpError("--batch-size must be at least 4 for unbiased CKA")
+    self_mode = model_b is None
+    mb = model_a if self_mode else model_b
+    if not self_mode:
+        same_tokenizer(model_a, model_b)
+    na, nb = names or (model_name(model_a, "A"), model_name(mb, "B"))
+    if isinstance(tokens, str) and tokens == "entities":
+        batches = entity_batches(model_a, read_entity_probes(probes), text_batch_size, max_tokens)
+        selection = "entities"
+    elif isinstance(tokens, str) and tokens == "all":
+        batches = token_batches(model_a, check_texts(texts), text_batch_size, max_tokens)
+        selection = "all"
+    elif isinstance(tokens, str):
+        raise EngramInterpError(f"unknown token selection {tokens!r}: use 'all', 'entities' or explicit positions")
+    else:
+        texts = check_texts(texts)
+        if len(tokens) != len(texts):
+            raise EngramInterpError("give one list of positions per text")
+        batches = _position_batches(model_a, texts, tokens, text_batch_size)
+        selection = "positions"
+
+    la, lb = model_a.cfg.n_layers + 1, mb.cfg.n_layers + 1
+    acc = CKAAccumulator(la, None if self_mode else lb, device=model_a.device, n_boot=n_boot, seed=seed)
+    buf = _ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed)
+    it = batches
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(batches, desc=f"cka {na} vs {nb}", unit="batch", leave=False)
+    with torch.no_grad():
+        for batch in it:
+            sel = selected_mask(batch)
+            if not sel.any():
+                continue
+            a = torch.stack([h[sel] for h in layer_activations(model_a, batch.tokens)])  # [L_a, n, d]
+            b = a if self_mode else torch.stack([h[sel].to(a.device) for h in layer_activations(mb, batch.tokens.to(mb.device))])
+            for xa, xb in buf.add(a, b):
+                acc.update(xa, None if self_mode else xb)
+        for xa, xb in buf.flush():
+            acc.update(xa, None if self_mode else xb)
+    if acc.n_batches == 0:
+        raise EngramInterpError("too few tokens for CKA (need more than 3); give more text or a larger --max-tokens")
+    m = acc.result()
+    lo, hi = acc.ci()
+    kk = min(5, lb) if k is None else max(1, min(k, lb))
+    sa = soft_alignment(m, kk)
+    sa_boot = soft_alignment(acc.bootstrap(), kk)
+    sa_lo, sa_hi = percentile_ci(sa_boot)
+    return CKAResult(
+        name_a=na, name_b=nb, layers_a=list(range(la)), layers_b=list(range(lb)), cka=m.tolist(),
+        ci_low=lo.tolist(), ci_high=hi.tolist(), soft_alignment=sa.tolist(),
+        soft_alignment_ci=[sa_lo.tolist(), sa_hi.tolist()], argmax=cka_argmax(m).tolist(), k=kk,
+        n_examples=acc.n_examples, n_batches=acc.n_batches, batch_size=batch_size, tokens=selection,
+        engram_layers_a=list(getattr(model_a, "engram_layers", [])),
+    )
+
+
+def _position_batches(model, texts, positions, batch_size):
+    from engram_interp.analysis.common import pad_batch
+
+    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
+    has_bos = model.cfg.bos_token_id is not None
+    seqs, poss = [], []
+    for text, pos in zip(texts, positions):
+        ids = model.to_tokens(text)[0].tolist()
+        pos = sorted({int(p) for p in pos if (1 if has_bos else 0) <= int(p) < len(ids)})
+        if not pos:
+            continue
+        seqs.append(ids)
+        poss.append(pos)
+        if len(seqs) == batch_size:
+            b = pad_batch(seqs, pad, has_bos, model.device)
+            b.positions = poss
+            yield b
+            seqs, poss = [], []
+    if seqs:
+        b = pad_batch(seqs, pad, has_bos, model.device)
+        b.positions = poss
+        yield b

@@ -1,0 +1,269 @@
+"""Engram-ablation sensitivity (ANALYSES.md s.4): task suites scored with the full model and with
+the Engram output suppressed (Y = 0, or Y = its mean over a reference corpus) at all Engram layers
+and at each alone. Retained % = 100 * ablated score / full score, with a paired Poisson-bootstrap
+95% CI over examples (replicate weights keyed by example index: sharded runs give the same CIs).
+
+Suite items (JSONL): ``{"id", "suite", "prompt", "answer", "candidates"?}``. Scoring:
+- no candidates: greedy exact match: the answer's tokens (tokenized on their own, appended to
+  the prompt's) are each the argmax of the model given the prompt and the previous answer tokens
+  (= greedy decoding reproduces them; one teacher-forced forward pass).
+- candidates: rank 1 by summed log-prob of each candidate's tokens after the prompt; correct when
+  the answer scores strictly highest (ties count as wrong).
+A model without Engram (the MoE baseline) has nothing to suppress: its ablated score is its full
+score, retained exactly 100%.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
+from engram_interp.analysis.common import model_name, require_engram, token_batches
+from engram_interp.errors import EngramInterpError
+
+__all__ = ["read_suites", "score_items", "AblationAccumulator", "SuiteScore", "AblationResult",
+           "ablation_sensitivity", "mean_engram_output"]
+
+
+def read_suites(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
+    """Suite JSONL files (or folders of them) -> ``{suite name: [items]}``. Items need ``prompt`` and
+    ``answer``; ``suite`` defaults to the file stem, ``id`` to the line number."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.glob("*.jsonl"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise EngramInterpError(f"no such suite file or folder: {p}")
+    suites: dict[str, list[dict]] = {}
+    for f in files:
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                prompt, answer = str(item["prompt"]), str(item["answer"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise EngramInterpError(f"{f}:{i + 1}: expected a JSON object with 'prompt' and 'answer'") from None
+            cands = item.get("candidates")
+            if cands is not None:
+                cands = [str(c) for c in cands]
+                if answer not in cands:
+                    cands = [answer] + cands
+            suites.setdefault(str(item.get("suite") or f.stem), []).append(
+                {"id": str(item.get("id", f"{f.stem}:{i + 1}")), "prompt": prompt, "answer": answer, "candidates": cands})
+    if not any(suites.values()):
+        raise EngramInterpError("the task suites hold no items")
+    return suites
+
+
+def _pack(model, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """(prompt, continuation) pairs -> padded tokens and, per row, the continuation's [start, stop)."""
+    tok = model.tokenizer
+    bos = model.cfg.bos_token_id
+    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
+    seqs, spans = [], []
+    for prompt, cont in pairs:
+        p = ([bos] if bos is not None else []) + tok.encode(prompt, add_special_tokens=False).ids
+        c = tok.encode(cont, add_special_tokens=False).ids
+        if not c:
+            raise EngramInterpError(f"empty answer/candidate for prompt {prompt[:40]!r}")
+        seq = (p + c)[-model.cfg.max_seq_len:]
+        start = len(seq) - len(c)
+        if start < 1:
+            raise EngramInterpError("an answer is longer than the model's context")
+        seqs.append(seq)
+        spans.append((start, len(seq)))
+    longest = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), longest), pad, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s)
+    return out.to(model.device), spans
+
+
+@torch.no_grad()
+def score_items(model, items: Sequence[dict], batch_size: int = 16) -> torch.Tensor:
+    """1.0/0.0 per item (see module doc for the two scoring rules): ``[n_items]`` float64, CPU."""
+    scores = torch.zeros(len(items), dtype=torch.float64)
+    gen = [i for i, it in enumerate(items) if not it.get("candidates")]
+    mc = [i for i, it in enumerate(items) if it.get("candidates")]
+    for start in range(0, len(gen), batch_size):
+        idx = gen[start:start + batch_size]
+        tokens, spans = _pack(model, [(items[i]["prompt"], items[i]["answer"]) for i in idx])
+        pred = model(tokens).argmax(-1)  # [b, pos]
+        for row, (i, (s, e)) in enumerate(zip(idx, spans)):
+            scores[i] = float(bool((pred[row, s - 1:e - 1] == tokens[row, s:e]).all()))
+    # multiple choice: flatten (item, candidate) pairs
+    pairs = [(i, c) for i in mc for c in items[i]["candidates"]]
+    logps: dict[int, list[float]] = {i: [] for i in mc}
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        tokens, spans = _pack(model, [(items[i]["prompt"], c) for i, c in chunk])
+        logp = F.log_softmax(model(tokens).float(), dim=-1)
+        for row, ((i, _), (s, e)) in enumerate(zip(chunk, spans)):
+            lp = logp[row, s - 1:e - 1].gather(-1, tokens[row, s:e, None]).sum()
+            logps[i].append(float(lp))
+    for i in mc:
+        cands = items[i]["candidates"]
+        lp = torch.tensor(logps[i])
+        a = cands.index(items[i]["answer"])
+        others = torch.cat([lp[:a], lp[a + 1:]])
+        scores[i] = float(others.numel() == 0 or bool(lp[a] > others.max()))
+    return scores
+
+
+class AblationAccumulator:
+    """Paired sums of full and ablated scores over examples with Poisson-bootstrap replicates."""
+
+    def __init__(self, n_boot: int = 1000, seed: int = 0):
+        self.n_boot, self.seed = n_boot, seed
+        self.sums = torch.zeros(3, dtype=torch.float64)  # [n, full, ablated]
+        self.boot = torch.zeros(n_boot, 3, dtype=torch.float64)
+
+    def update(self, full: torch.Tensor, ablated: torch.Tensor, first_index: int = 0) -> None:
+        """Add per-example scores (same examples, same order); ``first_index``: global index of the
+        first example (keys its bootstrap weights)."""
+        full, ablated = full.double().cpu(), ablated.double().cpu()
+        for j in range(len(full)):
+            w = poisson_weights(self.seed, first_index + j, self.n_boot)
+            v = torch.tensor([1.0, float(full[j]), float(ablated[j])], dtype=torch.float64)
+            self.boot += w[:, None] * v
+            self.sums += v
+
+    def all_reduce(self, group=None) -> "AblationAccumulator":
+        all_reduce_sum_([self.sums, self.boot], group)
+        return self
+
+    def result(self) -> dict:
+        """``full``, ``ablated`` (accuracy 0..1), ``retained`` (%; None if full is 0) and its 95% ``ci``."""
+        n, f, a = self.sums.tolist()
+        retained = 100.0 * a / f if f > 0 else None
+        ci = None
+        if f > 0:
+            bf, ba = self.boot[:, 1], self.boot[:, 2]
+            ok = bf > 0
+            r = 100.0 * ba[ok] / bf[ok]
+            if r.numel():
+                ci = [float(torch.quantile(r, 0.025)), float(torch.quantile(r, 0.975))]
+        return {"n": int(n), "full": f / max(n, 1), "ablated": a / max(n, 1), "retained": retained, "ci": ci}
+
+
+@torch.no_grad()
+def mean_engram_output(model, texts: Iterable[str], batch_size: int = 8, max_tokens: int | None = 20000) -> dict[int, torch.Tensor]:
+    """Mean of Y (``blocks.{l}.engram.hook_out``) over the real tokens of a reference corpus, per
+    Engram layer: ``{layer: [d_model]}`` (``[branch, d_model]`` for mHC). For mean-ablation."""
+    require_engram(model, "mean-ablation")
+    names = {f"blocks.{l}.engram.hook_out": l for l in model.engram_layers}
+    sums: dict[int, torch.Tensor] = {}
+    n = 0
+    for batch in token_batches(model, texts, batch_size, max_tokens):
+        _, cache = model.run_with_cache(batch.tokens, names_filter=lambda x: x in names, return_type=None)
+        for name, l in names.items():
+            s = cache[name][batch.mask].double().sum(0)
+            sums[l] = sums.get(l, 0) + s
+        n += int(batch.mask.sum())
+    if n == 0:
+        raise EngramInterpError("the reference corpus for mean-ablation is empty")
+    return {l: (s / n).float() for l, s in sums.items()}
+
+
+@dataclass
+class SuiteScore:
+    """One suite under one ablation: accuracies ``full``/``ablated`` (0..1), ``retained`` (%),
+    ``ci`` (95% bootstrap interval of retained, %), ``n`` items."""
+
+    full: float
+    ablated: float
+    retained: float | None
+    ci: list[float] | None
+    n: int
+    per_layer: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class AblationResult:
+    """``models[i] = {"name", "engram_layers", "mode", "suites": {suite: SuiteScore}}``; ``suites``
+    is the first model's table (the CLI's top-level JSON key)."""
+
+    models: list[dict]
+    mode: str
+
+    @property
+    def suites(self) -> dict[str, SuiteScore]:
+        return self.models[0]["suites"] if self.models else {}
+
+    def to_dict(self) -> dict:
+        ms = [{**m, "suites": {k: asdict(v) for k, v in m["suites"].items()}} for m in self.models]
+        return {"mode": self.mode, "suites": ms[0]["suites"] if ms else {}, "models": ms}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def ablation_sensitivity(
+    models: Sequence | dict,
+    suites: dict[str, list[dict]],
+    *,
+    mode: str = "zero",
+    reference_texts: Sequence[str] | None = None,
+    per_layer: bool = True,
+    batch_size: int = 16,
+    max_tokens: int | None = 20000,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = False,
+    names: Sequence[str] | None = None,
+) -> AblationResult:
+    """Score each suite with each model: full, Engram suppressed at all Engram layers and (if
+    ``per_layer``) at each alone. ``mode``: ``"zero"`` (Y = 0) or ``"mean"`` (Y = its mean over
+    ``reference_texts``). Models without Engram report ablated = full (retained 100%)."""
+    from engram_interp.analysis.logit_lens import _named
+
+    if mode not in ("zero", "mean"):
+        raise EngramInterpError(f"unknown ablation mode {mode!r}: use 'zero' or 'mean'")
+    if not suites or not any(suites.values()):
+        raise EngramInterpError("no task items to score")
+    out = []
+    for name, model in _named(models, names):
+        repl = None
+        if mode == "mean" and model.engram_layers:
+            if not reference_texts:
+                raise EngramInterpError("mean-ablation needs a reference corpus")
+            repl = mean_engram_output(model, reference_texts, max_tokens=max_tokens)
+        variants: list[tuple[str, list[int] | None]] = [("all", None)]
+        if per_layer and len(model.engram_layers) > 1:
+            variants += [(str(l), [l]) for l in model.engram_layers]
+        table = {}
+        it = suites.items()
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(list(it), desc=f"ablate {name}", unit="suite", leave=False)
+        for suite, items in it:
+            full = score_items(model, items, batch_size)
+            res = {}
+            for label, layers in variants:
+                if model.engram_layers:
+                    r = None if repl is None else {l: repl[l] for l in (layers or model.engram_layers)}
+                    with model.engram_suppressed(layers=layers, replacement=r):
+                        abl = score_items(model, items, batch_size)
+                else:
+                    abl = full.clone()
+                acc = AblationAccumulator(n_boot, seed)
+                acc.update(full, abl)
+                res[label] = acc.result()
+            a = res.pop("all")
+            table[suite] = SuiteScore(full=a["full"], ablated=a["ablated"], retained=a["retained"], ci=a["ci"],
+                                      n=a["n"], per_layer=res)
+        out.append({"name": name, "engram_layers": list(model.engram_layers), "mode": mode, "suites": table})
+    return AblationResult(models=out, mode=mode)

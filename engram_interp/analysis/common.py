@@ -1,0 +1,281 @@
+"""Shared plumbing of the analyses: texts -> token batches (with masks), layer activations, corpora.
+
+Layer points (LogitLens and CKA): ``blocks.{l}.hook_resid_pre`` for every block, then
+``blocks.{L-1}.hook_resid_post``: ``n_layers + 1`` points labelled ``0 .. n_layers``. With mHC
+(``n_branches > 1``) the activations go through ``model.readout`` (the head's own stream combination).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+from engram_interp.errors import EngramInterpError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROBE_TEXTS = REPO_ROOT / "probes" / "texts"
+ENTITY_PROBES = REPO_ROOT / "probes" / "entities_ner.jsonl"
+# Where bundled training data keeps its validation text, if a checkout has one (first match wins).
+VALIDATION_CANDIDATES = ("data/val.txt", "data/valid.txt", "data/validation.txt", "checkpoints/data/val.txt",
+                         "checkpoints/val.txt", "probes/data/val.txt")
+
+
+def layer_hook_names(model) -> list[str]:
+    """The ``n_layers + 1`` hook names of the layer points, in order."""
+    n = model.cfg.n_layers
+    return [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+
+
+def model_name(model, fallback: str = "model") -> str:
+    """A short display name: the checkpoint file stem if known, else ``fallback``."""
+    path = getattr(model, "checkpoint_path", None)
+    return Path(path).stem if path else fallback
+
+
+def require_engram(model, what: str = "this analysis") -> None:
+    """Raise a user error if ``model`` has no Engram layer."""
+    if not getattr(model, "engram_layers", None):
+        raise EngramInterpError(f"{model_name(model)} has no Engram layers ({model.cfg.kind} model); {what} needs an Engram model")
+
+
+def same_tokenizer(*models) -> None:
+    """Raise a user error unless all models share one tokenizer (compares the tokenizer JSON)."""
+    from engram_interp.checkpoint import assert_same_tokenizer
+
+    assert_same_tokenizer(*models)
+
+
+# ------------------------------------------------------------------------------------------- texts
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """A corpus file -> texts. ``.jsonl``: the ``text`` field of each line; otherwise plain text split
+    at blank lines (paragraphs). Raises a user error for a missing or empty file."""
+    p = Path(path)
+    if not p.is_file():
+        raise EngramInterpError(f"no such corpus file: {p}")
+    if p.suffix == ".jsonl":
+        texts = []
+        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+            if line.strip():
+                try:
+                    texts.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise EngramInterpError(f"{p}:{i + 1}: expected a JSON object with a 'text' field") from None
+    else:
+        texts = [" ".join(par.split()) for par in p.read_text(encoding="utf-8").split("\n\n")]
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise EngramInterpError(f"{p} holds no text")
+    return texts
+
+
+def default_corpus_path() -> Path:
+    """``$ENGRAM_INTERP_CORPUS``, else the bundled validation text, else ``probes/texts/``."""
+    env = os.environ.get("ENGRAM_INTERP_CORPUS")
+    if env:
+        return Path(env)
+    for rel in VALIDATION_CANDIDATES:
+        if (REPO_ROOT / rel).is_file():
+            return REPO_ROOT / rel
+    return PROBE_TEXTS
+
+
+def default_texts() -> list[str]:
+    """The default corpus as a list of texts (every ``*.txt`` file when the path is a folder)."""
+    p = default_corpus_path()
+    if p.is_dir():
+        files = sorted(p.glob("*.txt"))
+        if not files:
+            raise EngramInterpError(f"no default corpus: {p} has no .txt files; pass --corpus FILE")
+        return [t for f in files for t in read_texts(f)]
+    return read_texts(p)
+
+
+def check_texts(texts: Sequence[str] | str) -> list[str]:
+    """Normalise to a non-empty list of non-empty strings, else a user error."""
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    texts = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not texts:
+        raise EngramInterpError("empty text: nothing to analyse")
+    return texts
+
+
+# ------------------------------------------------------------------------------------------ tokens
+@dataclass
+class TokenBatch:
+    """Right-padded token ids with masks. ``tokens``/``mask`` ``[batch, pos]``; ``mask`` marks real
+    tokens that are not the prepended BOS; ``positions`` lists, per row, the positions selected for
+    analyses that look at chosen tokens (None: all masked positions)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    positions: list[list[int]] | None = None
+
+
+def encode_windows(model, text: str, max_len: int | None = None) -> list[tuple[list[int], int]]:
+    """Tokenize one text into windows that fit the model: ``[(ids with BOS, char_offset_start_token)]``.
+
+    Returns a list of ``(ids, first_token_index)`` where ids start with BOS (when the model has one)
+    and ``first_token_index`` is the index of ids[1] (or ids[0]) in the text's own token list.
+    """
+    tok = model.tokenizer
+    if tok is None:
+        raise EngramInterpError("this model has no tokenizer; text analyses need one")
+    ids = tok.encode(text, add_special_tokens=False).ids
+    bos = model.cfg.bos_token_id
+    limit = (max_len or model.cfg.max_seq_len) - (1 if bos is not None else 0)
+    out = []
+    for start in range(0, len(ids), limit):
+        chunk = ids[start:start + limit]
+        out.append(([bos] + chunk if bos is not None else chunk, start))
+    return out
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, has_bos: bool, device) -> TokenBatch:
+    """Right-pad id lists into a TokenBatch (mask excludes padding and the BOS position)."""
+    longest = max(len(s) for s in seqs)
+    tokens = torch.full((len(seqs), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), longest), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        tokens[i, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, (1 if has_bos else 0): len(s)] = True
+    return TokenBatch(tokens.to(device), mask.to(device))
+
+
+def token_batches(
+    model,
+    texts: Iterable[str],
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    max_len: int | None = None,
+) -> Iterator[TokenBatch]:
+    """Texts -> TokenBatches of up to ``batch_size`` windows; stops after ``max_tokens`` analysed tokens
+    (BOS and padding not counted; the last window is cut to fit)."""
+    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
+    has_bos = model.cfg.bos_token_id is not None
+    pending: list[list[int]] = []
+    used = 0
+    for text in texts:
+        for ids, _ in encode_windows(model, text, max_len):
+            n_real = len(ids) - (1 if has_bos else 0)
+            if n_real <= 0:
+                continue
+            if max_tokens is not None and used + n_real > max_tokens:
+                ids = ids[: len(ids) - (used + n_real - max_tokens)]
+                n_real = max_tokens - used
+                if n_real <= 0:
+                    break
+            pending.append(ids)
+            used += n_real
+            if len(pending) == batch_size:
+                yield pad_batch(pending, pad, has_bos, model.device)
+                pending = []
+            if max_tokens is not None and used >= max_tokens:
+                break
+        if max_tokens is not None and used >= max_tokens:
+            break
+    if pending:
+        yield pad_batch(pending, pad, has_bos, model.device)
+
+
+def layer_activations(model, tokens: torch.Tensor, names: list[str] | None = None) -> list[torch.Tensor]:
+    """Residual stream at every layer point for ``tokens`` ``[b, p]`` -> list of ``[b, p, d]``
+    (mHC streams combined with ``model.readout``)."""
+    names = names or layer_hook_names(model)
+    wanted = set(names)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted, return_type=None)
+    return [model.readout(cache[n]) for n in names]
+
+
+def resolve_device(device) -> torch.device:
+    """None/'auto' -> CUDA when present else CPU; otherwise the named device (user error if absent)."""
+    from engram_interp.checkpoint import resolve_device as _rd
+
+    return _rd(device)
+
+
+# ------------------------------------------------------------------------------------- probe sets
+def read_entity_probes(path: str | os.PathLike | None = None) -> list[dict]:
+    """Items ``{"text", "entity_end_positions": [char offset of the final char of each entity]}``."""
+    p = Path(path) if path else ENTITY_PROBES
+    if not p.is_file():
+        raise EngramInterpError(f"no entity probe set at {p}; pass --probes FILE or use --tokens all")
+    items = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            items.append({"text": str(item["text"]), "entity_end_positions": [int(c) for c in item["entity_end_positions"]]})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise EngramInterpError(f"{p}:{i + 1}: expected {{'text': ..., 'entity_end_positions': [...]}}") from None
+    if not items:
+        raise EngramInterpError(f"{p} holds no probe items")
+    return items
+
+
+def char_to_token_positions(model, text: str, char_offsets: Sequence[int]) -> list[int]:
+    """Map character offsets to token positions in ``model.to_tokens(text)`` (BOS counted).
+
+    A character maps to the token whose offset span contains it; offsets inside no token (e.g. a
+    character the tokenizer dropped) map to the last token starting before it.
+    """
+    enc = model.tokenizer.encode(text, add_special_tokens=False)
+    shift = 1 if model.cfg.bos_token_id is not None else 0
+    out = []
+    for c in char_offsets:
+        pos = None
+        for i, (s, e) in enumerate(enc.offsets):
+            if s <= c < e:
+                pos = i
+                break
+            if s <= c:
+                pos = i
+        if pos is not None:
+            out.append(pos + shift)
+    return out
+
+
+def entity_batches(model, items: Sequence[dict], batch_size: int, max_tokens: int | None = None) -> Iterator[TokenBatch]:
+    """Probe items -> TokenBatches whose ``positions`` are the final tokens of the named entities.
+    ``max_tokens`` caps the number of selected positions. Texts longer than the context are cut."""
+    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
+    has_bos = model.cfg.bos_token_id is not None
+    limit = model.cfg.max_seq_len
+    seqs, poss, used = [], [], 0
+    for item in items:
+        ids = ([model.cfg.bos_token_id] if has_bos else []) + model.tokenizer.encode(item["text"], add_special_tokens=False).ids
+        ids = ids[:limit]
+        pos = sorted({p for p in char_to_token_positions(model, item["text"], item["entity_end_positions"]) if 0 < p < len(ids)})
+        if max_tokens is not None:
+            pos = pos[: max(0, max_tokens - used)]
+        if not pos:
+            continue
+        seqs.append(ids)
+        poss.append(pos)
+        used += len(pos)
+        if len(seqs) == batch_size:
+            b = pad_batch(seqs, pad, has_bos, model.device)
+            b.positions = poss
+            yield b
+            seqs, poss = [], []
+        if max_tokens is not None and used >= max_tokens:
+            break
+    if seqs:
+        b = pad_batch(seqs, pad, has_bos, model.device)
+        b.positions = poss
+        yield b
+
+
+def selected_mask(batch: TokenBatch) -> torch.Tensor:
+    """``[b, p]`` bool: the chosen positions (``batch.positions``) or every real non-BOS token."""
+    if batch.positions is None:
+        return batch.mask
+    m = torch.zeros_like(batch.mask)
+    for row, pos in enumerate(batch.positions):
+        m[row, pos] = True
+    return m & (batch.tokens >= 0)

@@ -1,0 +1,304 @@
+"""Gate-activation maps (ANALYSES.md s.3): alpha_t per token, Engram layer and branch.
+
+``gate_map(model, text)``: every token's gates (``blocks.{l}.engram.hook_gate``, ``[batch, pos, branch]``).
+``GateNgramAccumulator``: over a corpus, per suffix n-gram (the 2- and 3-gram of raw token ids
+ending at t, only n-grams that lie inside the text, BOS excluded): count, sum, sum of squares
+and max of each (layer, branch) gate. Its memory grows with the number of distinct n-grams (not
+with tokens); ``max_ngrams`` caps it by pruning the rarest entries (then ``pruned`` is True and
+counts of pruned n-grams restart from 0 if they come back).
+Branch selectivity: eta^2 of the gate explained by 3-gram identity among 3-grams seen at least
+``min_count`` times (between-n-gram variance / total variance); higher = the branch's gate
+depends more on which pattern just completed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from engram_interp.analysis._dist import all_gather_objects
+from engram_interp.analysis.common import check_texts, model_name, require_engram, token_batches
+
+__all__ = ["GateMap", "gate_map", "GateNgramAccumulator", "NgramStat", "GateCorpusResult", "gate_corpus"]
+
+
+def _gate_names(model) -> list[str]:
+    return [f"blocks.{l}.engram.hook_gate" for l in model.engram_layers]
+
+
+@dataclass
+class GateMap:
+    """Gates of one text. ``tokens``: token strings (BOS first); ``gates[layer]``: ``[pos][branch]``
+    alpha values in (0, 1); ``ngrams[pos]``: the suffix 2- and 3-gram strings ending at pos."""
+
+    name: str
+    tokens: list[str]
+    layers: list[int]
+    n_branches: int
+    gates: dict[int, list[list[float]]]
+    ngrams: list[list[str]]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["gates"] = {str(k): v for k, v in self.gates.items()}
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+@torch.no_grad()
+def gate_map(model, text: str, name: str | None = None) -> GateMap:
+    """Gate values of every token of ``text`` at every Engram layer and branch (user error for a
+    model without Engram or an empty text)."""
+    require_engram(model, "a gate map")
+    text = check_texts(text)[0]
+    tokens = model.to_tokens(text)
+    names = _gate_names(model)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, return_type=None)
+    strs = model.to_str_tokens(tokens[0])
+    gates = {l: cache[n][0].float().cpu().tolist() for l, n in zip(model.engram_layers, names)}
+    ngrams = [["".join(strs[max(0, t - n + 1): t + 1]) if t - n + 1 >= 1 else "" for n in (2, 3)] for t in range(len(strs))]
+    return GateMap(name=name or model_name(model), tokens=strs, layers=list(model.engram_layers),
+                   n_branches=model.cfg.n_branches, gates=gates, ngrams=ngrams)
+
+
+class GateNgramAccumulator:
+    """Per suffix n-gram statistics of the gates. ``update(tokens, mask, gates)`` with ``tokens``
+    ``[b, p]``, ``mask`` ``[b, p]`` (real, non-BOS), ``gates`` ``[b, p, C]`` with C = layers x branches."""
+
+    def __init__(self, n_channels: int, vocab_size: int, orders: Sequence[int] = (2, 3), max_ngrams: int = 2_000_000):
+        self.C = n_channels
+        self.V = int(vocab_size)
+        self.orders = tuple(orders)
+        self.max_ngrams = max_ngrams
+        self.pruned = False
+        self.index: dict[tuple[int, int], int] = {}  # (order, key) -> row
+        self.keys: list[tuple[int, int]] = []
+        cap = 1024
+        self.count = torch.zeros(cap, dtype=torch.float64)
+        self.sum = torch.zeros(cap, self.C, dtype=torch.float64)
+        self.sumsq = torch.zeros(cap, self.C, dtype=torch.float64)
+        self.max = torch.full((cap, self.C), -1.0, dtype=torch.float64)
+        self.tokens_seen = 0
+
+    def _grow(self, need: int) -> None:
+        cap = self.count.shape[0]
+        if need <= cap:
+            return
+        new = max(need, 2 * cap)
+        self.count = torch.cat([self.count, torch.zeros(new - cap, dtype=torch.float64)])
+        self.sum = torch.cat([self.sum, torch.zeros(new - cap, self.C, dtype=torch.float64)])
+        self.sumsq = torch.cat([self.sumsq, torch.zeros(new - cap, self.C, dtype=torch.float64)])
+        self.max = torch.cat([self.max, torch.full((new - cap, self.C), -1.0, dtype=torch.float64)])
+
+    def update(self, tokens: torch.Tensor, mask: torch.Tensor, gates: torch.Tensor) -> None:
+        tokens, mask = tokens.cpu(), mask.cpu()
+        g = gates.detach().to("cpu", torch.float64)
+        self.tokens_seen += int(mask.sum())
+        for n in self.orders:
+            if tokens.shape[1] < n:
+                continue
+            # key of the n-gram ending at t: sum_i id_{t-i} * V^i (int64: fine for V^3 < 9e18)
+            valid = mask[:, n - 1:].clone()
+            key = torch.zeros_like(tokens[:, n - 1:])
+            for i in range(n):
+                sl = slice(n - 1 - i, tokens.shape[1] - i)
+                key += tokens[:, sl] * (self.V ** i)
+                valid &= mask[:, sl]
+            k = key[valid]
+            if k.numel() == 0:
+                continue
+            vals = g[:, n - 1:][valid]  # [m, C]
+            uniq, inv = torch.unique(k, return_inverse=True)
+            rows = []
+            for u in uniq.tolist():
+                r = self.index.get((n, u))
+                if r is None:
+                    r = len(self.keys)
+                    self.index[(n, u)] = r
+                    self.keys.append((n, u))
+                rows.append(r)
+            self._grow(len(self.keys))
+            rows_t = torch.tensor(rows, dtype=torch.long)[inv]
+            self.count.index_add_(0, rows_t, torch.ones(len(rows_t), dtype=torch.float64))
+            self.sum.index_add_(0, rows_t, vals)
+            self.sumsq.index_add_(0, rows_t, vals * vals)
+            self.max.scatter_reduce_(0, rows_t[:, None].expand(-1, self.C), vals, "amax")
+        if len(self.keys) > self.max_ngrams:
+            self._prune()
+
+    def _prune(self) -> None:
+        n = len(self.keys)
+        keep = torch.argsort(self.count[:n], descending=True)[: self.max_ngrams // 2].sort().values
+        self.keys = [self.keys[i] for i in keep.tolist()]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.count, self.sum = self.count[keep].clone(), self.sum[keep].clone()
+        self.sumsq, self.max = self.sumsq[keep].clone(), self.max[keep].clone()
+        self.pruned = True
+
+    def merge_state(self, state: dict) -> None:
+        """Add another accumulator's ``state_dict()`` into this one."""
+        keys = state["keys"]
+        rows = []
+        for k in keys:
+            k = tuple(k)
+            r = self.index.get(k)
+            if r is None:
+                r = len(self.keys)
+                self.index[k] = r
+                self.keys.append(k)
+            rows.append(r)
+        self._grow(len(self.keys))
+        if rows:
+            rt = torch.tensor(rows, dtype=torch.long)
+            self.count.index_add_(0, rt, state["count"])
+            self.sum.index_add_(0, rt, state["sum"])
+            self.sumsq.index_add_(0, rt, state["sumsq"])
+            self.max.scatter_reduce_(0, rt[:, None].expand(-1, self.C), state["max"], "amax")
+        self.tokens_seen += state["tokens_seen"]
+        self.pruned |= state["pruned"]
+
+    def state_dict(self) -> dict:
+        n = len(self.keys)
+        return {"keys": list(self.keys), "count": self.count[:n].clone(), "sum": self.sum[:n].clone(),
+                "sumsq": self.sumsq[:n].clone(), "max": self.max[:n].clone(), "tokens_seen": self.tokens_seen,
+                "pruned": self.pruned}
+
+    def all_reduce(self, group=None) -> "GateNgramAccumulator":
+        """Merge the n-gram tables of all ``torch.distributed`` processes into every process."""
+        states = all_gather_objects(self.state_dict(), group)
+        if len(states) > 1:
+            fresh = GateNgramAccumulator(self.C, self.V, self.orders, self.max_ngrams)
+            for s in states:
+                fresh.merge_state(s)
+            self.__dict__.update(fresh.__dict__)
+        return self
+
+    def decode_key(self, order: int, key: int) -> list[int]:
+        """Token ids (oldest first) of an n-gram key."""
+        ids = []
+        for _ in range(order):
+            ids.append(key % self.V)
+            key //= self.V
+        return ids[::-1]
+
+    def selectivity(self, min_count: int = 3, order: int = 3) -> torch.Tensor:
+        """eta^2 per channel ``[C]``: share of gate variance explained by n-gram identity among the
+        n-grams of ``order`` seen at least ``min_count`` times (NaN if none)."""
+        n = len(self.keys)
+        rows = torch.tensor([i for i, (o, _) in enumerate(self.keys) if o == order], dtype=torch.long)
+        if rows.numel() == 0:
+            return torch.full((self.C,), float("nan"), dtype=torch.float64)
+        rows = rows[self.count[:n][rows] >= min_count]
+        if rows.numel() == 0:
+            return torch.full((self.C,), float("nan"), dtype=torch.float64)
+        c, s, sq = self.count[rows, None], self.sum[rows], self.sumsq[rows]
+        total_n = c.sum()
+        grand = s.sum(0) / total_n
+        ss_between = (c * (s / c - grand) ** 2).sum(0)
+        ss_total = sq.sum(0) - total_n * grand**2
+        return torch.where(ss_total > 0, ss_between / ss_total.clamp_min(1e-300), torch.full_like(grand, float("nan")))
+
+
+@dataclass
+class NgramStat:
+    """One suffix n-gram: its text, token ids, order, count, mean and max gate on the chosen channel."""
+
+    text: str
+    ids: list[int]
+    order: int
+    count: int
+    mean: float
+    max: float
+
+
+@dataclass
+class GateCorpusResult:
+    """Gate statistics over a corpus. ``channels``: ``(layer, branch)`` pairs; ``mean_gate[c]``: mean
+    alpha over tokens; ``selectivity[c]``: eta^2 (see module doc); ``branch_ranking``: channels
+    sorted by selectivity, best first; ``top``/``bottom[c]``: n-grams with the highest/lowest mean
+    gate among those seen at least ``min_count`` times."""
+
+    name: str
+    channels: list[tuple[int, int]]
+    n_tokens: int
+    n_ngrams: int
+    min_count: int
+    mean_gate: list[float]
+    selectivity: list[float | None]
+    branch_ranking: list[tuple[int, int]]
+    top: dict[str, list[NgramStat]] = field(default_factory=dict)
+    bottom: dict[str, list[NgramStat]] = field(default_factory=dict)
+    pruned: bool = False
+
+    def to_dict(self) -> dict:
+        from engram_interp.analysis.cka import _nan_to_none
+
+        return _nan_to_none(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+@torch.no_grad()
+def gate_corpus(
+    model,
+    texts: Sequence[str] | str,
+    *,
+    batch_size: int = 8,
+    max_tokens: int | None = 20000,
+    min_count: int = 3,
+    top_n: int = 20,
+    orders: Sequence[int] = (2, 3),
+    progress: bool = False,
+    name: str | None = None,
+) -> GateCorpusResult:
+    """Aggregate gates per suffix n-gram over ``texts``: mean gate per channel, branch selectivity
+    ranking, top/bottom n-grams (by mean gate, count >= ``min_count``) per (layer, branch)."""
+    require_engram(model, "gate statistics")
+    texts = check_texts(texts)
+    names = _gate_names(model)
+    M = model.cfg.n_branches
+    channels = [(l, b) for l in model.engram_layers for b in range(M)]
+    acc = GateNgramAccumulator(len(channels), model.cfg.vocab_size, orders)
+    gate_sum = torch.zeros(len(channels), dtype=torch.float64)
+    it = token_batches(model, texts, batch_size, max_tokens)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"gates {name or model_name(model)}", unit="batch", leave=False)
+    for batch in it:
+        _, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in names, return_type=None)
+        g = torch.cat([cache[n] for n in names], dim=-1)  # [b, p, layers*M], layer-major
+        acc.update(batch.tokens, batch.mask, g)
+        gate_sum += g[batch.mask].double().sum(0).cpu()
+    acc.all_reduce()
+    sel = acc.selectivity(min_count, order=max(orders))
+    ranking = [channels[i] for i in torch.argsort(torch.nan_to_num(sel, nan=-1.0), descending=True).tolist()]
+    n = len(acc.keys)
+    eligible = [i for i in range(n) if acc.count[i] >= min_count]
+    tok = model.tokenizer
+    top, bottom = {}, {}
+    if eligible:
+        el = torch.tensor(eligible)
+        means = acc.sum[el] / acc.count[el, None]
+        for c, (l, b) in enumerate(channels):
+            order = torch.argsort(means[:, c], descending=True)
+            def stat(j: int) -> NgramStat:
+                row = eligible[j]
+                o, key = acc.keys[row]
+                ids = acc.decode_key(o, key)
+                return NgramStat(text=tok.decode(ids, skip_special_tokens=False), ids=ids, order=o,
+                                 count=int(acc.count[row]), mean=float(means[j, c]), max=float(acc.max[row, c]))
+            top[f"{l}.{b}"] = [stat(j) for j in order[:top_n].tolist()]
+            bottom[f"{l}.{b}"] = [stat(j) for j in order.flip(0)[:top_n].tolist()]
+    n_tok = max(acc.tokens_seen, 1)
+    return GateCorpusResult(
+        name=name or model_name(model), channels=channels, n_tokens=acc.tokens_seen, n_ngrams=n, min_count=min_count,
+        mean_gate=(gate_sum / n_tok).tolist(), selectivity=sel.tolist(), branch_ranking=ranking, top=top,
+        bottom=bottom, pruned=acc.pruned,
+    )
