@@ -31,7 +31,6 @@ st.dataframe(findings.model_table(good), hide_index=True, width="stretch")
 
 st.subheader("Findings")
 st.caption("Numbers appear here once a page has computed them (they are cached on disk per checkpoint).")
-findings.render_summary(good)
 if st.button("Compute the missing findings (default settings)", key="overview-compute"):
     findings.compute_all(good)
-    st.rerun()
+findings.render_summary(good)

@@ -79,13 +79,16 @@ def compute_all(entries: Sequence[Entry]) -> None:
             suites = results.scored_suites(probe_data.suites(state.probes_dir()))
             if suites:
                 steps.append((f"Ablation {e.label}", lambda e=e, s=suites: results.ablation(e, s, results.ABLATION_DEFAULTS)))
+    problems = []
     with st.status("Computing the findings ...", expanded=True) as status:
         for name, step in steps:
             st.write(name)
             try:
                 step()
             except ImportError as exc:
-                st.write(f"{name}: not in this build of engram_interp ({exc})")
+                problems.append(f"{name}: not in this build of engram_interp ({exc})")
             except EngramInterpError as exc:
-                st.write(f"{name}: {exc}")
-        status.update(label="Findings computed", state="complete")
+                problems.append(f"{name}: {exc}")
+        status.update(label="Findings computed", state="complete", expanded=False)
+    for problem in problems:
+        st.warning(problem)

@@ -11,108 +11,35 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
 from app import probe_data, state
 from app.state import Entry
 
 Progress = Callable[[float, str], None]
 
-CKA_DEFAULTS = {"tokens": "entities", "n_examples": 512, "batch": 64, "n_boot": 200, "seed": 0}
-
-
-# ---- token positions and activations (APP-LOCAL) ------------------------------------------------
-def _entity_final_positions(model, text: str, spans: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, list[int]]:
-    """APP-LOCAL. Token ids [1, pos] (BOS first, cut to max_seq_len) and the position of the final
-    token of each entity span (the token that holds the span's last character)."""
-    enc = model.tokenizer.encode(text, add_special_tokens=False)
-    ids, offsets = list(enc.ids), list(enc.offsets)
-    shift = 1 if model.cfg.bos_token_id is not None else 0
-    if shift:
-        ids = [model.cfg.bos_token_id] + ids
-    ids = ids[: model.cfg.max_seq_len]
-    positions = []
-    for _, end in spans:
-        for t, (s, e) in enumerate(offsets):
-            if s < end <= e:
-                if t + shift < len(ids):
-                    positions.append(t + shift)
-                break
-    return torch.tensor([ids], dtype=torch.long), sorted(set(positions))
-
-
-def collect_resid(models: Sequence[Any], tokens_and_positions: Sequence[tuple[torch.Tensor, list[int]]],
-                  progress: Progress, start: float = 0.0, span: float = 1.0) -> list[list[torch.Tensor]]:
-    """APP-LOCAL. For every model, per layer l the readout of ``blocks.{l}.hook_resid_pre`` at the
-    given positions: ``[[N, d_model] per layer] per model`` (float32, CPU)."""
-    out: list[list[list[torch.Tensor]]] = [[[] for _ in range(m.cfg.n_layers)] for m in models]
-    n = len(tokens_and_positions)
-    for i, (tokens, positions) in enumerate(tokens_and_positions):
-        if not positions:
-            continue
-        for mi, model in enumerate(models):
-            names = {f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)}
-            _, cache = model.run_with_cache(tokens.to(model.device), names_filter=lambda name: name in names)
-            for l in range(model.cfg.n_layers):
-                resid = model.readout(cache[f"blocks.{l}.hook_resid_pre"])[0]  # [pos, d_model]
-                out[mi][l].append(resid[positions].float().cpu())
-        if i % 8 == 0 or i == n - 1:
-            progress(start + span * (i + 1) / n, f"running the models: text {i + 1}/{n}")
-    return [[torch.cat(chunks) for chunks in layers] for layers in out]
-
-
-def cka_inputs(models: Sequence[Any], tokens: str, n_examples: int, seed: int) -> tuple[list[tuple[torch.Tensor, list[int]]], str]:
-    """APP-LOCAL. (token ids + chosen positions per text, a description of the data)."""
-    model = models[0]
-    if tokens == "entities":
-        items, source = probe_data.entity_texts(state.probes_dir())
-        pairs = [_entity_final_positions(model, text, spans) for text, spans in items]
-    else:
-        texts, source = probe_data.texts(state.probes_dir())
-        pairs = []
-        for text in texts:
-            ids = model.tokenizer.encode(text, add_special_tokens=False).ids
-            ids = ([model.cfg.bos_token_id] if model.cfg.bos_token_id is not None else []) + ids
-            ids = ids[: model.cfg.max_seq_len]
-            pairs.append((torch.tensor([ids]), list(range(1, len(ids)))))  # position 0 (BOS) dropped
-    # cap the number of examples: keep whole texts until n_examples positions are taken
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(pairs), generator=gen).tolist()
-    chosen, total = [], 0
-    for i in order:
-        if total >= n_examples:
-            break
-        tokens_i, pos = pairs[i]
-        pos = pos[: n_examples - total]
-        if pos:
-            chosen.append((tokens_i, pos))
-            total += len(pos)
-    return chosen, source
+CKA_DEFAULTS = {"tokens": "entities", "n_examples": 2048, "batch": 64, "n_boot": 200, "seed": 0}
+CKA_K = 5  # k of the soft alignment stored with its bootstrap CI (the page recomputes other k)
 
 
 # ---- CKA -----------------------------------------------------------------------------------------
 def cka(pair: state.Pair, params: dict[str, Any]) -> dict[str, Any]:
-    """CKA between every layer of A and of B (cached on disk): dict with ``cka``, ``low``, ``high``
-    ([L_a, L_b] float64), ``n_examples``, ``n_batches``, ``source``."""
-    from engram_interp.analysis.cka import CKAAccumulator
+    """Cached ``engram_interp.analysis.cka.cka_analysis`` of model A vs B, as its ``to_dict()``
+    (plus ``source``). Layer points 0..n_layers; ``cka``/``ci_low``/``ci_high`` ``[L_a][L_b]``."""
 
     def compute(progress: Progress) -> dict[str, Any]:
-        inputs, source = cka_inputs(pair.models, params["tokens"], params["n_examples"], params["seed"])
-        acts = collect_resid(pair.models, inputs, progress, 0.0, 0.9)
-        n = acts[0][0].shape[0] if acts[0] and acts[0][0].numel() else 0
-        if n <= 3:
-            return {"error": f"only {n} token positions found in {source}; CKA needs more than 3"}
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(params["seed"]))  # shuffle across texts
-        acc = CKAAccumulator(len(acts[0]), len(acts[1]), n_boot=params["n_boot"], seed=params["seed"])
-        for start in range(0, n, params["batch"]):
-            rows = perm[start : start + params["batch"]]
-            if len(rows) <= 3:
-                break
-            acc.update([a[rows] for a in acts[0]], [b[rows] for b in acts[1]])
-        progress(0.95, "bootstrap intervals")
-        low, high = acc.ci()
-        return {"cka": acc.result(), "low": low, "high": high, "n_examples": acc.n_examples,
-                "n_batches": acc.n_batches, "source": source}
+        from engram_interp.analysis.cka import cka_analysis
+
+        if params["tokens"] == "entities":
+            probes = state.probes_dir() / "entities_ner.jsonl"
+            texts, source = None, str(probes)
+        else:
+            probes = None
+            texts, source = corpus_texts()
+        progress(0.1, f"running both models over up to {params['n_examples']} tokens of {source}")
+        res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"],
+                           probes=None if probes is None else str(probes), batch_size=params["batch"],
+                           max_tokens=params["n_examples"], k=CKA_K, n_boot=params["n_boot"], seed=params["seed"],
+                           names=(pair.labels[0], pair.labels[1]))
+        return dict(res.to_dict(), source=source)
 
     return state.disk_cached("cka", pair.shas, params, compute, label="CKA")
 
@@ -125,21 +52,22 @@ def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
 
 
 def cka_summary(entries: Sequence[Entry]) -> list[str]:
-    from engram_interp.analysis.cka import cka_argmax, soft_alignment
-
     lines = []
     for a, b in _pairs(entries):
         res = state.cached_result("cka", [a.sha, b.sha], CKA_DEFAULTS)
         if not res or "cka" not in res:
             continue
-        align = soft_alignment(res["cka"], k=5)
-        argmax = cka_argmax(res["cka"])
-        shown = [f"layer {j}: {float(align[j]):.1f}" for j in a.info.config.engram.layer_ids if j < len(align)]
-        mean_shift = float(torch.nanmean(align - torch.arange(len(align), dtype=torch.float64)))
-        lines.append(f"{a.label} vs {b.label} ({res['n_examples']} entity tokens): soft alignment of Engram "
-                     f"layers {', '.join(shown) or '-'}; mean shift a_j - j = {mean_shift:+.2f} layers "
-                     f"(argmax {argmax.tolist()})")
+        align, (lo, hi) = res["soft_alignment"], res["soft_alignment_ci"]
+        shown = [f"layer {j}: a_j = {_num(align[j])} [{_num(lo[j])}, {_num(hi[j])}]"
+                 for j in a.info.config.engram.layer_ids if j < len(align)]
+        what = {"entities": "named-entity final tokens", "all": "tokens"}.get(res["tokens"], "tokens")
+        lines.append(f"{a.label} vs {b.label}, soft alignment of the Engram layers ({res['n_examples']} {what}, "
+                     f"k={res['k']}, 95% CI): {'; '.join(shown) or '-'} (a_j > j: like a deeper {b.label} layer)")
     return lines
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
 
 
 def summaries(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
@@ -250,7 +178,7 @@ def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
     return state.disk_cached("gates", [entry.sha], params, compute, label=f"Gate statistics {entry.label}")
 
 
-def gate_tables(entry: Entry, gates_lib) -> None:
+def gate_tables(entry: Entry) -> None:
     """Corpus tables of top/bottom n-grams by mean gate, per (layer, branch) channel."""
     import pandas as pd
     import streamlit as st
@@ -337,7 +265,7 @@ def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]
     return state.disk_cached("ablation", [entry.sha], key, compute, label=f"Ablation {entry.label}")
 
 
-def ablation_table(entries: Sequence[Entry], suites: dict, ablation_lib) -> None:
+def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
     """Retained % per suite with its bootstrap CI, for every Engram model, plus a chart."""
     import pandas as pd
     import streamlit as st

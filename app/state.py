@@ -348,17 +348,6 @@ def layer_names(n_layers: int) -> list[str]:
     return [f"L{l}" for l in range(n_layers)] + ["final"]
 
 
-@st.cache_data(max_entries=32, show_spinner="Running the model on the text ...")
-def gate_values(path: str, sha: str, text: str) -> tuple[list[str], dict[int, torch.Tensor]]:
-    """(token strings, ``{engram layer: alpha [pos, branch]}``) read from ``blocks.{l}.engram.hook_gate``."""
-    model = _load_model(path, sha)
-    tokens = model.to_tokens(text)
-    names = {f"blocks.{l}.engram.hook_gate": l for l in model.engram_layers}
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names, return_type=None)
-    return model.to_str_tokens(tokens[0]), {l: cache[n][0].float().cpu() for n, l in names.items()}
-
-
 def model_for(entry_path: str, sha: str):
     """The cached model for (path, sha) (what ``Entry.model()`` returns)."""
     return _load_model(entry_path, sha)

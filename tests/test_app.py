@@ -111,6 +111,7 @@ def test_overview_compute_button_fills_the_findings(app_env):
     at.button(key="overview-compute").click().run()
     assert not at.exception, [e.value for e in at.exception]
     summary = texts(at.markdown)
+    assert not at.warning, texts(at.warning)
     assert "open the CKA page" not in summary and "soft alignment" in summary
 
 
@@ -206,15 +207,17 @@ def test_ablation_item_view_full_vs_suppressed(app_env):
 
 
 def test_cka_cached_on_disk_and_reused(app_env, monkeypatch):
-    from app import results, state
+    from app import state
 
     app_env("engram", "moe")
     at = run_page("cka")
     assert "token positions" in texts(at.caption)
     assert any(p.name.startswith("cka-") for p in state.cache_dir().iterdir())
+    import engram_interp.analysis.cka as cka_lib
+
     calls = []
-    original = results.collect_resid
-    monkeypatch.setattr(results, "collect_resid", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = cka_lib.cka_analysis
+    monkeypatch.setattr(cka_lib, "cka_analysis", lambda *a, **k: calls.append(1) or original(*a, **k))
     at = run_page("cka")  # second run (new session): read from disk, no model run
     assert not calls
     at.slider(key="cka-k").set_value(2).run()  # a display-only widget never recomputes

@@ -14,6 +14,8 @@ import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
 from app import figures, results, state  # noqa: E402
+from engram_interp.analysis.cka import cka_argmax, soft_alignment  # noqa: E402
+from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="CKA · engram-interp", layout="wide")
 good = state.page_header(
@@ -27,7 +29,7 @@ chosen = state.pick_models(good, n=2, key="cka")
 c1, c2, c3 = st.columns(3)
 tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=True,
                   format_func={"entities": "named-entity final tokens", "all": "all tokens (BOS dropped)"}.get)
-n_examples = c2.select_slider("Examples (token positions)", [128, 256, 512, 1024, 2048, 4096],
+n_examples = c2.select_slider("Examples (token positions)", [256, 512, 1024, 2048, 4096, 8192],
                               value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
 k = c3.slider("k (soft alignment)", 1, 10, 5, key="cka-k")
 if chosen[0].path == chosen[-1].path:
@@ -37,38 +39,43 @@ pair = state.load_pair(chosen)
 if pair is None:
     st.stop()
 params = dict(results.CKA_DEFAULTS, tokens=tokens, n_examples=int(n_examples))
-res = results.cka(pair, params)
-if "error" in res:
-    st.error(res["error"])
+try:
+    res = results.cka(pair, params)
+except EngramInterpError as exc:
+    st.error(str(exc))
+    if tokens == "entities":
+        st.info("Switch 'Tokens' to 'all tokens', or add the named-entity probe set `probes/entities_ner.jsonl`.")
     st.stop()
 
-from engram_interp.analysis.cka import cka_argmax, soft_alignment  # noqa: E402
-
 a, b = pair.entries
-matrix = res["cka"]
+matrix = torch.tensor(res["cka"], dtype=torch.float64)
+low, high = (torch.tensor(res[key], dtype=torch.float64) for key in ("ci_low", "ci_high"))
 k = min(k, matrix.shape[1])
-align, argmax = soft_alignment(matrix, k=k), cka_argmax(matrix)
-st.caption(f"{res['n_examples']} token positions in {res['n_batches']} minibatches of "
-           f"{params['batch']} · data: {res['source']}")
-engram_layers = list(a.info.config.engram.layer_ids) if a.has_engram else []
-st.plotly_chart(figures.cka_heatmap(matrix, res["low"], res["high"], a.label, b.label, align, argmax, engram_layers),
+if k == res["k"]:  # the stored index comes with its bootstrap interval
+    align = torch.tensor([float("nan") if v is None else v for v in res["soft_alignment"]], dtype=torch.float64)
+    align_ci = res["soft_alignment_ci"]
+else:
+    align, align_ci = soft_alignment(matrix, k=k), None
+argmax = cka_argmax(matrix)
+st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_batches']} minibatches of "
+           f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
+engram_layers = list(res.get("engram_layers_a") or [])
+st.plotly_chart(figures.cka_heatmap(matrix, low, high, a.label, b.label, align, argmax, engram_layers),
                 width="stretch")
-
 rows = []
 for j in range(matrix.shape[0]):
+    d = min(j, matrix.shape[1] - 1)
+    ci = "" if align_ci is None or align_ci[0][j] is None else f" [{align_ci[0][j]:.2f}, {align_ci[1][j]:.2f}]"
     rows.append({
         f"{a.label} layer": j,
         "Engram": "yes" if j in engram_layers else "",
-        f"soft alignment a_j (k={k})": round(float(align[j]), 2),
+        f"soft alignment a_j (k={k})": f"{float(align[j]):.2f}{ci}",
         "a_j - j": round(float(align[j]) - j, 2),
         "argmax": int(argmax[j]),
-        "CKA at diagonal [95% CI]": results.fmt_ci(float(matrix[j, min(j, matrix.shape[1] - 1)]),
-                                                   float(res["low"][j, min(j, matrix.shape[1] - 1)]),
-                                                   float(res["high"][j, min(j, matrix.shape[1] - 1)]), 3),
-        "max CKA [95% CI]": results.fmt_ci(float(matrix[j, argmax[j]]), float(res["low"][j, argmax[j]]),
-                                           float(res["high"][j, argmax[j]]), 3),
+        "CKA at diagonal [95% CI]": results.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
+        "max CKA [95% CI]": results.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
+                                           float(high[j, argmax[j]]), 3),
     })
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 if not a.has_engram:
-    st.info(f"{a.label} has no Engram layers; the soft alignment of Engram layers is shown for Engram models only.")
-
+    st.info(f"{a.label} has no Engram layers; pick an Engram model as A to see where its Engram layers align.")

@@ -36,26 +36,32 @@ if model is None:
 st.subheader("Your text")
 text = st.text_area("Text", "Alexander the Great met the Princess of Wales. By the way, the Milky Way is a galaxy.",
                     key="gates-text", max_chars=20000)
+gates_lib = results.library("gates", "The gate analysis")
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the model on the text ...")
+def gate_map(path: str, sha: str, text: str) -> dict:
+    return gates_lib.gate_map(state.model_for(path, sha), text).to_dict()
+
+
 if state.tokens_or_error(model, text, entry.label) is not None:
     try:
-        tokens, gates = state.gate_values(str(entry.path), entry.sha, text)
+        gm = gate_map(str(entry.path), entry.sha, text)
     except EngramInterpError as exc:
         st.error(str(exc))
         st.stop()
-    n_branch = next(iter(gates.values())).shape[1]
+    tokens, n_branch = gm["tokens"], gm["n_branches"]
     rows, z, hover = [], [], []
-    for layer, alpha in gates.items():
+    for layer in gm["layers"]:
+        alpha = gm["gates"][str(layer)]  # [pos][branch]
         for b in range(n_branch):
             rows.append(f"layer {layer}" + (f" · branch {b}" if n_branch > 1 else ""))
-            z.append(alpha[:, b].tolist())
-            hover.append([f"{rows[-1]}<br>2-gram {''.join(tokens[max(0, t - 1): t + 1])!r}<br>"
-                          f"3-gram {''.join(tokens[max(0, t - 2): t + 1])!r}<br>alpha = {float(alpha[t, b]):.3f}"
-                          for t in range(len(tokens))])
+            z.append([alpha[t][b] for t in range(len(tokens))])
+            hover.append([f"{rows[-1]} · {t}:{tokens[t]!r}<br>2-gram {gm['ngrams'][t][0]!r}<br>"
+                          f"3-gram {gm['ngrams'][t][1]!r}<br>alpha = {alpha[t][b]:.3f}" for t in range(len(tokens))])
     st.plotly_chart(figures.token_heatmap(z, tokens, rows, hover, "gate alpha_t", "alpha", zmin=0.0, zmax=1.0,
                                           colorscale="Magma"), width="stretch")
     st.caption("Hover a cell for the 2- and 3-gram that ends at that token and the gate value.")
 
 st.subheader("Corpus: n-grams by mean gate")
-gates_lib = results.library("gates", "The corpus n-gram tables (gate analysis)", stop=False)
-if gates_lib is not None:
-    results.gate_tables(entry, gates_lib)
+results.gate_tables(entry)

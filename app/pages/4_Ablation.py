@@ -36,9 +36,8 @@ if not suites:
     st.stop()
 
 st.subheader("Retained performance per suite")
-ablation = results.library("ablation", "The ablation analysis", stop=False)
-if ablation is not None:
-    results.ablation_table(engram_entries, suites, ablation)
+if results.library("ablation", "The ablation analysis", stop=False) is not None:
+    results.ablation_table(engram_entries, suites)
 
 st.subheader("One item: full vs ablated prediction")
 labels = [e.label for e in engram_entries]
