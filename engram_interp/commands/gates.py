@@ -1,0 +1,51 @@
+"""engram-interp gates CKPT --text "..." | --corpus FILE: Engram gate values per token, layer and branch."""
+
+from __future__ import annotations
+
+import argparse
+
+from engram_interp.commands._common import add_common, add_corpus, emit, load_models, names_for, seed_all, texts_from
+
+NAME = "gates"
+HELP = "Engram gate values per token/layer/branch for a text, or per suffix n-gram over a corpus"
+DESCRIPTION = (
+    "With --text: the gate alpha_t of every token at every Engram layer and branch "
+    "(JSON: tokens, gates: {layer: [[per-branch values] per token]}). With --corpus (or the default corpus): "
+    "count/mean/max per suffix 2- and 3-gram, the top and bottom n-grams seen at least --min-count times, "
+    "and the branches ranked by selectivity (eta^2 of the gate explained by 3-gram identity)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpt", help="an Engram model .ckpt")
+    add_corpus(p)
+    p.add_argument("--min-count", type=int, default=3, help="minimum count of an n-gram in the top/bottom lists")
+    p.add_argument("--top", type=int, default=20, help="length of the top/bottom lists")
+    add_common(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engram_interp.analysis import gate_corpus, gate_map
+
+    seed_all(args.seed)
+    (model,) = load_models([args.ckpt], args.device)
+    name = names_for([args.ckpt])[0]
+    if args.text is not None:
+        g = gate_map(model, args.text, name=name)
+        lines = [f"gates of {name} (layer.branch)", f"{'pos':>4} {'token':<16}" + "".join(
+            f"{f'{l}.{b}':>8}" for l in g.layers for b in range(g.n_branches))]
+        for i, t in enumerate(g.tokens):
+            lines.append(f"{i:>4} {t!r:<16}" + "".join(f"{g.gates[l][i][b]:>8.3f}" for l in g.layers for b in range(g.n_branches)))
+        return emit(args, g.to_dict(), "\n".join(lines))
+    r = gate_corpus(model, texts_from(args), batch_size=args.batch_size, max_tokens=args.max_tokens,
+                    min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=name)
+    lines = [f"gates of {name} over {r.n_tokens} tokens, {r.n_ngrams} distinct n-grams (min count {r.min_count})",
+             f"{'layer.branch':>12}{'mean gate':>11}{'selectivity':>13}"]
+    for (l, b), m, s in zip(r.channels, r.mean_gate, r.selectivity):
+        lines.append(f"{f'{l}.{b}':>12}{m:>11.3f}{'-' if s is None else f'{s:.3f}':>13}")
+    best = r.branch_ranking[0]
+    key = f"{best[0]}.{best[1]}"
+    lines.append(f"most selective: layer {best[0]} branch {best[1]}; top n-grams there:")
+    for s in r.top.get(key, [])[:10]:
+        lines.append(f"  {s.text!r:<30} count {s.count:>5}  mean {s.mean:.3f}  max {s.max:.3f}")
+    return emit(args, r.to_dict(), "\n".join(lines))

@@ -1,0 +1,212 @@
+"""Figures (plotly) for the four analyses and their exports (JSON, CSV, one self-contained HTML).
+
+Every ``*_figure`` takes a result dataclass from ``engram_interp.analysis`` and returns a
+``plotly.graph_objects.Figure``; the CLI, the report and the Streamlit app render the same figures.
+The HTML report inlines plotly.js (no CDN): it opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from pathlib import Path
+from typing import Sequence
+
+import plotly.graph_objects as go
+
+from engram_interp.analysis.ablation import AblationResult
+from engram_interp.analysis.cka import CKAResult
+from engram_interp.analysis.gates import GateCorpusResult, GateMap
+from engram_interp.analysis.logit_lens import LogitLensResult, TokenLens
+
+__all__ = ["kl_figure", "token_lens_figure", "cka_figure", "gate_figure", "gate_selectivity_figure",
+           "retained_figure", "write_report", "write_csvs"]
+
+
+def kl_figure(res: LogitLensResult) -> go.Figure:
+    """KL(p_final || q_l) per layer of every model on one plot (nats), with standard-error bands."""
+    fig = go.Figure()
+    for m in res.models:
+        fig.add_trace(go.Scatter(
+            x=m.layers, y=m.kl, mode="lines+markers", name=f"{m.name} ({m.n_tokens} tokens)",
+            error_y=dict(type="data", array=[1.96 * s for s in m.kl_sem], visible=True),
+            hovertemplate="layer %{x}<br>KL %{y:.4f} nats<extra>" + html.escape(m.name) + "</extra>",
+        ))
+    fig.update_layout(title="LogitLens: KL(p_final || q_layer)", xaxis_title="layer (residual stream entering block; last = final)",
+                      yaxis_title="KL (nats)", template="plotly_white")
+    return fig
+
+
+def token_lens_figure(t: TokenLens) -> go.Figure:
+    """Layer x position heatmap of per-token KL (nats); hover lists the lens's top tokens."""
+    hover = [["<br>".join(f"{html.escape(s)!s}: {p:.3f}" for s, p in t.top_tokens[l][i]) for i in range(len(t.tokens))]
+             for l in range(len(t.layers))]
+    xs = [f"{i}:{tok}" for i, tok in enumerate(t.tokens)]
+    fig = go.Figure(go.Heatmap(z=t.kl, x=xs, y=t.layers, customdata=hover, colorscale="Viridis",
+                               hovertemplate="%{x}<br>layer %{y}<br>KL %{z:.3f}<br>%{customdata}<extra></extra>"))
+    fig.update_layout(title=f"Per-token LogitLens KL: {t.name}", xaxis_title="token", yaxis_title="layer", template="plotly_white")
+    return fig
+
+
+def cka_figure(res: CKAResult) -> go.Figure:
+    """CKA heatmap (rows: A's layers, columns: B's), with the diagonal, the soft-alignment curve
+    (and its CI) and the per-row argmax overlaid."""
+    fig = go.Figure(go.Heatmap(z=res.cka, x=res.layers_b, y=res.layers_a, colorscale="Viridis", zmin=0, zmax=1,
+                               colorbar=dict(title="CKA"),
+                               hovertemplate=f"{html.escape(res.name_a)} layer %{{y}}<br>{html.escape(res.name_b)} layer %{{x}}<br>CKA %{{z:.3f}}<extra></extra>"))
+    n = min(len(res.layers_a), len(res.layers_b))
+    fig.add_trace(go.Scatter(x=list(range(n)), y=list(range(n)), mode="lines", name="diagonal", line=dict(color="white", dash="dash")))
+    lo, hi = res.soft_alignment_ci
+    fig.add_trace(go.Scatter(x=res.soft_alignment, y=res.layers_a, mode="lines+markers", name=f"soft alignment (k={res.k})",
+                             line=dict(color="red"), error_x=dict(type="data", symmetric=False,
+                                                                  array=[None if h is None or a is None else h - a for h, a in zip(hi, res.soft_alignment)],
+                                                                  arrayminus=[None if l is None or a is None else a - l for l, a in zip(lo, res.soft_alignment)])))
+    fig.add_trace(go.Scatter(x=res.argmax, y=res.layers_a, mode="markers", name="argmax", marker=dict(symbol="x", color="orange", size=9)))
+    fig.update_layout(title=f"CKA ({res.tokens} tokens, n={res.n_examples}): {res.name_a} vs {res.name_b}",
+                      xaxis_title=f"{res.name_b} layer", yaxis_title=f"{res.name_a} layer", template="plotly_white")
+    return fig
+
+
+def gate_figure(g: GateMap) -> go.Figure:
+    """Gate heatmap over tokens: one row per (Engram layer, branch); hover shows the token, its
+    suffix 2-/3-grams and the gate value."""
+    rows, labels = [], []
+    for l in g.layers:
+        for b in range(g.n_branches):
+            rows.append([v[b] for v in g.gates[l]])
+            labels.append(f"L{l}" + (f" b{b}" if g.n_branches > 1 else ""))
+    xs = [f"{i}:{t}" for i, t in enumerate(g.tokens)]
+    custom = [[f"2-gram: {html.escape(n2)!s}<br>3-gram: {html.escape(n3)!s}" for n2, n3 in g.ngrams] for _ in rows]
+    fig = go.Figure(go.Heatmap(z=rows, x=xs, y=labels, customdata=custom, zmin=0, zmax=1, colorscale="Magma",
+                               colorbar=dict(title="gate"),
+                               hovertemplate="%{x}<br>%{y}<br>gate %{z:.3f}<br>%{customdata}<extra></extra>"))
+    fig.update_layout(title=f"Engram gates: {g.name}", xaxis_title="token", yaxis_title="layer / branch", template="plotly_white")
+    return fig
+
+
+def gate_selectivity_figure(r: GateCorpusResult) -> go.Figure:
+    """Bars of branch selectivity (eta^2 of the gate explained by 3-gram identity) per (layer, branch)."""
+    labels = [f"L{l} b{b}" for l, b in r.channels]
+    fig = go.Figure(go.Bar(x=labels, y=[s if s is not None else 0 for s in r.selectivity], name="selectivity"))
+    fig.update_layout(title=f"Gate selectivity by branch: {r.name} ({r.n_tokens} tokens)", yaxis_title="eta^2",
+                      template="plotly_white")
+    return fig
+
+
+def retained_figure(res: AblationResult) -> go.Figure:
+    """Retained % per suite (Engram suppressed / full) with 95% bootstrap CI error bars, one bar group per model."""
+    fig = go.Figure()
+    for m in res.models:
+        names = list(m["suites"])
+        vals = [m["suites"][s].retained for s in names]
+        cis = [m["suites"][s].ci for s in names]
+        fig.add_trace(go.Bar(
+            x=names, y=vals, name=m["name"],
+            error_y=dict(type="data", symmetric=False,
+                         array=[None if c is None or v is None else c[1] - v for c, v in zip(cis, vals)],
+                         arrayminus=[None if c is None or v is None else v - c[0] for c, v in zip(cis, vals)]),
+            hovertemplate="%{x}<br>retained %{y:.1f}%<extra>" + html.escape(m["name"]) + "</extra>"))
+    fig.add_hline(y=100, line_dash="dot", line_color="gray")
+    fig.update_layout(title=f"Engram ablation ({res.mode}): retained performance", yaxis_title="retained (%)",
+                      barmode="group", template="plotly_white")
+    return fig
+
+
+# --------------------------------------------------------------------------------------- exports
+def write_csvs(out: Path, lens: LogitLensResult | None = None, cka: CKAResult | None = None,
+               gates: GateCorpusResult | None = None, ablation: AblationResult | None = None) -> list[Path]:
+    """One CSV per analysis in ``out``; returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def w(name, header, rows):
+        p = out / name
+        with p.open("w", newline="") as f:
+            cw = csv.writer(f)
+            cw.writerow(header)
+            cw.writerows(rows)
+        written.append(p)
+
+    if lens:
+        w("logit_lens.csv", ["model", "layer", "kl_nats", "kl_sem", "entropy_nats", "n_tokens"],
+          [[m.name, l, k, s, e, m.n_tokens] for m in lens.models for l, k, s, e in zip(m.layers, m.kl, m.kl_sem, m.entropy)])
+    if cka:
+        w("cka.csv", ["layer_a", "layer_b", "cka", "ci_low", "ci_high"],
+          [[la, lb, cka.cka[i][j], cka.ci_low[i][j], cka.ci_high[i][j]]
+           for i, la in enumerate(cka.layers_a) for j, lb in enumerate(cka.layers_b)])
+        w("cka_alignment.csv", ["layer_a", "soft_alignment", "ci_low", "ci_high", "argmax"],
+          [[la, cka.soft_alignment[i], cka.soft_alignment_ci[0][i], cka.soft_alignment_ci[1][i], cka.argmax[i]]
+           for i, la in enumerate(cka.layers_a)])
+    if gates:
+        w("gate_ngrams.csv", ["channel", "list", "rank", "ngram", "order", "count", "mean", "max"],
+          [[ch, which, i, s.text, s.order, s.count, s.mean, s.max]
+           for which, table in (("top", gates.top), ("bottom", gates.bottom))
+           for ch, stats in table.items() for i, s in enumerate(stats)])
+        w("gate_selectivity.csv", ["layer", "branch", "selectivity_eta2", "mean_gate"],
+          [[l, b, s, m] for (l, b), s, m in zip(gates.channels, gates.selectivity, gates.mean_gate)])
+    if ablation:
+        rows = []
+        for m in ablation.models:
+            for suite, sc in m["suites"].items():
+                rows.append([m["name"], suite, "all", sc.n, sc.full, sc.ablated, sc.retained,
+                             *(sc.ci or [None, None])])
+                for layer, r in sc.per_layer.items():
+                    rows.append([m["name"], suite, layer, r["n"], r["full"], r["ablated"], r["retained"], *(r["ci"] or [None, None])])
+        w("ablation.csv", ["model", "suite", "layers", "n", "full", "ablated", "retained_pct", "ci_low", "ci_high"], rows)
+    return written
+
+
+def write_report(out: str | Path, *, title: str = "engram-interp report", lens: LogitLensResult | None = None,
+                 token_lens: Sequence[TokenLens] = (), cka: CKAResult | None = None,
+                 gate_maps: Sequence[GateMap] = (), gates: GateCorpusResult | None = None,
+                 ablation: AblationResult | None = None, notes: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` and CSVs into
+    ``out``. Returns ``{"html": path, "json": path, "csv": [paths]}``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figs: list[tuple[str, go.Figure]] = []
+    if lens:
+        figs.append(("LogitLens", kl_figure(lens)))
+    for t in token_lens:
+        figs.append((f"Per-token LogitLens: {t.name}", token_lens_figure(t)))
+    if cka:
+        figs.append(("CKA", cka_figure(cka)))
+    for g in gate_maps:
+        figs.append((f"Gates: {g.name}", gate_figure(g)))
+    if gates:
+        figs.append(("Gate selectivity", gate_selectivity_figure(gates)))
+    if ablation:
+        figs.append(("Ablation", retained_figure(ablation)))
+    parts = []
+    for i, (name, fig) in enumerate(figs):
+        parts.append(f"<h2>{html.escape(name)}</h2>")
+        parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"fig{i}"))
+    if gates:
+        for ch in [f"{l}.{b}" for l, b in gates.branch_ranking[:2]]:
+            top = "".join(f"<tr><td>{html.escape(s.text)}</td><td>{s.count}</td><td>{s.mean:.3f}</td></tr>" for s in gates.top.get(ch, [])[:15])
+            parts.append(f"<h3>Top n-grams, layer.branch {ch}</h3><table><tr><th>n-gram</th><th>count</th><th>mean gate</th></tr>{top}</table>")
+    note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{note_html}{''.join(parts)}</body></html>")
+    html_path = out / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    results = {}
+    if lens:
+        results["logit_lens"] = lens.to_dict()
+    if token_lens:
+        results["token_lens"] = [t.to_dict() for t in token_lens]
+    if cka:
+        results["cka"] = cka.to_dict()
+    if gate_maps:
+        results["gate_maps"] = [g.to_dict() for g in gate_maps]
+    if gates:
+        results["gates"] = gates.to_dict()
+    if ablation:
+        results["ablation"] = ablation.to_dict()
+    json_path = out / "results.json"
+    json_path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    csvs = write_csvs(out, lens, cka, gates, ablation)
+    return {"html": html_path, "json": json_path, "csv": csvs}
