@@ -16,6 +16,42 @@ from app.state import Entry
 
 Progress = Callable[[float, str], None]
 
+
+def as_result(cls, data: dict[str, Any]):
+    """Rebuild a library result dataclass from its cached ``to_dict()`` (extra keys such as ``source``
+    dropped), so pages can hand it to the ``engram_interp.report`` figures."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def lens_result(curves: Sequence[dict[str, Any]]):
+    from engram_interp.analysis.logit_lens import LensCurve, LogitLensResult
+
+    return LogitLensResult(models=[as_result(LensCurve, c) for c in curves])
+
+
+def cka_result(data: dict[str, Any]):
+    from engram_interp.analysis.cka import CKAResult
+
+    return as_result(CKAResult, data)
+
+
+def gate_map_result(data: dict[str, Any]):
+    from engram_interp.analysis.gates import GateMap
+
+    return as_result(GateMap, dict(data, gates={int(k): v for k, v in data["gates"].items()}))
+
+
+def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry], mode: str):
+    from engram_interp.analysis.ablation import AblationResult, SuiteScore
+
+    layers = {e.label: list(e.info.config.engram.layer_ids) if e.has_engram else [] for e in entries}
+    return AblationResult(models=[{"name": name, "engram_layers": layers.get(name, []), "mode": mode,
+                                   "suites": {s: as_result(SuiteScore, v) for s, v in sorted(table.items())}}
+                                  for name, table in tables.items()], mode=mode)
+
 CKA_DEFAULTS = {"tokens": "entities", "n_examples": 2048, "batch": 64, "n_boot": 200, "seed": 0}
 CKA_K = 5  # k of the soft alignment stored with its bootstrap CI (the page recomputes other k)
 
@@ -198,7 +234,12 @@ def gate_tables(entry: Entry) -> None:
         "mean gate": [round(v, 3) for v in res["mean_gate"]],
         "selectivity (eta^2 of 3-gram identity)": [None if v is None else round(v, 3) for v in res["selectivity"]],
     })
-    st.dataframe(sel, hide_index=True, width="stretch")
+    from engram_interp.analysis.gates import GateCorpusResult
+    from engram_interp.report import gate_selectivity_figure
+
+    c1, c2 = st.columns([2, 3])
+    c1.dataframe(sel, hide_index=True, width="stretch")
+    c2.plotly_chart(gate_selectivity_figure(as_result(GateCorpusResult, dict(res, channels=channels))), width="stretch")
     best = ranking[0] if ranking else channels[0]
     choice = st.selectbox("Layer · branch", channels, index=channels.index(best), key="gates-channel",
                           format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + ("  (most selective)" if c == best else ""))
@@ -270,7 +311,6 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
     import pandas as pd
     import streamlit as st
 
-    from app import figures
     from engram_interp.errors import EngramInterpError
 
     scored = scored_suites(suites)
@@ -282,18 +322,19 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
     except EngramInterpError as exc:
         st.error(str(exc))
         return
-    rows, bars = [], []
+    from engram_interp.report import retained_figure
+
+    rows = []
     for label, table in tables.items():
         for suite, s in sorted(table.items()):
             ci = s.get("ci")
-            bars.append((label, suite, s["retained"], ci if ci and None not in ci else None))
             rows.append({"model": label, "suite": suite, "n": s["n"], "full acc": round(s["full"], 3),
                          "ablated acc": round(s["ablated"], 3),
                          "retained %": None if s["retained"] is None else round(s["retained"], 1),
                          "95% CI": "-" if not ci or None in ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]",
                          **{f"retained % (layer {l} only)": None if v.get("retained") is None else round(v["retained"], 1)
                             for l, v in sorted(s.get("per_layer", {}).items())}})
-    st.plotly_chart(figures.retained_bars(bars), width="stretch")
+    st.plotly_chart(retained_figure(ablation_result(tables, entries, ABLATION_DEFAULTS["mode"])), width="stretch")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption("Retained = 100 x ablated accuracy / full accuracy (empty when the full model scores 0). "
                "CI: paired Poisson bootstrap over items.")

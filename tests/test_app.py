@@ -155,7 +155,7 @@ def test_probe_final_row_is_the_models_own_prediction(app_env, ckpts):
     top = int(probs.argmax())
     cell = at.dataframe[0].value.iloc[-1]["#1"]
     assert cell.startswith(repr(model.tokenizer.decode([top], skip_special_tokens=False)))
-    assert cell.endswith(f"{float(probs[top]):.2f}")
+    assert cell.endswith(f"{float(probs[top]):.3f}")
 
 
 def test_bad_text_is_a_message(app_env):
@@ -185,7 +185,9 @@ def test_models_without_engram_are_explained(app_env):
         assert "no Engram layers" in info and "dense" in info
 
 
-def test_gates_heatmap_has_one_row_per_engram_layer(app_env):
+def test_gates_heatmap_has_one_row_per_engram_layer(app_env, ckpts):
+    import torch
+
     app_env("engram", "moe")
     at = run_page("gates")
     charts = at.get("plotly_chart")
@@ -194,9 +196,14 @@ def test_gates_heatmap_has_one_row_per_engram_layer(app_env):
 
     fig = json.loads(charts[0].proto.spec)
     heat = fig["data"][0]
-    assert heat["y"] == ["layer 1", "layer 2"]
+    assert heat["y"] == ["L1", "L2"]  # one row per Engram layer (one branch)
     assert all(0.0 < v < 1.0 for row in heat["z"] for v in row)
-    assert "3-gram" in heat["text"][0][-1] and "alpha = " in heat["text"][0][-1]
+    assert "3-gram" in heat["customdata"][0][-1]
+    model = ei.load(ckpts["engram"], device="cpu")  # the values are the model's own hook_gate
+    with torch.no_grad():
+        _, cache = model.run_with_cache(at.text_area(key="gates-text").value)
+    expected = [cache[f"blocks.{l}.engram.hook_gate"][0, :, 0].tolist() for l in (1, 2)]
+    assert torch.allclose(torch.tensor(heat["z"]), torch.tensor(expected), atol=1e-6)
 
 
 def test_ablation_item_view_full_vs_suppressed(app_env):

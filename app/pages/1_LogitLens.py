@@ -11,7 +11,8 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import figures, results, state  # noqa: E402
+from app import results, state  # noqa: E402
+from engram_interp import report  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="LogitLens · engram-interp", layout="wide")
@@ -32,7 +33,7 @@ try:
 except EngramInterpError as exc:
     st.error(str(exc))
     st.stop()
-st.plotly_chart(figures.kl_curves(curves), width="stretch")
+st.plotly_chart(report.kl_figure(results.lens_result(curves)), width="stretch")
 st.caption("Data: " + "; ".join(sorted({c.get("source", "?") for c in curves})) + ". Bars: 95% interval (1.96 SEM over tokens).")
 
 st.subheader("Your text: layer x token")
@@ -42,7 +43,6 @@ if pair is None:
     st.stop()
 text = st.text_area("Text", "Alexander the Great was a king of Macedon. The Milky Way is a galaxy.", key="lens-text",
                     max_chars=20000)
-show = st.radio("Colour", ["KL (nats)", "entropy of q_l (nats)"], horizontal=True, key="lens-colour")
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the LogitLens on the text ...")
@@ -61,11 +61,7 @@ for col, entry, model in zip(cols, pair.entries, pair.models):
         except EngramInterpError as exc:
             st.error(str(exc))
             continue
-        z = tl["kl"] if show.startswith("KL") else tl["entropy"]
-        rows = state.layer_names(model.cfg.n_layers)
-        hover = [[f"{rows[l]} · {i}:{tok!r}<br>KL {tl['kl'][l][i]:.3f} · H {tl['entropy'][l][i]:.3f}<br>"
-                  + "<br>".join(f"{t!r} {p:.2f}" for t, p in tl["top_tokens"][l][i])
-                  for i, tok in enumerate(tl["tokens"])] for l in range(len(rows))]
-        top1 = [[cell[0][0] if cell else "" for cell in layer] for layer in tl["top_tokens"]]
-        st.plotly_chart(figures.token_heatmap(z, tl["tokens"], rows, hover, "top-1 lens prediction, colour = " + show,
-                                              show, zmin=0.0, cell_text=top1), width="stretch", key=f"lens-{entry.label}")
+        st.plotly_chart(report.token_lens_figure(lens.TokenLens(**tl)), width="stretch", key=f"lens-{entry.label}")
+        final = [cell[0][0] if cell else "" for cell in tl["top_tokens"][-1]]
+        st.caption("Hover a cell for the lens's top-5 tokens. Final prediction per position: "
+                   + " ".join(f"{t!r}" for t in final[-12:]))

@@ -13,7 +13,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import figures, results, state  # noqa: E402
+from app import results, state  # noqa: E402
+from engram_interp import report  # noqa: E402
 from engram_interp.analysis.cka import cka_argmax, soft_alignment  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
@@ -60,8 +61,7 @@ argmax = cka_argmax(matrix)
 st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_batches']} minibatches of "
            f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
 engram_layers = list(res.get("engram_layers_a") or [])
-st.plotly_chart(figures.cka_heatmap(matrix, low, high, a.label, b.label, align, argmax, engram_layers),
-                width="stretch")
+st.plotly_chart(report.cka_figure(results.cka_result(res)), width="stretch")
 rows = []
 for j in range(matrix.shape[0]):
     d = min(j, matrix.shape[1] - 1)

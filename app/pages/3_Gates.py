@@ -11,7 +11,8 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import figures, results, state  # noqa: E402
+from app import results, state  # noqa: E402
+from engram_interp import report  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Gates · engram-interp", layout="wide")
@@ -50,17 +51,7 @@ if state.tokens_or_error(model, text, entry.label) is not None:
     except EngramInterpError as exc:
         st.error(str(exc))
         st.stop()
-    tokens, n_branch = gm["tokens"], gm["n_branches"]
-    rows, z, hover = [], [], []
-    for layer in gm["layers"]:
-        alpha = gm["gates"][str(layer)]  # [pos][branch]
-        for b in range(n_branch):
-            rows.append(f"layer {layer}" + (f" · branch {b}" if n_branch > 1 else ""))
-            z.append([alpha[t][b] for t in range(len(tokens))])
-            hover.append([f"{rows[-1]} · {t}:{tokens[t]!r}<br>2-gram {gm['ngrams'][t][0]!r}<br>"
-                          f"3-gram {gm['ngrams'][t][1]!r}<br>alpha = {alpha[t][b]:.3f}" for t in range(len(tokens))])
-    st.plotly_chart(figures.token_heatmap(z, tokens, rows, hover, "gate alpha_t", "alpha", zmin=0.0, zmax=1.0,
-                                          colorscale="Magma"), width="stretch")
+    st.plotly_chart(report.gate_figure(results.gate_map_result(gm)), width="stretch")
     st.caption("Hover a cell for the 2- and 3-gram that ends at that token and the gate value.")
 
 st.subheader("Corpus: n-grams by mean gate")
