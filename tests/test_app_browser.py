@@ -1,6 +1,7 @@
 """Real-browser test of the workbench: ``engram-interp app`` serves tiny checkpoints, headless
 Debian Chromium opens every page, waits until Streamlit has finished rendering, checks that no
-error or traceback is on the page, and saves a screenshot to ``docs/screenshots/``.
+error or traceback is on the page, and saves a screenshot (to a temporary folder, or to
+``$ENGRAM_INTERP_SCREENSHOTS``: that is how ``docs/screenshots/`` is made).
 
 Chromium is driven through ``chromedriver`` (Debian ``chromium-driver``) with a few W3C WebDriver
 HTTP calls (no selenium needed). Skips cleanly when ``/usr/bin/chromium`` or the driver is absent.
@@ -25,7 +26,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SHOTS = Path(os.environ.get("ENGRAM_INTERP_SCREENSHOTS", ROOT / "docs" / "screenshots"))
+# Screenshots go to a temporary folder; refresh the ones in docs/ with
+#   ENGRAM_INTERP_SCREENSHOTS=docs/screenshots python -m pytest tests/test_app_browser.py
+SHOTS_ENV = "ENGRAM_INTERP_SCREENSHOTS"
 # (url path, file name, text that must be on the finished page)
 PAGES = [
     ("LogitLens", "logit_lens.png", "LogitLens"),
@@ -175,8 +178,13 @@ def _settle(browser: Browser, marker: str, timeout: float = 90) -> dict:
     raise AssertionError(f"page did not finish rendering ('{marker}' not shown): {state.get('text', '')[:500]}")
 
 
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return Path(os.environ[SHOTS_ENV]).resolve() if os.environ.get(SHOTS_ENV) else tmp_path_factory.mktemp("screenshots")
+
+
 @pytest.mark.parametrize("path,shot,marker", PAGES, ids=[p[1][:-4] for p in PAGES])
-def test_page_renders_without_errors(server, browser, path, shot, marker):
+def test_page_renders_without_errors(server, browser, shots, path, shot, marker):
     browser.get(f"{server}/{path}")
     state = _settle(browser, marker)
     assert not state["exceptions"], state["text"][:2000]
@@ -184,6 +192,6 @@ def test_page_renders_without_errors(server, browser, path, shot, marker):
     assert "Traceback" not in state["text"]
     assert state["h1"], "no page title rendered"
     time.sleep(1.0)  # let plotly finish drawing before the picture
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    browser.screenshot(SHOTS / shot)
-    assert (SHOTS / shot).stat().st_size > 10_000
+    shots.mkdir(parents=True, exist_ok=True)
+    browser.screenshot(shots / shot)
+    assert (shots / shot).stat().st_size > 10_000
