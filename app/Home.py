@@ -1,0 +1,36 @@
+"""Overview: the loaded checkpoints, their parameter accounting, and the four findings at a glance."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # `streamlit run app/Home.py` puts only app/ on the path
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import findings, state  # noqa: E402
+
+st.set_page_config(page_title="engram-interp", page_icon=":material/memory:", layout="wide")
+
+good = state.page_header(
+    "Overview",
+    "Models with DeepSeek Engram conditional memory next to their baselines. "
+    "Pages: LogitLens, CKA, Gates, Ablation, Probe (left sidebar).",
+)
+
+st.subheader("Loaded models")
+st.caption(
+    "Parameter accounting of ENGRAM.md section 6: P_tot excludes the token embedding and LM head; "
+    "P_act = parameters used per token; rho = share of the sparse parameters held by routed experts "
+    "(1 = pure MoE, empty for a dense model). Validation loss as recorded in the checkpoint's provenance."
+)
+st.dataframe(findings.model_table(good), hide_index=True, width="stretch")
+
+st.subheader("Findings")
+st.caption("Numbers appear here once a page has computed them (they are cached on disk per checkpoint).")
+if st.button("Compute the missing findings (default settings)", key="overview-compute"):
+    findings.compute_all(good)
+findings.render_summary(good)

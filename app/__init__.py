@@ -1,0 +1,1 @@
+"""The Streamlit workbench (run it with ``engram-interp app``). Pages call the library only."""

@@ -1,0 +1,94 @@
+"""Overview tables: what each checkpoint is, and the cached headline numbers of the four analyses."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.state import Entry
+
+
+def validation_loss(provenance: dict[str, Any]) -> float | None:
+    """The validation loss recorded in a checkpoint's provenance (first key that names one), in nats."""
+    preferred = ("val_loss", "validation_loss", "eval_loss", "valid_loss", "heldout_loss")
+    stack = [provenance or {}]
+    while stack:
+        d = stack.pop(0)
+        for key in preferred:
+            if isinstance(d.get(key), (int, float)):
+                return float(d[key])
+        for key, value in d.items():
+            if isinstance(value, (int, float)) and "val" in key.lower() and "loss" in key.lower():
+                return float(value)
+        stack.extend(v for v in d.values() if isinstance(v, dict))
+    return None
+
+
+def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
+    rows = []
+    for e in entries:
+        cfg, p = e.info.config, e.params
+        eng = cfg.engram
+        loss = validation_loss(e.info.provenance)
+        rows.append({
+            "model": e.label,
+            "kind": cfg.kind,
+            "layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "branches": cfg.n_branches,
+            "Engram layers": ", ".join(map(str, eng.layer_ids)) if eng else "-",
+            "P_tot": f"{p.P_tot:,}",
+            "P_act": f"{p.P_act:,}",
+            "P_sparse": f"{p.P_sparse:,}",
+            "rho": "-" if p.rho is None else f"{p.rho:.3f}",
+            "val loss (nats)": "-" if loss is None else f"{loss:.4f}",
+            "sha256": e.sha[:12],
+            "file": str(e.path),
+        })
+    return pd.DataFrame(rows)
+
+
+def render_summary(entries: Sequence[Entry]) -> None:
+    """One line per finding, from the disk cache only (nothing is computed on the Overview)."""
+    from app import results
+
+    for title, lines in results.summaries(entries):
+        st.markdown(f"**{title}**")
+        for line in lines:
+            st.markdown(f"- {line}")
+
+
+def compute_all(entries: Sequence[Entry]) -> None:
+    """Run every analysis with the defaults the summary reads (cached results are reused)."""
+    from app import probe_data, results, state
+    from engram_interp.errors import EngramInterpError
+
+    steps = [("LogitLens", lambda: results.lens_curves(entries, results.LENS_DEFAULTS))]
+    for a, b in results._pairs(entries):
+        def cka(a=a, b=b):
+            pair = state.load_pair([a, b])
+            if pair is not None:
+                results.cka(pair, results.CKA_DEFAULTS)
+        steps.append((f"CKA {a.label} vs {b.label}", cka))
+    for e in entries:
+        if e.has_engram:
+            steps.append((f"Gates {e.label}", lambda e=e: results.gate_corpus(e, results.GATES_DEFAULTS)))
+            suites = results.scored_suites(probe_data.suites(state.probes_dir()))
+            if suites:
+                steps.append((f"Ablation {e.label}", lambda e=e, s=suites: results.ablation(e, s, results.ABLATION_DEFAULTS)))
+    problems = []
+    with st.status("Computing the findings ...", expanded=True) as status:
+        for name, step in steps:
+            st.write(name)
+            try:
+                step()
+            except ImportError as exc:
+                problems.append(f"{name}: not in this build of engram_interp ({exc})")
+            except EngramInterpError as exc:
+                problems.append(f"{name}: {exc}")
+        status.update(label="Findings computed", state="complete", expanded=False)
+    for problem in problems:
+        st.warning(problem)

@@ -1,0 +1,67 @@
+"""LogitLens: KL(p_final || q_l) per layer for every loaded model, and a per-token view of free text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from app import results, state  # noqa: E402
+from engram_interp import report  # noqa: E402
+from engram_interp.errors import EngramInterpError  # noqa: E402
+
+st.set_page_config(page_title="LogitLens · engram-interp", layout="wide")
+good = state.page_header(
+    "LogitLens",
+    "q_l = softmax(W_U · FinalNorm(h_l)) with the final norm's statistics recomputed on h_l (and the mHC "
+    "readout applied); KL(p_final || q_l) in nats, averaged over tokens. Lower KL = the prediction is ready "
+    "earlier. The last point is the model's own output (KL ~ 0, a self-check).",
+)
+lens = results.library("logit_lens", "The LogitLens analysis")
+
+st.subheader("KL per layer, all loaded models")
+max_tokens = st.select_slider("Tokens", [1024, 2048, 4096, 8192, 16384], value=results.LENS_DEFAULTS["max_tokens"],
+                              key="lens-tokens")
+params = dict(results.LENS_DEFAULTS, max_tokens=int(max_tokens))
+try:
+    curves = results.lens_curves(good, params)
+except EngramInterpError as exc:
+    st.error(str(exc))
+    st.stop()
+st.plotly_chart(report.kl_figure(results.lens_result(curves)), width="stretch")
+st.caption("Data: " + "; ".join(sorted({c.get("source", "?") for c in curves})) + ". Bars: 95% interval (1.96 SEM over tokens).")
+
+st.subheader("Your text: layer x token")
+chosen = state.pick_models(good, n=2, key="lens")
+pair = state.load_pair(chosen)
+if pair is None:
+    st.stop()
+text = st.text_area("Text", "Alexander the Great was a king of Macedon. The Milky Way is a galaxy.", key="lens-text",
+                    max_chars=20000)
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the LogitLens on the text ...")
+def token_lens(path: str, sha: str, text: str) -> dict:
+    return lens.logit_lens_tokens(state.model_for(path, sha), text, top_k=5).to_dict()
+
+
+cols = st.columns(len(pair.models))
+for col, entry, model in zip(cols, pair.entries, pair.models):
+    with col:
+        st.markdown(f"#### {entry.label} · {entry.kind}")
+        if state.tokens_or_error(model, text, entry.label) is None:
+            continue
+        try:
+            tl = token_lens(str(entry.path), entry.sha, text)
+        except EngramInterpError as exc:
+            st.error(str(exc))
+            continue
+        st.plotly_chart(report.token_lens_figure(lens.TokenLens(**tl)), width="stretch", key=f"lens-{entry.label}")
+        final = [cell[0][0] if cell else "" for cell in tl["top_tokens"][-1]]
+        st.caption("Hover a cell for the lens's top-5 tokens. Final prediction per position: "
+                   + " ".join(f"{t!r}" for t in final[-12:]))

@@ -1,0 +1,81 @@
+"""CKA: minibatch unbiased linear CKA between the layers of an Engram model and a baseline."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from app import results, state  # noqa: E402
+from engram_interp import report  # noqa: E402
+from engram_interp.analysis.cka import cka_argmax, soft_alignment  # noqa: E402
+from engram_interp.errors import EngramInterpError  # noqa: E402
+
+st.set_page_config(page_title="CKA · engram-interp", layout="wide")
+good = state.page_header(
+    "CKA",
+    "Minibatch unbiased linear CKA (Song et al. 2012; Nguyen et al. 2021) between the residual stream entering "
+    "every block of model A (rows) and of model B (columns). Red: soft alignment index a_j (top-k weighted mean "
+    "of B's layer index, paper eq. 9); a_j above the diagonal means A's layer j looks like a deeper layer of B. "
+    "Intervals: percentile bootstrap over minibatches.",
+)
+chosen = state.pick_models(good, n=2, key="cka")
+c1, c2, c3 = st.columns(3)
+tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=True,
+                  format_func={"entities": "named-entity final tokens", "all": "all tokens (BOS dropped)"}.get)
+n_examples = c2.select_slider("Examples (token positions)", [256, 512, 1024, 2048, 4096, 8192],
+                              value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
+k = c3.slider("k (soft alignment)", 1, 10, 5, key="cka-k")
+if chosen[0].path == chosen[-1].path:
+    st.info("Model A and B are the same checkpoint: the matrix is A's self-similarity.")
+
+pair = state.load_pair(chosen)
+if pair is None:
+    st.stop()
+params = dict(results.CKA_DEFAULTS, tokens=tokens, n_examples=int(n_examples))
+try:
+    res = results.cka(pair, params)
+except EngramInterpError as exc:
+    st.error(str(exc))
+    if tokens == "entities":
+        st.info("Switch 'Tokens' to 'all tokens', or add the named-entity probe set `probes/entities_ner.jsonl`.")
+    st.stop()
+
+a, b = pair.entries
+matrix = torch.tensor(res["cka"], dtype=torch.float64)
+low, high = (torch.tensor(res[key], dtype=torch.float64) for key in ("ci_low", "ci_high"))
+k = min(k, matrix.shape[1])
+if k == res["k"]:  # the stored index comes with its bootstrap interval
+    align = torch.tensor([float("nan") if v is None else v for v in res["soft_alignment"]], dtype=torch.float64)
+    align_ci = res["soft_alignment_ci"]
+else:
+    align, align_ci = soft_alignment(matrix, k=k), None
+argmax = cka_argmax(matrix)
+st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_batches']} minibatches of "
+           f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
+engram_layers = list(res.get("engram_layers_a") or [])
+st.plotly_chart(report.cka_figure(results.cka_result(res)), width="stretch")
+rows = []
+for j in range(matrix.shape[0]):
+    d = min(j, matrix.shape[1] - 1)
+    ci = "" if align_ci is None or align_ci[0][j] is None else f" [{align_ci[0][j]:.2f}, {align_ci[1][j]:.2f}]"
+    rows.append({
+        f"{a.label} layer": j,
+        "Engram": "yes" if j in engram_layers else "",
+        f"soft alignment a_j (k={k})": f"{float(align[j]):.2f}{ci}",
+        "a_j - j": round(float(align[j]) - j, 2),
+        "argmax": int(argmax[j]),
+        "CKA at diagonal [95% CI]": results.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
+        "max CKA [95% CI]": results.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
+                                           float(high[j, argmax[j]]), 3),
+    })
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+if not a.has_engram:
+    st.info(f"{a.label} has no Engram layers; pick an Engram model as A to see where its Engram layers align.")

@@ -1,0 +1,65 @@
+"""Probe: free text -> the next-token top-k that the LogitLens reads at every layer, per model."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+import torch  # noqa: E402
+
+from app import state  # noqa: E402
+from engram_interp.errors import EngramInterpError  # noqa: E402
+
+st.set_page_config(page_title="Probe · engram-interp", layout="wide")
+good = state.page_header(
+    "Probe",
+    "Type a text and pick a token: for every layer, the LogitLens (the model's own final norm, statistics "
+    "recomputed, and unembedding applied to the residual stream entering that block) gives a next-token "
+    "distribution. 'final' is the model's real prediction.",
+)
+
+chosen = state.pick_models(good, n=2, key="probe")
+pair = state.load_pair(chosen)
+if pair is None:
+    st.stop()
+text = st.text_area("Text", "Alexander the Great was a king of Macedon. By the way, the capital of France is",
+                    key="probe-text", max_chars=20000)
+k = st.slider("top-k", 1, 10, 5, key="probe-k")
+
+streams = []
+for entry, model in zip(pair.entries, pair.models):
+    if state.tokens_or_error(model, text, entry.label) is None:
+        st.stop()
+    try:
+        streams.append(state.residual_streams(str(entry.path), entry.sha, text))
+    except EngramInterpError as exc:
+        st.error(f"{entry.label}: {exc}")
+        st.stop()
+
+tokens = streams[0][0]
+pos = st.select_slider(
+    "Predict the token after position", options=list(range(len(tokens))), value=len(tokens) - 1,
+    format_func=lambda i: f"{i}: {tokens[i]!r}", key="probe-pos",
+)
+st.markdown(f"Context ends with **{''.join(tokens[max(0, pos - 8): pos + 1])!r}**")
+
+cols = st.columns(len(pair.models))
+for col, entry, model, (toks, resid) in zip(cols, pair.entries, pair.models, streams):
+    with col:
+        st.markdown(f"#### {entry.label} · {entry.kind}")
+        with torch.no_grad():
+            probs = torch.softmax(model.lens_logits(resid[:, pos : pos + 1].to(model.device)).float(), dim=-1)[:, 0]
+        top = probs.topk(k, dim=-1)
+        rows = []
+        for layer, (vals, ids) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+            row = {"layer": state.layer_names(model.cfg.n_layers)[layer]}
+            for rank, (p, i) in enumerate(zip(vals, ids)):
+                row[f"#{rank + 1}"] = f"{model.tokenizer.decode([i], skip_special_tokens=False)!r} {p:.3f}"
+            rows.append(row)
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -1,0 +1,368 @@
+"""Glue between pages and the library: run an analysis from ``engram_interp.analysis`` over the
+probe data, cache its result on disk (``state.disk_cached``), and read headline numbers back.
+
+Nothing here computes an analysis itself; functions marked APP-LOCAL gather inputs (token
+positions, activations) that the library does not provide yet and should move into it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app import probe_data, state
+from app.state import Entry
+
+Progress = Callable[[float, str], None]
+
+
+def as_result(cls, data: dict[str, Any]):
+    """Rebuild a library result dataclass from its cached ``to_dict()`` (extra keys such as ``source``
+    dropped), so pages can hand it to the ``engram_interp.report`` figures."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def lens_result(curves: Sequence[dict[str, Any]]):
+    from engram_interp.analysis.logit_lens import LensCurve, LogitLensResult
+
+    return LogitLensResult(models=[as_result(LensCurve, c) for c in curves])
+
+
+def cka_result(data: dict[str, Any]):
+    from engram_interp.analysis.cka import CKAResult
+
+    return as_result(CKAResult, data)
+
+
+def gate_map_result(data: dict[str, Any]):
+    from engram_interp.analysis.gates import GateMap
+
+    return as_result(GateMap, dict(data, gates={int(k): v for k, v in data["gates"].items()}))
+
+
+def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry], mode: str):
+    from engram_interp.analysis.ablation import AblationResult, SuiteScore
+
+    layers = {e.label: list(e.info.config.engram.layer_ids) if e.has_engram else [] for e in entries}
+    return AblationResult(models=[{"name": name, "engram_layers": layers.get(name, []), "mode": mode,
+                                   "suites": {s: as_result(SuiteScore, v) for s, v in sorted(table.items())}}
+                                  for name, table in tables.items()], mode=mode)
+
+CKA_DEFAULTS = {"tokens": "entities", "n_examples": 2048, "batch": 64, "n_boot": 200, "seed": 0}
+CKA_K = 5  # k of the soft alignment stored with its bootstrap CI (the page recomputes other k)
+
+
+# ---- CKA -----------------------------------------------------------------------------------------
+def cka(pair: state.Pair, params: dict[str, Any]) -> dict[str, Any]:
+    """Cached ``engram_interp.analysis.cka.cka_analysis`` of model A vs B, as its ``to_dict()``
+    (plus ``source``). Layer points 0..n_layers; ``cka``/``ci_low``/``ci_high`` ``[L_a][L_b]``."""
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        from engram_interp.analysis.cka import cka_analysis
+
+        if params["tokens"] == "entities":
+            probes = state.probes_dir() / "entities_ner.jsonl"
+            texts, source = None, str(probes)
+        else:
+            probes = None
+            texts, source = corpus_texts()
+        progress(0.1, f"running both models over up to {params['n_examples']} tokens of {source}")
+        res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"],
+                           probes=None if probes is None else str(probes), batch_size=params["batch"],
+                           max_tokens=params["n_examples"], k=CKA_K, n_boot=params["n_boot"], seed=params["seed"],
+                           names=(pair.labels[0], pair.labels[1]))
+        return dict(res.to_dict(), source=source)
+
+    return state.disk_cached("cka", pair.shas, params, compute, label="CKA")
+
+
+# ---- Overview summaries (disk cache only) --------------------------------------------------------
+def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
+    engram = [e for e in entries if e.has_engram]
+    other = [e for e in entries if not e.has_engram]
+    return [(a, b) for a in engram for b in other]
+
+
+def cka_summary(entries: Sequence[Entry]) -> list[str]:
+    lines = []
+    for a, b in _pairs(entries):
+        res = state.cached_result("cka", [a.sha, b.sha], CKA_DEFAULTS)
+        if not res or "cka" not in res:
+            continue
+        align, (lo, hi) = res["soft_alignment"], res["soft_alignment_ci"]
+        shown = [f"layer {j}: a_j = {_num(align[j])} [{_num(lo[j])}, {_num(hi[j])}]"
+                 for j in a.info.config.engram.layer_ids if j < len(align)]
+        what = {"entities": "named-entity final tokens", "all": "tokens"}.get(res["tokens"], "tokens")
+        lines.append(f"{a.label} vs {b.label}, soft alignment of the Engram layers ({res['n_examples']} {what}, "
+                     f"k={res['k']}, 95% CI): {'; '.join(shown) or '-'} (a_j > j: like a deeper {b.label} layer)")
+    return lines
+
+
+def _num(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
+def summaries(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
+    out = []
+    for title, page, fn in (
+        ("1 · LogitLens: KL(final || lens) per layer", "LogitLens", lens_summary),
+        ("2 · CKA: Engram layers align with deeper baseline layers", "CKA", cka_summary),
+        ("3 · Gates: which n-grams open the memory", "Gates", gates_summary),
+        ("4 · Ablation: retained performance without Engram", "Ablation", ablation_summary),
+    ):
+        try:
+            lines = fn(entries) if fn else []
+        except ImportError:
+            lines = [f"the {page} analysis is not in this build of engram_interp yet"]
+        except Exception as exc:  # noqa: BLE001 - a stale cache entry must not break the Overview
+            lines = [f"cached result unreadable ({type(exc).__name__}); recompute it on the {page} page"]
+        out.append((title, lines or [f"not computed yet: open the {page} page"]))
+    return out
+
+
+def fmt_ci(value: float, low: float, high: float, digits: int = 2) -> str:
+    if any(math.isnan(x) for x in (value, low, high)):
+        return "n/a"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+# ---- library modules that may not be in this build yet --------------------------------------------
+def library(module: str, what: str, stop: bool = True):
+    """Import ``engram_interp.analysis.<module>``; when it is missing, say so on the page and stop the
+    page (or return None when ``stop`` is False)."""
+    import importlib
+
+    import streamlit as st
+
+    try:
+        return importlib.import_module(f"engram_interp.analysis.{module}")
+    except ImportError as exc:
+        st.info(f"{what} is not available in this build of engram_interp (`engram_interp.analysis.{module}`: {exc}).")
+        if stop:
+            st.stop()
+        return None
+
+
+def corpus_texts() -> tuple[list[str], str]:
+    """The library's default corpus (``engram_interp.analysis.common.default_texts``), else the
+    probe texts / built-in sample of ``app.probe_data``."""
+    from engram_interp.errors import EngramInterpError
+
+    try:
+        from engram_interp.analysis.common import default_corpus_path, default_texts
+
+        texts = default_texts()
+        return texts, f"{len(texts)} texts from {default_corpus_path()}"
+    except (ImportError, EngramInterpError):
+        return probe_data.texts(state.probes_dir())
+
+
+# ---- LogitLens -------------------------------------------------------------------------------------
+LENS_DEFAULTS = {"max_tokens": 4096, "batch_size": 8}
+
+
+def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One cached LensCurve dict per model (``engram_interp.analysis.logit_lens.logit_lens``)."""
+    out = []
+    for i, entry in enumerate(entries):
+        def compute(progress: Progress, entry=entry) -> dict[str, Any]:
+            from engram_interp.analysis.logit_lens import logit_lens
+
+            texts, source = corpus_texts()
+            progress(0.05, f"{entry.label}: {params['max_tokens']} tokens of {source}")
+            res = logit_lens({entry.label: entry.model()}, texts, batch_size=params["batch_size"],
+                             max_tokens=params["max_tokens"])
+            return dict(res.to_dict()["models"][0], source=source)
+
+        out.append(state.disk_cached("logit_lens", [entry.sha], params, compute, label=f"LogitLens {entry.label}"))
+    return out
+
+
+def lens_summary(entries: Sequence[Entry]) -> list[str]:
+    lines = []
+    for e in entries:
+        res = state.cached_result("logit_lens", [e.sha], LENS_DEFAULTS)
+        if res:
+            kl = res["kl"]
+            early = kl[: max(1, len(kl) // 3)]
+            lines.append(f"{e.label}: mean KL over layers {sum(kl[:-1]) / max(1, len(kl) - 1):.3f} nats, "
+                         f"early third {sum(early) / len(early):.3f} nats ({res['n_tokens']} tokens; "
+                         f"last-layer KL {kl[-1]:.1e}, self-check)")
+    return lines
+
+
+# ---- Gates -----------------------------------------------------------------------------------------
+GATES_DEFAULTS = {"max_tokens": 8192, "min_count": 3, "top_n": 20, "batch_size": 8}
+
+
+def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
+    """Cached ``engram_interp.analysis.gates.gate_corpus`` of one model, as its ``to_dict()``."""
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        from engram_interp.analysis.gates import gate_corpus as run
+
+        texts, source = corpus_texts()
+        progress(0.05, f"{entry.label}: gates over {params['max_tokens']} tokens of {source}")
+        res = run(entry.model(), texts, batch_size=params["batch_size"], max_tokens=params["max_tokens"],
+                  min_count=params["min_count"], top_n=params["top_n"], name=entry.label)
+        return dict(res.to_dict(), source=source)
+
+    return state.disk_cached("gates", [entry.sha], params, compute, label=f"Gate statistics {entry.label}")
+
+
+def gate_tables(entry: Entry) -> None:
+    """Corpus tables of top/bottom n-grams by mean gate, per (layer, branch) channel."""
+    import pandas as pd
+    import streamlit as st
+
+    c1, c2 = st.columns(2)
+    min_count = c1.select_slider("Minimum count", [2, 3, 5, 10, 20], value=GATES_DEFAULTS["min_count"], key="gates-min")
+    max_tokens = c2.select_slider("Corpus tokens", [2048, 4096, 8192, 16384, 32768], value=GATES_DEFAULTS["max_tokens"],
+                                  key="gates-tokens")
+    params = dict(GATES_DEFAULTS, min_count=int(min_count), max_tokens=int(max_tokens))
+    res = gate_corpus(entry, params)
+    channels = [tuple(c) for c in res["channels"]]
+    ranking = [tuple(c) for c in res["branch_ranking"]]
+    st.caption(f"{res['n_tokens']} tokens, {res['n_ngrams']} distinct suffix n-grams · data: {res['source']}"
+               + (" · rare n-grams were pruned" if res.get("pruned") else ""))
+    sel = pd.DataFrame({
+        "layer": [c[0] for c in channels], "branch": [c[1] for c in channels],
+        "mean gate": [round(v, 3) for v in res["mean_gate"]],
+        "selectivity (eta^2 of 3-gram identity)": [None if v is None else round(v, 3) for v in res["selectivity"]],
+    })
+    from engram_interp.analysis.gates import GateCorpusResult
+    from engram_interp.report import gate_selectivity_figure
+
+    c1, c2 = st.columns([2, 3])
+    c1.dataframe(sel, hide_index=True, width="stretch")
+    c2.plotly_chart(gate_selectivity_figure(as_result(GateCorpusResult, dict(res, channels=channels))), width="stretch")
+    best = ranking[0] if ranking else channels[0]
+    choice = st.selectbox("Layer · branch", channels, index=channels.index(best), key="gates-channel",
+                          format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + ("  (most selective)" if c == best else ""))
+    key = f"{choice[0]}.{choice[1]}"
+    if not res["top"].get(key):
+        st.info(f"No n-gram occurs at least {params['min_count']} times in this corpus; lower the minimum count.")
+        return
+    cols = st.columns(2)
+    for col, side, title in zip(cols, ("top", "bottom"), ("highest mean gate", "lowest mean gate")):
+        rows = [{"n-gram": repr(s["text"]), "n": s["order"], "count": s["count"], "mean": round(s["mean"], 3),
+                 "max": round(s["max"], 3)} for s in res[side][key]]
+        col.markdown(f"**{title}**")
+        col.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def gates_summary(entries: Sequence[Entry]) -> list[str]:
+    lines = []
+    for e in entries:
+        if not e.has_engram:
+            continue
+        res = state.cached_result("gates", [e.sha], GATES_DEFAULTS)
+        if not res:
+            continue
+        best = tuple(res["branch_ranking"][0])
+        top = [repr(s["text"]) for s in res["top"].get(f"{best[0]}.{best[1]}", [])[:5]]
+        lines.append(f"{e.label}: layer {best[0]} branch {best[1]} tracks n-grams best; highest mean gate: "
+                     f"{', '.join(top) or '-'}")
+    return lines
+
+
+# ---- Ablation --------------------------------------------------------------------------------------
+ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": True, "batch_size": 16}
+
+
+def scored_suites(suites: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """The suites' items that can be scored (they have an ``answer``); empty suites dropped."""
+    scored = {n: [i for i in items if isinstance(i.get("answer"), str)] for n, items in suites.items()}
+    return {n: items for n, items in scored.items() if items}
+
+
+def _suites_key(suites: dict[str, list[dict]]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(suites, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]) -> dict[str, Any]:
+    """Cached ``ablation_sensitivity`` of one model: ``{suite: SuiteScore dict}``."""
+    key = dict(params, suites=_suites_key(suites))
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        from engram_interp.analysis.ablation import ablation_sensitivity
+
+        out = {}
+        for i, (name, items) in enumerate(sorted(suites.items())):
+            progress(i / len(suites), f"{entry.label}: suite {name} ({len(items)} items)")
+            res = ablation_sensitivity({entry.label: entry.model()}, {name: items}, mode=params["mode"],
+                                       per_layer=params["per_layer"], batch_size=params["batch_size"],
+                                       n_boot=params["n_boot"])
+            out.update(res.to_dict()["suites"])
+        return out
+
+    return state.disk_cached("ablation", [entry.sha], key, compute, label=f"Ablation {entry.label}")
+
+
+def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
+    """Retained % per suite with its bootstrap CI, for every Engram model, plus a chart."""
+    import pandas as pd
+    import streamlit as st
+
+    from engram_interp.errors import EngramInterpError
+
+    scored = scored_suites(suites)
+    if not scored:
+        st.info("The suites have no items with an `answer`, so nothing can be scored.")
+        return
+    try:
+        tables = {e.label: ablation(e, scored, ABLATION_DEFAULTS) for e in entries}
+    except EngramInterpError as exc:
+        st.error(str(exc))
+        return
+    from engram_interp.report import retained_figure
+
+    rows = []
+    for label, table in tables.items():
+        for suite, s in sorted(table.items()):
+            ci = s.get("ci")
+            rows.append({"model": label, "suite": suite, "n": s["n"], "full acc": round(s["full"], 3),
+                         "ablated acc": round(s["ablated"], 3),
+                         "retained %": None if s["retained"] is None else round(s["retained"], 1),
+                         "95% CI": "-" if not ci or None in ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]",
+                         **{f"retained % (layer {l} only)": None if v.get("retained") is None else round(v["retained"], 1)
+                            for l, v in sorted(s.get("per_layer", {}).items())}})
+    st.plotly_chart(retained_figure(ablation_result(tables, entries, ABLATION_DEFAULTS["mode"])), width="stretch")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption("Retained = 100 x ablated accuracy / full accuracy (empty when the full model scores 0). "
+               "CI: paired Poisson bootstrap over items.")
+
+
+def ablation_summary(entries: Sequence[Entry]) -> list[str]:
+    from app import probe_data
+
+    scored = scored_suites(probe_data.suites(state.probes_dir()))
+    lines = []
+    for e in entries:
+        if not e.has_engram or not scored:
+            continue
+        res = state.cached_result("ablation", [e.sha], dict(ABLATION_DEFAULTS, suites=_suites_key(scored)))
+        if not res:
+            continue
+        parts = [f"{name} {s['retained']:.0f}%" + (f" [{s['ci'][0]:.0f}, {s['ci'][1]:.0f}]" if s.get("ci") and None not in s["ci"] else "")
+                 for name, s in sorted(res.items()) if s.get("retained") is not None]
+        lines.append(f"{e.label}: retained " + (", ".join(parts) or "n/a (full model scores 0)"))
+    return lines
+
+
+def item_answer(item: dict) -> str | None:
+    """The expected answer of a suite item (first of ``answer``, ``target``, ``completion``)."""
+    for key in ("answer", "target", "completion", "answers"):
+        value = item.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and isinstance(value[0], str):
+            return value[0]
+    return None
