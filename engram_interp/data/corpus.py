@@ -14,6 +14,7 @@ carry to a GPU machine.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import lzma
 import os
@@ -86,6 +87,18 @@ def read_docs(cache: Path, source: str, split: str = "train") -> list[str]:
     if not path.exists():
         raise EngramInterpError(f"{path} not found: run `engram-interp data build --cache {cache}` first")
     return decode_docs(lzma.decompress(path.read_bytes()))
+
+
+def validation_docs(cache: Path, kinds: tuple[str, ...] = ("prose",)) -> list[str]:
+    """Held-out (``val`` split) documents of a built cache, for analyses that need real text.
+
+    Only sources whose manifest ``kind`` is in ``kinds`` (all sources when none matches), taken
+    round-robin across sources in manifest order, so a corpus cut at any token budget mixes them.
+    """
+    entries = load_manifest(cache)["sources"]
+    chosen = [e["source"] for e in entries if e.get("kind", "prose") in kinds] or [e["source"] for e in entries]
+    per_source = [read_docs(cache, s, "val") for s in chosen]
+    return [d for row in itertools.zip_longest(*per_source) for d in row if d is not None and d.strip()]
 
 
 def load_manifest(cache: Path) -> dict:
