@@ -142,12 +142,15 @@ def build_corpus(
     budget_mib: float = DEFAULT_BUDGET_MIB,
     fetcher=fetch,
     progress: bool = True,
+    extra: list[Source] | None = None,
 ) -> dict:
     """Fetch, clean, split and xz-compress every source into ``cache``; write and return the manifest.
 
     A source that cannot be fetched or parsed is skipped with a warning (listed under
     ``"skipped"``). Sources are taken in priority order; one whose compressed size would push the
     cache past ``budget_mib`` MiB is skipped too. Refuses to touch an existing cache unless ``force``.
+    ``extra`` sources (e.g. :func:`~engram_interp.data.sources.text_file_source`) come after the
+    registry sources; with ``extra`` and no ``names``, only the extra sources are built.
     """
     cache = Path(cache)
     downloads = Path(downloads) if downloads else cache.parent / "downloads"
@@ -159,7 +162,7 @@ def build_corpus(
         (cache / MANIFEST).unlink(missing_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        selected = by_name(names)
+        selected = (by_name(names) if names or not extra else []) + list(extra or [])
     except KeyError as exc:
         raise EngramInterpError(str(exc.args[0])) from exc
 
