@@ -63,7 +63,7 @@ def render_summary(entries: Sequence[Entry]) -> None:
 
 def compute_all(entries: Sequence[Entry]) -> None:
     """Run every analysis with the defaults the summary reads (cached results are reused)."""
-    from app import probe_data, results, state
+    from app import results, state
     from engram_interp.errors import EngramInterpError
 
     steps = [("LogitLens", lambda: results.lens_curves(entries, results.LENS_DEFAULTS))]
@@ -76,7 +76,7 @@ def compute_all(entries: Sequence[Entry]) -> None:
     for e in entries:
         if e.has_engram:
             steps.append((f"Gates {e.label}", lambda e=e: results.gate_corpus(e, results.GATES_DEFAULTS)))
-            suites = results.scored_suites(probe_data.suites(state.probes_dir()))
+            suites, _ = results.probe_suites()
             if suites:
                 steps.append((f"Ablation {e.label}", lambda e=e, s=suites: results.ablation(e, s, results.ABLATION_DEFAULTS)))
     problems = []

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from app import probe_data, state
+from app import state
 from app.state import Entry
 
 Progress = Callable[[float, str], None]
@@ -148,17 +148,24 @@ def library(module: str, what: str, stop: bool = True):
 
 
 def corpus_texts() -> tuple[list[str], str]:
-    """The library's default corpus (``engram_interp.analysis.common.default_texts``), else the
-    probe texts / built-in sample of ``app.probe_data``."""
+    """The library's default corpus (``engram_interp.analysis.common.default_texts``) and where it
+    came from. Raises EngramInterpError when there is none (the page shows the message)."""
+    from engram_interp.analysis.common import default_corpus_path, default_texts
+
+    texts = default_texts()
+    return texts, f"{len(texts)} texts from {default_corpus_path()}"
+
+
+def probe_suites() -> tuple[dict[str, list[dict]], str | None]:
+    """The task suites of the probe folder (``engram_interp.data.suites.read_suites``) and, when
+    there are none or a file is malformed, ``({}, the reason)``."""
+    from engram_interp.data.suites import read_suites
     from engram_interp.errors import EngramInterpError
 
     try:
-        from engram_interp.analysis.common import default_corpus_path, default_texts
-
-        texts = default_texts()
-        return texts, f"{len(texts)} texts from {default_corpus_path()}"
-    except (ImportError, EngramInterpError):
-        return probe_data.texts(state.probes_dir())
+        return read_suites(state.probes_dir()), None
+    except EngramInterpError as exc:
+        return {}, str(exc)
 
 
 # ---- LogitLens -------------------------------------------------------------------------------------
@@ -274,12 +281,6 @@ def gates_summary(entries: Sequence[Entry]) -> list[str]:
 ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": True, "batch_size": 16}
 
 
-def scored_suites(suites: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """The suites' items that can be scored (they have an ``answer``); empty suites dropped."""
-    scored = {n: [i for i in items if isinstance(i.get("answer"), str)] for n, items in suites.items()}
-    return {n: items for n, items in scored.items() if items}
-
-
 def _suites_key(suites: dict[str, list[dict]]) -> str:
     import hashlib
     import json
@@ -313,12 +314,8 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
 
     from engram_interp.errors import EngramInterpError
 
-    scored = scored_suites(suites)
-    if not scored:
-        st.info("The suites have no items with an `answer`, so nothing can be scored.")
-        return
     try:
-        tables = {e.label: ablation(e, scored, ABLATION_DEFAULTS) for e in entries}
+        tables = {e.label: ablation(e, suites, ABLATION_DEFAULTS) for e in entries}
     except EngramInterpError as exc:
         st.error(str(exc))
         return
@@ -341,9 +338,7 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
 
 
 def ablation_summary(entries: Sequence[Entry]) -> list[str]:
-    from app import probe_data
-
-    scored = scored_suites(probe_data.suites(state.probes_dir()))
+    scored, _ = probe_suites()
     lines = []
     for e in entries:
         if not e.has_engram or not scored:
@@ -357,12 +352,3 @@ def ablation_summary(entries: Sequence[Entry]) -> list[str]:
     return lines
 
 
-def item_answer(item: dict) -> str | None:
-    """The expected answer of a suite item (first of ``answer``, ``target``, ``completion``)."""
-    for key in ("answer", "target", "completion", "answers"):
-        value = item.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list) and value and isinstance(value[0], str):
-            return value[0]
-    return None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
-from engram_interp.analysis import AblationAccumulator, ablation_sensitivity, read_suites, score_items
+from engram_interp.analysis import AblationAccumulator, ablation_sensitivity, score_items
 from engram_interp.errors import EngramInterpError
 from engram_interp.testing import tiny_model
 
@@ -73,17 +71,6 @@ def test_candidate_scoring_by_summed_logprob():
         expected = float(lp("The capital of France is Paris") > lp("The capital of France is Rome"))
     assert score_items(model, items)[0].item() == expected
     assert tok.shape[1] > prompt_len
-
-
-def test_read_suites(tmp_path):
-    p = tmp_path / "facts.jsonl"
-    p.write_text(json.dumps({"id": "a", "prompt": "x", "answer": " y", "candidates": [" z"]}) + "\n"
-                 + json.dumps({"prompt": "p", "answer": " q", "suite": "other"}) + "\n")
-    s = read_suites([p])
-    assert set(s) == {"facts", "other"}
-    assert s["facts"][0]["candidates"] == [" y", " z"]
-    with pytest.raises(EngramInterpError):
-        read_suites([tmp_path / "missing.jsonl"])
 
 
 def test_ablation_accumulator_sharding_invariant():

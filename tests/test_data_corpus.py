@@ -71,3 +71,26 @@ def test_budget_drops_source(tmp_path, monkeypatch):
         m = corpus.build_corpus(tmp_path / "c", tmp_path / "dl", fetcher=fetcher, budget_mib=1e-6, progress=False)
     assert m["sources"] == [] and "budget" in m["skipped"][0]["reason"]
     assert not list((tmp_path / "c").glob("*.xz"))
+
+
+def test_build_from_a_local_text_file(tmp_path, capsys):
+    """`engram-interp data build --text FILE`: a user's text file is a source, read in place."""
+    from engram_interp.cli import main
+
+    text = tmp_path / "My Book.txt"
+    paras = [f"Paragraph {i} of the book,\nhard-wrapped here. " + "Words and more words. " * 10 for i in range(30)]
+    text.write_text("\n\n".join(paras), encoding="utf-8")
+    cache = tmp_path / "cache"
+    assert main(["data", "build", "--cache", str(cache), "--text", str(text), "--doc-chars", "600",
+                 "--val-fraction", "0.2"]) == 0
+    assert "text_my_book" in capsys.readouterr().out
+    m = corpus.load_manifest(cache)
+    (entry,) = m["sources"]
+    assert entry["source"] == "text_my_book" and entry["registry"] == "local" and entry["url"] == str(text.resolve())
+    assert entry["packages"] == {"My Book.txt": "sha256:" + hashlib.sha256(text.read_bytes()).hexdigest()[:16]}
+    train, val = corpus.read_docs(cache, "text_my_book", "train"), corpus.read_docs(cache, "text_my_book", "val")
+    assert len(val) == entry["n_docs_val"] >= 1 and len(train) + len(val) == entry["n_docs"] > 5
+    joined = "\n\n".join(train + val)
+    assert "hard-wrapped" in joined and "book,\nhard" not in joined  # hard wraps joined, paragraphs kept
+    assert sorted(p.split(" of the book")[0] for p in joined.split("\n\n")) == sorted(f"Paragraph {i}" for i in range(30))
+    assert corpus.validation_docs(cache) == val

@@ -9,6 +9,7 @@ import pytest
 from engram_interp.data import suites
 from engram_interp.data.facts import RELATIONS, Fact, fact_doc
 from engram_interp.data.world import World
+from engram_interp.errors import EngramInterpError
 
 PROBES = Path(__file__).resolve().parents[1] / "probes"
 
@@ -25,7 +26,7 @@ def test_validate_item_rejects_bad_items():
 @pytest.mark.parametrize("name", [*suites.SUITES])
 def test_committed_suite_files_follow_schema(name):
     path = PROBES / f"{name}.jsonl"
-    items = suites.read_suite(path)
+    items = suites.read_suites(path)[name]
     assert len(items) >= 100
     ids = set()
     for it in items:
@@ -71,3 +72,24 @@ def test_real_fact_training_docs_use_train_phrasings_only():
         assert it["prompt"] not in text
     for spec in RELATIONS.values():
         assert not set(spec["eval_cloze"]) & set(spec["train"])
+
+
+def test_read_suites_files_and_folders(tmp_path):
+    p = tmp_path / "facts.jsonl"
+    p.write_text(json.dumps({"id": "a", "prompt": "x", "answer": " y", "candidates": [" z"], "meta": {"k": 1}}) + "\n"
+                 + json.dumps({"prompt": "p", "answer": " q", "suite": "other"}) + "\n")
+    s = suites.read_suites([p])
+    assert set(s) == {"facts", "other"}
+    assert s["facts"][0]["candidates"] == [" y", " z"] and s["facts"][0]["meta"] == {"k": 1}  # fields kept
+    assert s["other"][0]["id"] == "facts:2" and "candidates" not in s["other"][0]
+    (tmp_path / "entities_ner.jsonl").write_text(json.dumps({"text": "t", "entity_end_positions": [0]}) + "\n")
+    assert set(suites.read_suites(tmp_path)) == {"facts", "other"}  # the folder skips non-suite probe sets
+    with pytest.raises(EngramInterpError):
+        suites.read_suites([tmp_path / "missing.jsonl"])
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
+    with pytest.raises(EngramInterpError, match="bad.jsonl:1"):
+        suites.read_suites(tmp_path / "bad.jsonl")
+
+
+def test_committed_probes_folder_reads_every_suite():
+    assert set(suites.read_suites(PROBES)) == set(suites.SUITES)

@@ -59,3 +59,5 @@ def test_real_text_epochs():
     # 300 real tokens in a 1000-token file, 100 of them distinct (real text upsampled 3x)
     assert real_text_epochs({"train": {"real_tokens": 300}, "real_unique_tokens": 100}, 1000, 1000) == pytest.approx(3.0)
     assert real_text_epochs({"config": {"real_fraction": 0.25}}, 400, 1000) == pytest.approx(0.4)
+    stream_meta = {"config": {"real_fraction": 0.5}, "train_tokens_by_family": {"real": 600}, "unique_real_tokens": 200}
+    assert real_text_epochs(stream_meta, 1000, 1000) == pytest.approx(3.0)  # 600 real of 1000 seen, 200 distinct

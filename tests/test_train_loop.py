@@ -1,5 +1,7 @@
-"""End-to-end training on CPU: tiny arms -> loadable .ckpt with provenance, loss decreases,
-same data order across arms, resume == straight run, clean stops, optimizer groups."""
+"""End-to-end training on CPU through the real pipeline: a micro corpus built from the committed
+public-domain sample (``data build --text``), the real BPE trainer and ``write_stream``, then the tiny
+recipe's three arms -> .ckpt files loadable with ``engram_interp.load``, with provenance; loss
+decreases, same data order across arms, resume == straight run, clean stops, optimizer groups."""
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    return write_toy_data(tmp_path_factory.mktemp("toy") / "data", n_train_tokens=12_000)
+    """Micro corpus -> BPE -> token stream, with the data package's own functions (a few seconds)."""
+    return write_toy_data(tmp_path_factory.mktemp("micro") / "data", n_train_tokens=12_000)
 
 
 def _overrides(data_dir: Path, out: Path, *extra: str) -> list[str]:
@@ -40,7 +43,7 @@ def _overrides(data_dir: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_three_arms_end_to_end(data_dir, tmp_path, monkeypatch, capsys):
-    from engram_interp.checkpoint import load
+    from engram_interp import load
     from engram_interp.cli import main
 
     seen: dict[str, list[bytes]] = {}
@@ -77,9 +80,12 @@ def test_three_arms_end_to_end(data_dir, tmp_path, monkeypatch, capsys):
         p = model.provenance
         assert p["arm"] == arm and p["steps"] == STEPS and p["tokens"] == STEPS * 128
         assert p["recipe"]["text"] == TINY.read_text() and p["recipe"]["name"] == "tiny"
-        assert p["data"]["meta"]["toy"] is True and p["data"]["train_tokens_in_file"] == 12_000
+        meta = p["data"]["meta"]
+        assert meta["files"]["train.bin"]["tokens"] == 12_000 and p["data"]["train_tokens_in_file"] == 12_000
+        assert meta["corpus_manifest_sha256"] and meta["vocab_size"] == model.tokenizer.get_vocab_size()
         assert p["epochs_train_file"] == pytest.approx(STEPS * 128 / 12_000, abs=1e-4)
-        assert p["epochs_real_text"] == pytest.approx(STEPS * 128 / 12_000, rel=1e-3)  # half real, half of it read
+        real_share = meta["train_tokens_by_family"]["real"] / 12_000
+        assert p["epochs_real_text"] == pytest.approx(STEPS * 128 * real_share / meta["unique_real_tokens"], rel=1e-3)
         assert set(p["val_loss"]) == {"real", "world"} and p["hardware"].startswith("CPU")
         assert p["torch"] == torch.__version__ and "git_commit" in p and p["wall_time_s"] > 0
         assert p["params"]["P_tot"] == p["plan"][["moe", "engram", "engram-null"].index(arm)]["P_tot"]
@@ -88,7 +94,7 @@ def test_three_arms_end_to_end(data_dir, tmp_path, monkeypatch, capsys):
         assert log[-1]["loss"] < log[0]["loss"] - 0.5  # it learns
         evals = [r for r in log if "val_real" in r]
         assert [r["step"] for r in evals] == [6, 12] and evals[1]["val_real"] < evals[0]["val_real"]
-        assert log[-1]["val_real"] < math.log(400) - 0.5 and log[-1]["val_world"] == pytest.approx(p["val_loss"]["world"], abs=1e-4)
+        assert log[-1]["val_real"] < math.log(model.tokenizer.get_vocab_size()) - 0.5 and log[-1]["val_world"] == pytest.approx(p["val_loss"]["world"], abs=1e-4)
         card = (out / f"{arm}.card.md").read_text()
         assert "Suite scores" in card and f"{STEPS * 128:,}" in card
         assert not (out / f"{arm}.resume.json").exists()

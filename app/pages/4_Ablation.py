@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import probe_data, results, state  # noqa: E402
+from app import results, state  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Ablation · engram-interp", layout="wide")
@@ -29,10 +29,10 @@ for e in good:
         st.info(f"**{e.label}** is a {e.kind} model with no Engram layers: there is nothing to ablate.")
 if not engram_entries:
     st.stop()
-suites = probe_data.suites(state.probes_dir())
+suites, problem = results.probe_suites()
 if not suites:
-    st.info(f"No task suites found in `{state.probes_dir()}` (JSONL files with a `prompt` field). "
-            "Generate them with `engram-interp data suites`, or point `--probes` at a folder that has them.")
+    st.info(f"No task suites found in `{state.probes_dir()}` ({problem}; suites are JSONL files with `prompt` and "
+            "`answer` fields). Generate them with `engram-interp data suites`, or point `--probes` at a folder that has them.")
     st.stop()
 
 st.subheader("Retained performance per suite")
@@ -51,9 +51,7 @@ model = state.load_model(entry)
 if model is None:
     st.stop()
 st.markdown(f"**Prompt:** {item['prompt']!r}")
-answer = results.item_answer(item)
-if answer is not None:
-    st.markdown(f"**Expected:** {answer!r}")
+st.markdown(f"**Expected:** {item['answer']!r}")
 try:
     tokens = model.to_tokens(item["prompt"])
 except EngramInterpError as exc:

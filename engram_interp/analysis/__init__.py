@@ -13,7 +13,8 @@ the CLI, ``engram_interp.report`` and the Streamlit app all call these:
 - ``gate_corpus(model, texts, min_count=3, ...) -> GateCorpusResult`` (per-channel mean gate,
   selectivity, branch_ranking, top/bottom n-grams).
 - ``ablation_sensitivity(models, suites, mode="zero"|"mean", ...) -> AblationResult``
-  (``.suites[name]`` -> SuiteScore full, ablated, retained %, ci, per_layer); ``read_suites(paths)``.
+  (``.suites[name]`` -> SuiteScore full, ablated, retained %, ci, per_layer); suites come from
+  ``engram_interp.data.suites.read_suites(paths)``.
 
 Math / accumulators (tensors in, tensors out; state = sums, ``.all_reduce()`` over torch.distributed):
 
@@ -27,7 +28,7 @@ Layer points everywhere: ``blocks.{l}.hook_resid_pre`` for l = 0..L-1, then the 
 """
 
 from engram_interp.analysis.ablation import (
-    AblationAccumulator, AblationResult, SuiteScore, ablation_sensitivity, mean_engram_output, read_suites, score_items,
+    AblationAccumulator, AblationResult, SuiteScore, ablation_sensitivity, mean_engram_output, score_items,
 )
 from engram_interp.analysis.cka import (
     CKAAccumulator, CKAResult, cka_analysis, cka_argmax, minibatch_cka, soft_alignment, u_centred_grams,
@@ -43,5 +44,5 @@ __all__ = [
     "GateNgramAccumulator", "LensCurve", "LogitLensAccumulator", "LogitLensResult", "NgramStat", "SuiteScore",
     "TokenLens", "ablation_sensitivity", "cka_analysis", "cka_argmax", "default_texts", "gate_corpus", "gate_map",
     "lens_kl_batch", "logit_lens", "logit_lens_tokens", "mean_engram_output", "minibatch_cka", "read_entity_probes",
-    "read_suites", "read_texts", "score_items", "soft_alignment", "u_centred_grams",
+    "read_texts", "score_items", "soft_alignment", "u_centred_grams",
 ]

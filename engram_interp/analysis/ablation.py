@@ -3,7 +3,8 @@ the Engram output suppressed (Y = 0, or Y = its mean over a reference corpus) at
 and at each alone. Retained % = 100 * ablated score / full score, with a paired Poisson-bootstrap
 95% CI over examples (replicate weights keyed by example index: sharded runs give the same CIs).
 
-Suite items (JSONL): ``{"id", "suite", "prompt", "answer", "candidates"?}``. Scoring:
+Suite items (JSONL, read with ``engram_interp.data.suites.read_suites``):
+``{"id", "suite", "prompt", "answer", "candidates"?}``. Scoring:
 - no candidates: greedy exact match: the answer's tokens (tokenized on their own, appended to
   the prompt's) are each the argmax of the model given the prompt and the previous answer tokens
   (= greedy decoding reproduces them; one teacher-forced forward pass).
@@ -16,9 +17,7 @@ score, retained exactly 100%.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
@@ -28,49 +27,8 @@ from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
 from engram_interp.analysis.common import model_name, require_engram, token_batches
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["read_suites", "score_items", "AblationAccumulator", "SuiteScore", "AblationResult",
+__all__ = ["score_items", "AblationAccumulator", "SuiteScore", "AblationResult",
            "ablation_sensitivity", "mean_engram_output"]
-
-
-def read_suites(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
-    """Suite JSONL files (or folders of them: files without ``prompt`` items are skipped) ->
-    ``{suite name: [items]}``. Items need ``prompt`` and ``answer``; ``suite`` defaults to the file stem, ``id`` to the line number."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():  # every .jsonl whose first item has a prompt (skips probe sets such as entities_ner)
-            for f in sorted(p.glob("*.jsonl")):
-                first = next((l for l in f.read_text(encoding="utf-8").splitlines() if l.strip()), "")
-                try:
-                    if "prompt" in json.loads(first):
-                        files.append(f)
-                except (json.JSONDecodeError, TypeError):
-                    continue
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise EngramInterpError(f"no such suite file or folder: {p}")
-    suites: dict[str, list[dict]] = {}
-    for f in files:
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-                prompt, answer = str(item["prompt"]), str(item["answer"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise EngramInterpError(f"{f}:{i + 1}: expected a JSON object with 'prompt' and 'answer'") from None
-            cands = item.get("candidates")
-            if cands is not None:
-                cands = [str(c) for c in cands]
-                if answer not in cands:
-                    cands = [answer] + cands
-            suites.setdefault(str(item.get("suite") or f.stem), []).append(
-                {"id": str(item.get("id", f"{f.stem}:{i + 1}")), "prompt": prompt, "answer": answer, "candidates": cands})
-    if not any(suites.values()):
-        raise EngramInterpError("the task suites hold no items")
-    return suites
 
 
 def _pack(model, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:

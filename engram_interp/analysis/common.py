@@ -20,9 +20,6 @@ from engram_interp.errors import EngramInterpError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROBE_TEXTS = REPO_ROOT / "probes" / "texts"
 ENTITY_PROBES = REPO_ROOT / "probes" / "entities_ner.jsonl"
-# Where bundled training data keeps its validation text, if a checkout has one (first match wins).
-VALIDATION_CANDIDATES = ("data/val.txt", "data/valid.txt", "data/validation.txt", "checkpoints/data/val.txt",
-                         "checkpoints/val.txt", "probes/data/val.txt")
 
 
 def layer_hook_names(model) -> list[str]:
@@ -74,19 +71,30 @@ def read_texts(path: str | os.PathLike) -> list[str]:
 
 
 def default_corpus_path() -> Path:
-    """``$ENGRAM_INTERP_CORPUS``, else the bundled validation text, else ``probes/texts/``."""
+    """Where :func:`default_texts` reads: ``$ENGRAM_INTERP_CORPUS`` (a file, a folder of ``*.txt``, or
+    a data cache), else the data cache of ``engram-interp data build``
+    (``engram_interp.data.corpus.default_cache()``) when it holds a manifest, else ``probes/texts/``."""
+    from engram_interp.data.corpus import MANIFEST, default_cache
+
     env = os.environ.get("ENGRAM_INTERP_CORPUS")
     if env:
-        return Path(env)
-    for rel in VALIDATION_CANDIDATES:
-        if (REPO_ROOT / rel).is_file():
-            return REPO_ROOT / rel
-    return PROBE_TEXTS
+        return Path(env).expanduser()
+    cache = default_cache()
+    return cache if (cache / MANIFEST).is_file() else PROBE_TEXTS
 
 
 def default_texts() -> list[str]:
-    """The default corpus as a list of texts (every ``*.txt`` file when the path is a folder)."""
+    """The default corpus as a list of texts: a data cache's held-out validation documents
+    (``engram_interp.data.corpus.validation_docs``), a file's texts (:func:`read_texts`), or those of
+    every ``*.txt`` file of a folder."""
+    from engram_interp.data.corpus import MANIFEST, validation_docs
+
     p = default_corpus_path()
+    if (p / MANIFEST).is_file():
+        texts = validation_docs(p)
+        if not texts:
+            raise EngramInterpError(f"the data cache {p} holds no validation documents; pass --corpus FILE")
+        return texts
     if p.is_dir():
         files = sorted(p.glob("*.txt"))
         if not files:

@@ -26,7 +26,8 @@ def add_common(p: argparse.ArgumentParser, *, out_is_dir: bool = False, batch_de
 
 def add_corpus(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="text file (paragraphs) or .jsonl with a 'text' field; "
-                   "default: bundled validation text, else probes/texts/")
+                   "default: $ENGRAM_INTERP_CORPUS, else the validation split of the data cache "
+                   "(engram-interp data build), else probes/texts/")
     p.add_argument("--text", default=None, help="analyse this text instead of a corpus")
 
 

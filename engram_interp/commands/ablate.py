@@ -27,8 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.analysis import ablation_sensitivity, read_suites
+    from engram_interp.analysis import ablation_sensitivity
     from engram_interp.analysis.common import default_texts, read_texts
+    from engram_interp.data.suites import read_suites
 
     seed_all(args.seed)
     suites = read_suites(args.suites)

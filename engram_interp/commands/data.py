@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--cache", type=Path, default=None, help="cache dir (default $ENGRAM_INTERP_CACHE or ~/.cache/engram-interp/data)")
     b.add_argument("--downloads", type=Path, default=None, help="raw download dir (default CACHE/../downloads)")
     b.add_argument("--sources", nargs="*", default=None, help="only these sources (default: all, in priority order)")
+    b.add_argument("--text", action="append", type=Path, default=[], metavar="FILE",
+                   help="add a local UTF-8 text file as a source (repeatable); without --sources, only these files")
+    b.add_argument("--doc-chars", type=int, default=2000, help="characters per document of a --text file (default 2000)")
     b.add_argument("--force", action="store_true", help="rebuild over an existing cache")
     b.add_argument("--val-fraction", type=float, default=0.02, help="share of each source's documents held out (default 0.02)")
     b.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
@@ -79,7 +82,7 @@ def _cache(args) -> Path:
 
 def _build(args) -> int:
     from engram_interp.data.corpus import build_corpus
-    from engram_interp.data.sources import SOURCES
+    from engram_interp.data.sources import SOURCES, text_file_source
 
     if args.list:
         for s in SOURCES:
@@ -87,7 +90,8 @@ def _build(args) -> int:
         return 0
     cache = _cache(args)
     m = build_corpus(cache, args.downloads, args.sources, force=args.force, val_fraction=args.val_fraction,
-                     seed=args.seed, budget_mib=args.budget_mib)
+                     seed=args.seed, budget_mib=args.budget_mib,
+                     extra=[text_file_source(f, args.doc_chars) for f in args.text])
     print(f"{'source':20s} {'docs':>7s} {'MB':>7s} {'MB.xz':>7s}")
     for e in m["sources"]:
         print(f"{e['source']:20s} {e['n_docs']:7d} {e['bytes'] / 1e6:7.2f} {e['bytes_xz'] / 1e6:7.2f}")

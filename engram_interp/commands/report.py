@@ -31,8 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import (
-        ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens, read_suites,
+        ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
+    from engram_interp.data.suites import read_suites
     from engram_interp.report import write_report
 
     seed_all(args.seed)

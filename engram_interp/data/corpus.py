@@ -14,6 +14,7 @@ carry to a GPU machine.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import lzma
 import os
@@ -88,6 +89,18 @@ def read_docs(cache: Path, source: str, split: str = "train") -> list[str]:
     return decode_docs(lzma.decompress(path.read_bytes()))
 
 
+def validation_docs(cache: Path, kinds: tuple[str, ...] = ("prose",)) -> list[str]:
+    """Held-out (``val`` split) documents of a built cache, for analyses that need real text.
+
+    Only sources whose manifest ``kind`` is in ``kinds`` (all sources when none matches), taken
+    round-robin across sources in manifest order, so a corpus cut at any token budget mixes them.
+    """
+    entries = load_manifest(cache)["sources"]
+    chosen = [e["source"] for e in entries if e.get("kind", "prose") in kinds] or [e["source"] for e in entries]
+    per_source = [read_docs(cache, s, "val") for s in chosen]
+    return [d for row in itertools.zip_longest(*per_source) for d in row if d is not None and d.strip()]
+
+
 def load_manifest(cache: Path) -> dict:
     """The cache's ``manifest.json`` as a dict; raises EngramInterpError when there is none."""
     path = Path(cache) / MANIFEST
@@ -129,12 +142,15 @@ def build_corpus(
     budget_mib: float = DEFAULT_BUDGET_MIB,
     fetcher=fetch,
     progress: bool = True,
+    extra: list[Source] | None = None,
 ) -> dict:
     """Fetch, clean, split and xz-compress every source into ``cache``; write and return the manifest.
 
     A source that cannot be fetched or parsed is skipped with a warning (listed under
     ``"skipped"``). Sources are taken in priority order; one whose compressed size would push the
     cache past ``budget_mib`` MiB is skipped too. Refuses to touch an existing cache unless ``force``.
+    ``extra`` sources (e.g. :func:`~engram_interp.data.sources.text_file_source`) come after the
+    registry sources; with ``extra`` and no ``names``, only the extra sources are built.
     """
     cache = Path(cache)
     downloads = Path(downloads) if downloads else cache.parent / "downloads"
@@ -146,7 +162,7 @@ def build_corpus(
         (cache / MANIFEST).unlink(missing_ok=True)
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        selected = by_name(names)
+        selected = (by_name(names) if names or not extra else []) + list(extra or [])
     except KeyError as exc:
         raise EngramInterpError(str(exc.args[0])) from exc
 

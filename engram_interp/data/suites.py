@@ -13,14 +13,17 @@ gold answer is always one of the candidates. Scoring per suite is in :data:`SCOR
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 from engram_interp.data.facts import RELATIONS, Fact, collect_real_facts, render
 from engram_interp.data.world import (ATTRIBUTES, CITIES, EVAL_CLOZE, EVAL_QUESTIONS, MAJORS, MONTHS, TRAIN_QUESTIONS,
                                       Person, World, syllable_word, unseen_name)
+from engram_interp.errors import EngramInterpError
 
 SCORING = {
     "facts_real": "greedy exact match of the whole answer (greedy decode len(answer tokens) tokens); "
@@ -290,9 +293,50 @@ def write_jsonl(path: Path, items: list[dict]) -> None:
     path.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
 
 
-def read_suite(path: Path) -> list[dict]:
-    """Items of one suite file."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_suites(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
+    """The one suite reader: JSONL files (or folders of them) -> ``{suite name: [items]}``.
+
+    In a folder, every ``*.jsonl`` whose first item has a ``prompt`` is read (probe sets such as
+    ``entities_ner.jsonl`` are skipped). Items keep all their fields; they need ``prompt`` and
+    ``answer`` (strings). ``suite`` defaults to the file stem, ``id`` to ``stem:line``; when
+    ``candidates`` is given it becomes a list of strings that contains the answer (prepended if
+    missing). Raises EngramInterpError for a missing path, a malformed line, or no items at all.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.glob("*.jsonl")):
+                first = next((line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()), "")
+                try:
+                    if "prompt" in json.loads(first):
+                        files.append(f)
+                except (json.JSONDecodeError, TypeError):
+                    continue
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise EngramInterpError(f"no such suite file or folder: {p}")
+    out: dict[str, list[dict]] = {}
+    for f in files:
+        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                item["prompt"], item["answer"] = str(item["prompt"]), str(item["answer"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise EngramInterpError(f"{f}:{i + 1}: expected a JSON object with 'prompt' and 'answer'") from None
+            item["id"] = str(item.get("id", f"{f.stem}:{i + 1}"))
+            item["suite"] = str(item.get("suite") or f.stem)
+            if item.get("candidates") is not None:
+                cands = [str(c) for c in item["candidates"]]
+                item["candidates"] = cands if item["answer"] in cands else [item["answer"], *cands]
+            out.setdefault(item["suite"], []).append(item)
+    if not any(out.values()):
+        raise EngramInterpError("the task suites hold no items")
+    return out
 
 
 def _wordnet_noun(cache: Path | None) -> Path | None:
@@ -359,7 +403,7 @@ def _gazetteer(out: Path) -> list[str]:
     names = set(CITIES)
     path = out / "facts_real.jsonl"
     if path.exists():
-        for it in read_suite(path):
+        for it in read_suites(path)["facts_real"]:
             m = it["meta"]
             for v in (m["subject"], m["value"]):
                 if v[:1].isupper() and not v.isdigit() and len(v) > 3:
@@ -367,4 +411,4 @@ def _gazetteer(out: Path) -> list[str]:
     return sorted(names)
 
 
-__all__ = ["SCORING", "SUITES", "validate_item", "write_suites", "read_suite"]
+__all__ = ["SCORING", "SUITES", "validate_item", "write_suites", "read_suites"]

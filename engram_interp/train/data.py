@@ -98,9 +98,10 @@ def real_text_epochs(meta: dict[str, Any], tokens_seen: int, n_train_tokens: int
     """Epochs of REAL text after ``tokens_seen`` training tokens, or None if meta.json cannot say.
 
     real tokens seen = tokens_seen * (real share of train.bin), the share being
-    ``real_tokens / n_train_tokens`` when meta.json gives ``real_tokens`` (top level or under "train"),
-    else ``real_fraction`` (top level or under "config"). Divided by the distinct real tokens:
-    ``real_unique_tokens`` if given, else the real tokens in train.bin.
+    ``real_tokens / n_train_tokens`` when meta.json gives ``real_tokens`` (top level or under "train")
+    or ``train_tokens_by_family.real`` (``data tokenize``), else ``real_fraction`` (top level or under
+    "config"). Divided by the distinct real tokens: ``real_unique_tokens`` / ``unique_real_tokens`` if
+    given, else the real tokens in train.bin.
     """
     def find(key: str):
         for node in (meta, meta.get("train"), meta.get("config")):
@@ -109,53 +110,45 @@ def real_text_epochs(meta: dict[str, Any], tokens_seen: int, n_train_tokens: int
         return None
 
     real_tokens, fraction = find("real_tokens"), find("real_fraction")
+    family = meta.get("train_tokens_by_family")  # the meta.json of `engram-interp data tokenize`
+    if real_tokens is None and isinstance(family, dict) and isinstance(family.get("real"), (int, float)):
+        real_tokens = family["real"]
     if real_tokens is None and fraction is None:
         return None
     if real_tokens is None:
         real_tokens = fraction * n_train_tokens
     share = real_tokens / n_train_tokens if n_train_tokens else 0.0
-    unique = find("real_unique_tokens") or real_tokens
+    unique = find("real_unique_tokens") or find("unique_real_tokens") or real_tokens
     return tokens_seen * share / unique if unique else None
 
 
-# ---- a toy data dir for tests and the tiny recipe ------------------------------------------------
-def write_toy_data(out_dir: Path, n_train_tokens: int = 60_000, seed: int = 0, vocab_size: int = 400) -> Path:
-    """Write a tiny data dir (train.bin, val_real.bin, val_world.bin, meta.json, tokenizer.json).
+# ---- a micro data dir for tests and the tiny recipe, through the real data pipeline ------------------
+SAMPLE_TEXT = Path(__file__).resolve().parents[2] / "probes" / "texts" / "public_domain.txt"
 
-    Text: sentences of ``engram_interp.testing``'s paragraph in seeded random order ("real") and a
-    templated fact world ("world"), tokenized with the tiny BPE. Returns ``out_dir``.
+
+def write_toy_data(out_dir: Path, n_train_tokens: int = 60_000, seed: int = 0, vocab_size: int = 512,
+                   text: Path = SAMPLE_TEXT, probes: Path | None = None, people: int = 200) -> Path:
+    """A micro data dir made by the real pipeline (the same functions as ``engram-interp data``):
+
+    ``data build --text`` on ``text`` (documents of ~400 characters, 20% held out) into
+    ``out_dir/corpus``, ``data tokenizer`` (BPE of ``vocab_size`` on it plus 50 kB of world text)
+    to ``out_dir/tokenizer.json``, ``data tokenize`` (``n_train_tokens``, a world of ``people``,
+    one worker) to ``out_dir``. ``probes``: suite dir for the leak check and real-fact sentences
+    (default: none). Returns ``out_dir``.
     """
-    from engram_interp.testing import _TEXT, tiny_tokenizer
+    from engram_interp.data.bpe import train_tokenizer
+    from engram_interp.data.corpus import build_corpus
+    from engram_interp.data.sources import text_file_source
+    from engram_interp.data.stream import StreamConfig, write_stream
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tok = tiny_tokenizer(vocab_size)
-    (out_dir / "tokenizer.json").write_text(tok.to_str())
-    rng = np.random.default_rng(seed)
-    sentences = [s.strip() + "." for s in _TEXT.replace("\n", " ").split(".") if s.strip()]
-    names = ["Alexander", "Paris", "Rome", "Madrid", "London", "the fox", "the princess", "Wales", "Italy"]
-
-    def real_doc() -> str:
-        return " ".join(rng.choice(sentences, size=int(rng.integers(2, 6))))
-
-    def world_doc() -> str:
-        return " ".join(f"{rng.choice(names)} visited {rng.choice(names)}." for _ in range(int(rng.integers(2, 5))))
-
-    def stream(n_tokens: int, make) -> np.ndarray:
-        ids: list[int] = []
-        while len(ids) < n_tokens:
-            ids += [0] + tok.encode(make(), add_special_tokens=False).ids
-        return np.asarray(ids[:n_tokens], dtype=np.uint16)
-
-    half = n_train_tokens // 2
-    train_real, train_world = stream(half, real_doc), stream(n_train_tokens - half, world_doc)
-    train = np.concatenate([train_real, train_world])  # the shuffled windows mix the two halves
-    train.tofile(out_dir / "train.bin")
-    stream(max(2048, n_train_tokens // 20), real_doc).tofile(out_dir / "val_real.bin")
-    stream(max(2048, n_train_tokens // 20), world_doc).tofile(out_dir / "val_world.bin")
-    meta = {"toy": True, "seed": seed, "real_fraction": 0.5, "real_tokens": int(half),
-            "train_tokens": int(n_train_tokens), "tokens_per_source": {"real": int(half), "world": int(n_train_tokens - half)}}
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    cache, tokenizer = out_dir / "corpus", out_dir / "tokenizer.json"
+    build_corpus(cache, extra=[text_file_source(text, doc_chars=400)], val_fraction=0.2, seed=seed, force=True,
+                 progress=False)
+    train_tokenizer(cache, tokenizer, vocab_size=vocab_size, world_mb=0.05, force=True)
+    cfg = StreamConfig(tokens=n_train_tokens, seed=seed, people=people, workers=1,
+                       val_world_tokens=max(2048, n_train_tokens // 20))
+    write_stream(cache, tokenizer, out_dir, cfg, probes=probes, force=True, progress=False)
     return out_dir
 
 
@@ -163,5 +156,5 @@ if __name__ == "__main__":  # python -m engram_interp.train.data DIR [N_TOKENS]
     import sys
 
     if len(sys.argv) < 2:
-        sys.exit("usage: python -m engram_interp.train.data DIR [N_TOKENS]  (writes a toy data dir)")
+        sys.exit("usage: python -m engram_interp.train.data DIR [N_TOKENS]  (writes a micro data dir)")
     print(write_toy_data(Path(sys.argv[1]), int(float(sys.argv[2])) if len(sys.argv) > 2 else 60_000))

@@ -145,16 +145,23 @@ def _autocast(ctx: Context):
 
 @torch.no_grad()
 def evaluate(model, ctx: Context) -> dict[str, float]:
-    """Mean next-token loss (nats) on each validation source's fixed windows."""
+    """Mean next-token loss (nats) on each validation source's fixed windows (``ctx.val``)."""
+    return val_loss(model, ctx.val, ctx.recipe.train.batch_size, ctx.device, ctx.amp_dtype)
+
+
+@torch.no_grad()
+def val_loss(model, val: dict[str, np.ndarray], batch_size: int, device: torch.device,
+             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Mean next-token loss (nats/token) per source over ``val[source]`` windows ``[n, seq_len]``
+    (``engram_interp.train.data.val_windows``), in batches of ``batch_size``, autocast to ``amp_dtype``."""
     was_training = model.training
     model.eval()
     out = {}
-    bs = ctx.recipe.train.batch_size
-    for src, windows in ctx.val.items():
+    for src, windows in val.items():
         total = 0.0
-        for i in range(0, len(windows), bs):
-            x = torch.from_numpy(windows[i : i + bs]).to(ctx.device)
-            with _autocast(ctx):
+        for i in range(0, len(windows), batch_size):
+            x = torch.from_numpy(windows[i : i + batch_size]).to(device)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
                 total += float(model(x, return_type="loss").float()) * x.shape[0]
         out[src] = total / len(windows)
     model.train(was_training)
@@ -541,36 +548,11 @@ def git_commit() -> str | None:
 
 
 def model_card(prov: dict[str, Any], ckpt_name: str, size_mb: float) -> str:
-    """A short Markdown model card; suite scores are appended later by another command."""
-    p = prov["params"]
-    rho = "-" if p["rho"] is None else f"{p['rho']:.3f}"
-    val = ", ".join(f"{k} {v:.4f}" for k, v in prov["val_loss"].items() if v is not None) or "-"
-    epochs_real = prov["epochs_real_text"]
-    meta = prov["data"]["meta"]
-    return "\n".join([
-        f"# {prov['arm']} ({prov['kind']}), recipe `{prov['recipe_name']}`",
-        "",
-        f"Checkpoint `{ckpt_name}` ({size_mb:.1f} MB, weights {prov['save_dtype']}). Trained by `engram-interp train`.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| kind / seed | {prov['kind']} / init seed {prov['seed']}, data-order seed {prov['data_seed']} |",
-        f"| data | `{prov['data']['dir']}`: {prov['data']['train_tokens_in_file']:,} training tokens in train.bin"
-        + (f"; real fraction {meta['real_fraction']}" if isinstance(meta.get("real_fraction"), (int, float)) else "") + " |",
-        f"| tokens | {prov['tokens']:,} ({prov['steps']:,} steps); {prov['epochs_train_file']:.2f} epochs of train.bin;"
-        f" {'-' if epochs_real is None else f'{epochs_real:.2f}'} epochs of real text |",
-        f"| validation loss (nats/token) | {val} |",
-        f"| P_tot / P_act / P_sparse | {p['P_tot']:,} / {p['P_act']:,} / {p['P_sparse']:,} (embedding + LM head: {p['embedding']:,}) |",
-        f"| rho (routed share of P_sparse) | {rho} (target {prov['rho_target']}); Engram parameters {p['engram']:,} |",
-        f"| hardware / wall time | {prov['hardware']} / {prov['wall_time_s'] / 60:.1f} min over {prov['runs']} run(s) |",
-        f"| software | torch {prov['torch']}, autocast {prov['autocast']}, compiled {prov['compiled']},"
-        f" git {prov['git_commit'] or '-'} |",
-        "",
-        "## Suite scores",
-        "",
-        "_Not yet evaluated._",
-        "",
-    ])
+    """The model-card stub written next to a new checkpoint (``engram_interp.train.card.render_card``
+    without measurements; ``engram-interp card CKPT`` replaces it with the measured card)."""
+    from engram_interp.train.card import render_card
+
+    return render_card(prov, ckpt_name, size_mb, prov["params"])
 
 
 # ---- several arms ------------------------------------------------------------------------------------------
