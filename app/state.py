@@ -198,6 +198,18 @@ def page_header(title: str, caption: str) -> list[Entry]:
     return good
 
 
+def engram_entries(good: Sequence[Entry], missing_note: str) -> list[Entry]:
+    """The entries with Engram layers; an info line for each one without ("... with no Engram layers:
+    <missing_note>"); stops the page when none has Engram."""
+    for e in good:
+        if not e.has_engram:
+            st.info(f"**{e.label}** is a {e.kind} model with no Engram layers: {missing_note}")
+    chosen = [e for e in good if e.has_engram]
+    if not chosen:
+        st.stop()
+    return chosen
+
+
 def pick_models(good: Sequence[Entry], n: int = 2, *, engram_first: bool = True, key: str = "pair") -> list[Entry]:
     """Selectboxes for up to ``n`` models (default: Engram model first, then a non-Engram one)."""
     labels = [e.label for e in good]

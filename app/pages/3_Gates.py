@@ -22,12 +22,7 @@ good = state.page_header(
     "(one value per token, Engram layer and residual branch). The paper finds gates fire at the last token "
     "of multi-token entities and formulaic phrases.",
 )
-engram_entries = [e for e in good if e.has_engram]
-for e in good:
-    if not e.has_engram:
-        st.info(f"**{e.label}** is a {e.kind} model with no Engram layers: it has no gates to show.")
-if not engram_entries:
-    st.stop()
+engram_entries = state.engram_entries(good, "it has no gates to show.")
 labels = [e.label for e in engram_entries]
 entry = engram_entries[st.selectbox("Model", range(len(labels)), format_func=lambda i: labels[i], key="gates-model")]
 model = state.load_model(entry)

@@ -23,12 +23,7 @@ good = state.page_header(
     "Retained = ablated score / full score. The paper: factual recall collapses (TriviaQA keeps 29%), reading "
     "comprehension survives (C3 93%).",
 )
-engram_entries = [e for e in good if e.has_engram]
-for e in good:
-    if not e.has_engram:
-        st.info(f"**{e.label}** is a {e.kind} model with no Engram layers: there is nothing to ablate.")
-if not engram_entries:
-    st.stop()
+engram_entries = state.engram_entries(good, "there is nothing to ablate.")
 suites, problem = results.probe_suites()
 if not suites:
     st.info(f"No task suites found in `{state.probes_dir()}` ({problem}; suites are JSONL files with `prompt` and "
