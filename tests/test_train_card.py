@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engram_interp.train.card import MARK, subsample
+from engram_interp.data.suites import subsample_suites
+from engram_interp.train.card import MARK
 
 TINY = Path(__file__).resolve().parents[1] / "checkpoints" / "recipes" / "tiny.toml"
 
@@ -70,8 +71,8 @@ def test_card_measures_and_writes(trained, capsys):
         assert m["val_loss"][src] == pytest.approx(float(ref), abs=1e-4)
     # suites: seeded subsample of at most 3 items, accuracy of the full model
     suites = read_suites(trained["suites"])
-    chosen = subsample(suites["mini"], 3, 1, "mini")
-    assert len(chosen) == 3 and chosen == subsample(suites["mini"], 3, 1, "mini") != subsample(suites["mini"], 3, 2, "mini")
+    chosen = subsample_suites(suites, 3, 1)["mini"]
+    assert len(chosen) == 3 and chosen == subsample_suites(suites, 3, 1)["mini"] != subsample_suites(suites, 3, 2)["mini"]
     assert m["suites"]["mini"]["n"] == 3 and m["suites"]["mini"]["n_total"] == 5
     assert m["suites"]["mini"]["accuracy"] == pytest.approx(float(np.mean(score_items(model, chosen).numpy())), abs=1e-4)
     assert m["suites"]["copy"]["n"] == 1

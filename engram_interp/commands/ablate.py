@@ -23,16 +23,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["zero", "mean"], default="zero", help="Y = 0 (default) or Y = its corpus mean")
     p.add_argument("--reference", default=None, help="reference corpus for --mode mean (default: the default corpus)")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--max-items", type=int, default=None,
+                   help="score at most N items per suite, a seeded subsample (default: every item)")
     add_common(p, batch_default=16)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import ablation_sensitivity
     from engram_interp.analysis.common import default_texts, read_texts
-    from engram_interp.data.suites import read_suites
+    from engram_interp.data.suites import read_suites, subsample_suites
 
     seed_all(args.seed)
-    suites = read_suites(args.suites)
+    suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed)
     models = load_models(args.ckpts, args.device)
     names = names_for(args.ckpts)
     ref = None

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt_b", help="its baseline (e.g. the iso-parameter MoE)")
     add_corpus(p)
     p.add_argument("--suites", nargs="*", default=None, help="task suite .jsonl files/folders for the ablation")
+    p.add_argument("--max-items", type=int, default=None,
+                   help="ablation: at most N items per suite, a seeded subsample (default: every item)")
     p.add_argument("--probe-text", default="Alexander the Great visited the Milky Way. By the way, the Princess of Wales came too.",
                    help="text shown in the gate heatmap and the per-token LogitLens")
     p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import (
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
-    from engram_interp.data.suites import read_suites
+    from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.report import write_report
 
     seed_all(args.seed)
@@ -57,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     abl = None
     if args.suites:
         say("ablation ...")
-        abl = ablation_sensitivity({na: a, nb: b}, read_suites(args.suites), seed=args.seed, progress=prog)
+        abl = ablation_sensitivity({na: a, nb: b}, subsample_suites(read_suites(args.suites), args.max_items, args.seed),
+                                   seed=args.seed, progress=prog)
     notes = [f"A = {args.ckpt_a}, B = {args.ckpt_b}; {lens.models[0].n_tokens} corpus tokens; "
              f"CKA on {cka.n_examples} {cka.tokens} tokens."]
     paths = write_report(args.out, title=f"engram-interp: {na} vs {nb}", lens=lens, token_lens=tl, cka=cka,

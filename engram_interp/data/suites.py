@@ -339,6 +339,21 @@ def read_suites(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     return out
 
 
+def subsample_suites(suites: dict[str, list[dict]], max_items: int | None, seed: int = 0) -> dict[str, list[dict]]:
+    """At most ``max_items`` items per suite, drawn without replacement by ``Random(f"{seed}:{suite}")``
+    and kept in file order (every item when ``max_items`` is None or not smaller)."""
+    import random
+
+    out = {}
+    for name, items in suites.items():
+        if max_items is None or len(items) <= max_items:
+            out[name] = list(items)
+        else:
+            keep = sorted(random.Random(f"{seed}:{name}").sample(range(len(items)), max_items))
+            out[name] = [items[i] for i in keep]
+    return out
+
+
 def _wordnet_noun(cache: Path | None) -> Path | None:
     if cache is None:
         return None

@@ -13,7 +13,6 @@ overwrite a card this project did not generate (first line :data:`MARK`) unless 
 from __future__ import annotations
 
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -42,15 +41,6 @@ def _windows_spec(prov: dict[str, Any], max_seq_len: int) -> tuple[int, int, int
     return max_seq_len, DEFAULT_EVAL_TOKENS, 8, "auto"
 
 
-def subsample(items: list[dict], max_items: int | None, seed: int, suite: str) -> list[dict]:
-    """At most ``max_items`` items of one suite, drawn without replacement by ``Random(f"{seed}:{suite}")``,
-    in file order (all items when ``max_items`` is None or not smaller)."""
-    if max_items is None or len(items) <= max_items:
-        return list(items)
-    keep = sorted(random.Random(f"{seed}:{suite}").sample(range(len(items)), max_items))
-    return [items[i] for i in keep]
-
-
 def measure(ckpt: str | Path, data: str | Path | None = None, suites: str | Path | None = "probes",
             max_items: int | None = 200, seed: int = 0, device: str | None = None, batch_size: int = 16) -> dict[str, Any]:
     """Re-measure a checkpoint's card figures. Returns a JSON-ready dict:
@@ -64,7 +54,7 @@ def measure(ckpt: str | Path, data: str | Path | None = None, suites: str | Path
     """
     import engram_interp as ei
     from engram_interp.analysis import score_items
-    from engram_interp.data.suites import read_suites
+    from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.params import count_params
     from engram_interp.train.data import VAL_FILES, val_windows
     from engram_interp.train.loop import val_loss
@@ -95,8 +85,10 @@ def measure(ckpt: str | Path, data: str | Path | None = None, suites: str | Path
 
     out["suites"] = {}
     if suites is not None:
-        for name, items in sorted(read_suites(suites).items()):
-            chosen = subsample(items, max_items, seed, name)
+        every = read_suites(suites)
+        chosen_suites = subsample_suites(every, max_items, seed)
+        for name, items in sorted(every.items()):
+            chosen = chosen_suites[name]
             scores = score_items(model, chosen, batch_size)
             acc = float(scores.mean())
             out["suites"][name] = {"accuracy": round(acc, 4), "se": round(math.sqrt(acc * (1 - acc) / len(chosen)), 4),
