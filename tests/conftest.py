@@ -1,4 +1,5 @@
 import os
+import sys
 
 import pytest
 import torch
@@ -15,6 +16,16 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """streamlit's AppTest replaces sys.modules['__main__'] with the page it ran; a later
+    multiprocessing 'spawn' pool (data tokenize) would then re-run that page in its workers."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
 
 
 @pytest.fixture(scope="session")
