@@ -121,8 +121,7 @@ class Entry:
 def _load_model(path: str, sha: str):
     from engram_interp.checkpoint import load
 
-    torch.set_grad_enabled(False)
-    return load(path, device="cpu")
+    return load(path, device="cpu").requires_grad_(False)  # no autograd graphs, no global grad switch
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -26,6 +26,7 @@ def _restore_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+    assert torch.is_grad_enabled(), "a test (or the code it ran) switched autograd off globally"
 
 
 @pytest.fixture(scope="session")

@@ -42,16 +42,13 @@ def texts_from(args) -> list[str]:
 
 
 def load_models(paths: list[str], device) -> list:
-    import torch
-
     from engram_interp.checkpoint import load
 
     models = []
     for p in paths:
         if not Path(p).is_file():
             raise EngramInterpError(f"no such checkpoint: {p}")
-        models.append(load(p, device=device))
-    torch.set_grad_enabled(False)
+        models.append(load(p, device=device).requires_grad_(False))  # inference only; no global grad switch
     return models
 
 
