@@ -56,7 +56,7 @@ def measure(ckpt: str | Path, data: str | Path | None = None, suites: str | Path
     from engram_interp.analysis import score_items
     from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.params import count_params
-    from engram_interp.train.data import VAL_FILES, val_windows
+    from engram_interp.train.data import VAL_FILES, real_text_epochs, val_windows
     from engram_interp.train.loop import val_loss
 
     t0 = time.monotonic()
@@ -66,6 +66,9 @@ def measure(ckpt: str | Path, data: str | Path | None = None, suites: str | Path
     out: dict[str, Any] = {"checkpoint": str(ckpt), "size_mb": round(ckpt.stat().st_size / 1e6, 2),
                            "provenance": prov, "params": count_params(model.cfg).to_dict()}
 
+    stored = prov.get("data") or {}
+    if stored.get("meta") and prov.get("tokens") and stored.get("train_tokens_in_file"):  # recomputed, not copied
+        out["epochs_real_text"] = real_text_epochs(stored["meta"], prov["tokens"], stored["train_tokens_in_file"])
     data_dir = Path(data) if data is not None else (Path(prov["data"]["dir"]) if (prov.get("data") or {}).get("dir") else None)
     out["val_loss"], out["val"] = {}, None
     if data_dir is not None:
@@ -133,7 +136,8 @@ def render_card(prov: dict[str, Any], ckpt_name: str, size_mb: float, params: di
         f"| data | `{data.get('dir', '-')}`: {_fmt(train_tokens, ',')} training tokens in train.bin"
         + (f"; real fraction {real_frac}" if isinstance(real_frac, (int, float)) else "") + " |",
         f"| tokens | {_fmt(prov.get('tokens'), ',')} ({_fmt(prov.get('steps'), ',')} steps); "
-        f"{_fmt(prov.get('epochs_train_file'), '.2f')} epochs of train.bin; {_fmt(prov.get('epochs_real_text'), '.2f')} epochs of real text |",
+        f"{_fmt(prov.get('epochs_train_file'), '.2f')} epochs of train.bin; "
+        f"{_fmt((measured or {}).get('epochs_real_text', prov.get('epochs_real_text')), '.3f')} epochs of real text |",
         f"| validation loss (nats/token) | {val} |",
         f"| P_tot / P_act / P_sparse | {p['P_tot']:,} / {p['P_act']:,} / {p['P_sparse']:,} (embedding + LM head: {p['embedding']:,}) |",
         f"| rho (routed share of P_sparse) | {_fmt(p.get('rho'), '.3f')} (target {_fmt(prov.get('rho_target'))}); Engram parameters {p['engram']:,} |",
