@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 OUT=${1:-report}
-.venv/bin/engram-interp report checkpoints/engram.ckpt checkpoints/moe.ckpt --out "$OUT"
+.venv/bin/engram-interp report checkpoints/engram.ckpt checkpoints/moe.ckpt --out "$OUT" \
+  --suites probes --max-items 50 --max-tokens 8000
 echo "open $OUT/report.html"
