@@ -156,14 +156,17 @@ def corpus_texts() -> tuple[list[str], str]:
     return texts, f"{len(texts)} texts from {default_corpus_path()}"
 
 
+SUITE_ITEMS = 100  # items per suite the app scores (a seeded subsample, as `engram-interp ablate --max-items`)
+
+
 def probe_suites() -> tuple[dict[str, list[dict]], str | None]:
-    """The task suites of the probe folder (``engram_interp.data.suites.read_suites``) and, when
-    there are none or a file is malformed, ``({}, the reason)``."""
-    from engram_interp.data.suites import read_suites
+    """The task suites of the probe folder (``engram_interp.data.suites.read_suites``), at most
+    ``SUITE_ITEMS`` items each (seed 0), and, when there are none or a file is malformed, ``({}, the reason)``."""
+    from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.errors import EngramInterpError
 
     try:
-        return read_suites(state.probes_dir()), None
+        return subsample_suites(read_suites(state.probes_dir()), SUITE_ITEMS, seed=0), None
     except EngramInterpError as exc:
         return {}, str(exc)
 
