@@ -65,3 +65,44 @@ def build_compression(tokenizer: Tokenizer) -> Compression:
             key = normalized if normalized else text
         table[raw_id] = key_to_canonical.setdefault(key, len(key_to_canonical))
     return Compression(table=table, n_canonical=len(key_to_canonical))
+
+
+def tokenizer_identity(tokenizer: Tokenizer | None) -> str:
+    """sha256 of the tokenizer's JSON ("none" without one): equal for tokenizers that split alike."""
+    import hashlib
+
+    if tokenizer is None:
+        return "none"
+    return hashlib.sha256(tokenizer.to_str().encode("utf-8")).hexdigest()
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes -> printable-unicode map used by byte-level BPE vocabularies."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    codes, extra = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, codes)}
+
+
+_BYTE_DECODER = _byte_decoder()
+
+
+def display_token(tokenizer: Tokenizer, token_id: int) -> str:
+    """One token as text for display. A token that is an incomplete UTF-8 sequence (decoding gives
+    U+FFFD) is shown as the bytes it is, e.g. ``<0xE2><0x80>``, or as its vocabulary string when it is
+    not a byte-level token."""
+    text = tokenizer.decode([int(token_id)], skip_special_tokens=False)
+    if "\ufffd" not in text:
+        return text
+    piece = tokenizer.id_to_token(int(token_id)) or ""
+    if piece and all(ch in _BYTE_DECODER for ch in piece):
+        data = bytes(_BYTE_DECODER[ch] for ch in piece)
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "".join(f"<0x{b:02X}>" for b in data)
+    return piece or text

@@ -23,12 +23,13 @@ from transformer_lens.hook_points import HookPoint
 
 from engram_interp.config import ModelConfig
 from engram_interp.errors import EngramInterpError
+from engram_interp.interface import InterpModel, ModelInfo
 from engram_interp.model.attention import Attention
 from engram_interp.model.engram import Engram
 from engram_interp.model.hyperconnections import HyperConnection
 from engram_interp.model.layers import Embed, RMSNorm, SwiGLU, Unembed
 from engram_interp.model.moe import MoE
-from engram_interp.tokenizer import Compression
+from engram_interp.tokenizer import Compression, display_token, tokenizer_identity
 
 
 class Block(nn.Module):
@@ -65,7 +66,7 @@ class Block(nn.Module):
         return self.hook_resid_post(self.hc_mlp.write(x, res, post, out))
 
 
-class EngramTransformer(HookedRootModule):
+class EngramTransformer(InterpModel, HookedRootModule):
     """A decoder-only LM with optional DeepSeekMoE, Engram and mHC, hooked TransformerLens-style.
 
     ``tokenizer`` (a ``tokenizers.Tokenizer``) enables text input; ``compression`` maps raw ids to
@@ -164,20 +165,50 @@ class EngramTransformer(HookedRootModule):
         return out.to(self.device)
 
     def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
-        """One text or one 1-D id sequence -> the string of every token (special tokens kept)."""
-        tok = self._require_tokenizer()
+        """One text or one 1-D id sequence -> the string of every token (special tokens kept;
+        an incomplete UTF-8 piece shown as its bytes, e.g. ``<0xE2>``)."""
         ids = self.to_tokens(text, prepend_bos)[0] if isinstance(text, str) else torch.as_tensor(text)
         if ids.dim() != 1:
             raise EngramInterpError("to_str_tokens takes one text or a 1-D tensor of ids")
-        return [tok.decode([int(i)], skip_special_tokens=False) for i in ids.tolist()]
+        return [self.decode_token(int(i)) for i in ids.tolist()]
+
+    def encode(self, text: str) -> list[int]:
+        """Raw token ids of ``text`` (no BOS)."""
+        return self._require_tokenizer().encode(text, add_special_tokens=False).ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Raw token ids of ``text`` (no BOS) and the character span of each."""
+        enc = self._require_tokenizer().encode(text, add_special_tokens=False)
+        return enc.ids, [tuple(o) for o in enc.offsets]
+
+    def decode_token(self, token_id: int) -> str:
+        return display_token(self._require_tokenizer(), token_id)
+
+    @property
+    def info(self) -> ModelInfo:
+        """Backend-independent facts (``engram_interp.interface.ModelInfo``)."""
+        cached = self.__dict__.get("_info")
+        path = getattr(self, "checkpoint_path", None)
+        if cached is None or cached.source != str(path or ""):
+            cfg = self.cfg
+            from pathlib import Path
+
+            cached = ModelInfo(
+                name=Path(path).stem if path else cfg.kind, kind=cfg.kind, architecture="EngramTransformer",
+                backend="engram-interp", n_layers=cfg.n_layers, d_model=cfg.d_model, vocab_size=cfg.vocab_size,
+                n_branches=cfg.n_branches, max_seq_len=cfg.max_seq_len, bos_token_id=cfg.bos_token_id,
+                pad_token_id=cfg.engram.pad_id if cfg.engram is not None else 2,
+                tokenizer_id=tokenizer_identity(self.tokenizer),
+                engram_layers=tuple(cfg.engram.layer_ids) if cfg.engram is not None else (),
+                moe_layers=tuple(l for l in range(cfg.n_layers) if cfg.is_moe_layer(l)),
+                source=str(path or ""),
+            )
+            self.__dict__["_info"] = cached
+        return cached
 
     @property
     def device(self) -> torch.device:
         return self.embed.W_E.device
-
-    @property
-    def engram_layers(self) -> list[int]:
-        return list(self.cfg.engram.layer_ids) if self.cfg.engram is not None else []
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, input, return_type: str | None = "logits"):
@@ -186,6 +217,10 @@ class EngramTransformer(HookedRootModule):
         return_type: "logits" [batch, pos, vocab]; "loss" (mean next-token cross-entropy, nats);
         "both" (logits, loss); None (runs for the hooks only).
         """
+        with self.exclusive():
+            return self._forward(input, return_type)
+
+    def _forward(self, input, return_type: str | None):
         tokens = input if isinstance(input, torch.Tensor) else self.to_tokens(input)
         if tokens.dim() == 1:
             tokens = tokens.unsqueeze(0)
@@ -210,9 +245,17 @@ class EngramTransformer(HookedRootModule):
             return resid
         return torch.einsum("bpmd,m->bpd", resid, self.readout_weights.to(resid.dtype))
 
-    def lens_logits(self, resid: torch.Tensor) -> torch.Tensor:
-        """LogitLens: unembed(ln_final(readout(resid))), final-norm statistics recomputed on resid."""
-        return self.unembed(self.ln_final(self.readout(resid)))
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """ln_final on ``x`` [..., d_model], statistics recomputed on ``x``."""
+        return self.ln_final(x)
+
+    def final_norm_frozen(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """ln_final as a linear map at ``reference``: x * w / RMS(reference)."""
+        scale = torch.rsqrt(reference.float().pow(2).mean(-1, keepdim=True) + self.ln_final.eps)
+        return (x.float() * scale).to(x.dtype) * self.ln_final.w
+
+    def unembed_weight(self) -> torch.Tensor:
+        return self.unembed.W_U
 
     # ---- interventions ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -231,7 +274,12 @@ class EngramTransformer(HookedRootModule):
         if missing:
             raise EngramInterpError(f"layers {missing} have no Engram (Engram layers: {self.engram_layers})")
         replacement = replacement or {}
+        with self.exclusive():
+            with self._suppression_hooks(chosen, replacement):
+                yield self
 
+    @contextlib.contextmanager
+    def _suppression_hooks(self, chosen: list[int], replacement: dict[int, torch.Tensor]) -> Iterator[None]:
         def make_hook(layer: int):
             def hook(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
                 if layer in replacement:
@@ -244,7 +292,7 @@ class EngramTransformer(HookedRootModule):
         # run before any caching hook added later, so a cache taken inside shows the suppressed Y.
         handles = [self.blocks[layer].engram.hook_out.register_forward_hook(make_hook(layer)) for layer in chosen]
         try:
-            yield self
+            yield
         finally:
             for handle in handles:
                 handle.remove()

@@ -1,0 +1,183 @@
+"""The one model interface every backend implements, and the only one the analyses, report, CLI and app use.
+
+A backend (our ``EngramTransformer``; the Hugging Face backend; later others) subclasses
+:class:`InterpModel` and fills in the abstract members. Analyses never check which backend they have
+and never reach into a backend's modules: they use the accessors below and the hook names of
+docs/HOOKS.md.
+
+Calls take tokens and return results: there is no "last run" state. Interventions
+(``engram_suppressed``, hooks added by ``run_with_cache`` / ``run_with_hooks``) are scoped to the call
+and to the calling thread: while one thread runs inside an intervention, other threads using the same
+model object wait (see :meth:`InterpModel.exclusive`), so a model shared by app sessions never mixes
+their hooks, caches or suppression state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from abc import abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model is, independent of its backend.
+
+    ``n_layers`` blocks give ``n_layers + 1`` layer points (the residual entering each block, then the
+    stream after the last block). ``tokenizer_id`` identifies the tokenizer (sha256 of its canonical
+    JSON or vocabulary): two models can be compared position by position only when it is equal.
+    """
+
+    name: str  # short display name (checkpoint stem, folder name)
+    kind: str  # "dense" | "moe" | "engram" | "engram-null" | an HF model_type such as "llama"
+    architecture: str  # "EngramTransformer", "LlamaForCausalLM", "Qwen4ExpForCausalLM", ...
+    backend: str  # "engram-interp" | "huggingface"
+    n_layers: int
+    d_model: int
+    vocab_size: int
+    n_branches: int  # residual streams (1 = plain residual; > 1 = hyper-connections / mHC)
+    max_seq_len: int  # longest input the model handles (tokens, BOS included)
+    bos_token_id: int | None  # prepended to every text when not None
+    pad_token_id: int  # used to right-pad batches (masked out of every analysis)
+    tokenizer_id: str
+    engram_layers: tuple[int, ...] = ()  # blocks with an Engram-style memory (0-indexed)
+    moe_layers: tuple[int, ...] = ()  # blocks whose FFN is a routed mixture of experts
+    source: str = ""  # the path it was loaded from
+    extra: dict = field(default_factory=dict, compare=False)  # backend-specific facts for `info`
+
+
+_LOCKS: "weakref.WeakKeyDictionary[InterpModel, threading.RLock]" = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+class InterpModel:
+    """Mixin base of every backend. Subclasses set ``self.info`` and implement the abstract members.
+
+    Hook points (TransformerLens ``HookPoint``s, names as in docs/HOOKS.md) are what analyses read:
+    ``hook_embed``, ``blocks.{l}.hook_resid_pre|mid|post``, ``blocks.{l}.hook_attn_out|hook_mlp_out``,
+    ``blocks.{l}.engram.hook_hash_ids|hook_memory|hook_gate|hook_out`` at ``info.engram_layers``,
+    ``hook_readout``.
+    """
+
+    info: ModelInfo
+
+    # ---- thread safety -------------------------------------------------------------------------
+    @property
+    def _interp_lock(self) -> threading.RLock:
+        # kept outside the object so that copies (deepcopy, pickling) get a lock of their own
+        with _LOCKS_GUARD:
+            lock = _LOCKS.get(self)
+            if lock is None:
+                lock = _LOCKS[self] = threading.RLock()
+        return lock
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the model for the calling thread: forwards of other threads wait until the block ends.
+        Re-entrant; every forward, ``run_with_cache``, ``run_with_hooks`` and intervention takes it."""
+        with self._interp_lock:
+            yield
+
+    # ---- text in -------------------------------------------------------------------------------
+    @abstractmethod
+    def encode(self, text: str) -> list[int]:
+        """Raw token ids of ``text``: no BOS, no special tokens added."""
+
+    @abstractmethod
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Raw token ids of ``text`` and each token's ``(start, end)`` character span."""
+
+    @abstractmethod
+    def decode_token(self, token_id: int) -> str:
+        """One token as text; a token that is an incomplete UTF-8 sequence is shown as its bytes
+        (e.g. ``<0xE2>``), never as U+FFFD."""
+
+    @abstractmethod
+    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
+        """Text (or texts) -> LongTensor ``[batch, pos]`` on ``device``, right-padded with
+        ``info.pad_token_id``; a user error for empty text or text longer than ``info.max_seq_len``."""
+
+    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
+        """One text or a 1-D id sequence -> the display string of every token."""
+        ids = self.to_tokens(text, prepend_bos)[0] if isinstance(text, str) else torch.as_tensor(text)
+        return [self.decode_token(int(i)) for i in ids.reshape(-1).tolist()]
+
+    # ---- structure -----------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def device(self) -> torch.device:
+        """Where the weights live; inputs are moved here."""
+
+    @property
+    def engram_layers(self) -> list[int]:
+        return list(self.info.engram_layers)
+
+    def layer_point_names(self) -> list[str]:
+        """The ``n_layers + 1`` hook names of the layer points, in order (labels ``0 .. n_layers``)."""
+        n = self.info.n_layers
+        return [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+
+    # ---- lens readout --------------------------------------------------------------------------
+    @abstractmethod
+    def readout(self, resid: torch.Tensor) -> torch.Tensor:
+        """The head's own stream combination: ``[b, p, d]`` unchanged; ``[b, p, M, d]`` -> ``[b, p, d]``."""
+
+    @abstractmethod
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's final norm applied to ``x`` ``[..., d_model]`` with its statistics computed on ``x``."""
+
+    @abstractmethod
+    def final_norm_frozen(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The final norm as the linear map it is at ``reference`` (same leading shape as ``x``): scale
+        (and centring, for LayerNorm) taken from ``reference``, applied to ``x``; no bias. Direct logit
+        attribution uses it so that component contributions add up."""
+
+    @abstractmethod
+    def unembed_weight(self) -> torch.Tensor:
+        """``W_U`` as ``[d_model, vocab]``: logits = normalised stream @ W_U + b_U."""
+
+    def unembed_bias(self) -> torch.Tensor | None:
+        """``b_U`` ``[vocab]``, or None for a bias-free head."""
+        return None
+
+    def apply_unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised stream ``[..., d_model]`` -> logits ``[..., vocab]`` (bias included)."""
+        logits = x @ self.unembed_weight().to(x.dtype)
+        bias = self.unembed_bias()
+        return logits if bias is None else logits + bias.to(logits.dtype)
+
+    def lens_logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """LogitLens: ``apply_unembed(final_norm(readout(resid)))``, statistics recomputed on ``resid``."""
+        return self.apply_unembed(self.final_norm(self.readout(resid)))
+
+    # ---- running -------------------------------------------------------------------------------
+    # Backends are TransformerLens ``HookedRootModule``s (listed after this mixin in the bases):
+    # ``model(tokens)`` -> logits ``[b, p, vocab]``; ``run_with_cache(tokens, names_filter=...)`` and
+    # ``run_with_hooks(tokens, fwd_hooks=[...])`` behave as in TransformerLens (hook fn signature
+    # ``fn(activation, hook) -> activation | None``). The wrappers below make them thread-exclusive.
+    def run_with_cache(self, *args, **kwargs):
+        with self.exclusive():
+            return super().run_with_cache(*args, **kwargs)
+
+    def run_with_hooks(self, *args, **kwargs):
+        with self.exclusive():
+            return super().run_with_hooks(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def hooks(self, *args, **kwargs):
+        with self.exclusive():
+            with super().hooks(*args, **kwargs) as model:
+                yield model
+
+    # ---- interventions -------------------------------------------------------------------------
+    @abstractmethod
+    def engram_suppressed(
+        self, layers: Sequence[int] | None = None, replacement: dict[int, torch.Tensor] | None = None
+    ) -> contextlib.AbstractContextManager:
+        """Context in which the Engram output Y is 0 (or ``replacement[layer]``) at ``layers`` (all if
+        None). Holds :meth:`exclusive` for its duration."""
