@@ -134,3 +134,26 @@ def test_soft_alignment_and_argmax():
 def test_rejects_tiny_batches():
     with pytest.raises(ValueError):
         minibatch_cka([torch.randn(3, 4)], None, 3)
+
+
+def test_fp32_grams_match_float64_u_centred_reference_at_benchmark_shape():
+    """The accumulator (float32 Grams, float64 accumulation, no U) against the U-centred form
+    computed entirely in float64, at the CKA-13 benchmark's minibatch shape (512 x 256, offset 4)."""
+    from engram_interp.analysis.cka import u_centred_grams
+
+    g = torch.Generator().manual_seed(7)
+    n, d, L = 1024, 256, 13
+    latent = torch.randn(n, 32, generator=g)
+    a = [latent @ torch.randn(32, d, generator=g) / 6 + 4.0 + (l + 1) * 0.3 * torch.randn(n, d, generator=g) for l in range(L)]
+    b = [latent @ torch.randn(32, d, generator=g) / 6 - 2.0 + 0.5 * torch.randn(n, d, generator=g) for l in range(3)]
+    ours = minibatch_cka([t.float() for t in a], [t.float() for t in b], 512)
+    s = torch.zeros(L, 3, dtype=torch.float64)
+    sa, sb = torch.zeros(L, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+    for start in (0, 512):
+        ua = u_centred_grams(torch.stack([t[start:start + 512].double() for t in a]))
+        ub = u_centred_grams(torch.stack([t[start:start + 512].double() for t in b]))
+        s += ua @ ub.T
+        sa += (ua * ua).sum(1)
+        sb += (ub * ub).sum(1)
+    ref = s / torch.sqrt(torch.outer(sa, sb))
+    assert float((ours - ref).abs().max()) < 1e-6

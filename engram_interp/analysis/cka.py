@@ -1,10 +1,12 @@
 """Minibatch unbiased linear CKA (Song et al. 2012; Nguyen, Raghu & Kornblith 2021).
 
 Per minibatch of ``n > 3`` examples and per layer: ``K = X X^T`` (features mean-centred first,
-which leaves HSIC unchanged and keeps float32 safe), diagonal zeroed, U-centred in float64:
-``m_i = sum_j K_ij / (n-2) - sum(K) / (2 (n-1) (n-2))``, ``U = K - m 1^T - 1 m^T``, diagonal zeroed.
-``HSIC1(K, L) = <U_K, U_L>_F / (n (n-3))``. Over minibatches we sum ``HSIC1`` for every layer pair
-(one float64 matmul of the stacked flattened U's) and the self terms;
+which leaves HSIC unchanged and keeps float32 safe), diagonal zeroed. With the U-centring
+``m_i = sum_j K_ij / (n-2) - sum(K) / (2 (n-1) (n-2))``, ``U = K - m 1^T - 1 m^T`` (diagonal zeroed),
+``HSIC1(K, L) = <U_K, U_L>_F / (n (n-3))`` (``u_centred_grams``). The accumulator computes the same
+number without forming U: Song et al.'s trace form from the float32 Grams' Frobenius products
+(block matrix products, float64 accumulation) and their float64 row sums. Over minibatches we sum
+``HSIC1`` for every layer pair and the self terms;
 ``CKA_ab = S_ab / sqrt(S_aa S_bb)``. Values may be negative (unbiased); only the denominator is guarded.
 
 Bootstrap CIs resample minibatches with the Poisson bootstrap: each minibatch gets ``n_boot``
@@ -47,8 +49,7 @@ def u_centred_grams(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.T
     L, n = x.shape[0], x.shape[1]
     if n <= 3:
         raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
-    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    x = x - x.mean(dim=1, keepdim=True)
+    x = _centred(x)
     k = out.view(L, n, n) if out is not None else torch.empty(L, n, n, dtype=torch.float64, device=x.device)
     k.copy_(torch.bmm(x, x.transpose(1, 2)))  # [L, n, n]: float32 Gram, float64 from here on
     k.diagonal(dim1=1, dim2=2).zero_()
@@ -120,14 +121,7 @@ class CKAAccumulator:
                 raise ValueError(f"expected {self.n_layers_b} layers for B, got {lb}")
         if n <= 3:
             raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
-        # U's of A and B in one float64 buffer: one matmul gives every cross and self inner product
-        u = torch.empty(la + lb, n * n, dtype=torch.float64, device=dev)
-        _fill_u(a, u[:la])
-        if b is not None:
-            _fill_u(b, u[la:])
-        scale = 1.0 / (n * (n - 3))
-        g = (u @ u.T) * scale  # [La+Lb, La+Lb]
-        del u
+        g = _hsic_matrix(_zero_diag_grams(a, b, n))  # [La+Lb, La+Lb] float64
         h_ab = g[:la, la:] if b is not None else g
         h_aa = torch.diagonal(g)[:la]
         h_bb = torch.diagonal(g)[la:] if b is not None else h_aa
@@ -204,13 +198,48 @@ def _as_layers(acts: torch.Tensor | Sequence[torch.Tensor], device: torch.device
     return torch.stack(flat) if len({t.shape[1] for t in flat}) == 1 else flat
 
 
-def _fill_u(acts: torch.Tensor | list[torch.Tensor], out: torch.Tensor) -> None:
-    """Write U-centred Grams of a stacked tensor or a list of ``[n, d_l]`` tensors into ``out`` ``[L, n*n]``."""
-    if isinstance(acts, torch.Tensor):
-        u_centred_grams(acts, out)
-    else:
-        for i, t in enumerate(acts):
-            u_centred_grams(t[None], out[i:i + 1])
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    """Features mean-centred per layer (HSIC is invariant to it; it keeps the float32 Gram exact
+    to float32 rounding). Half precision is computed in float32; float32/float64 stay as given."""
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x - x.mean(dim=-2, keepdim=True)
+
+
+def _zero_diag_grams(a: torch.Tensor | list[torch.Tensor], b, n: int) -> torch.Tensor:
+    """Linear Grams ``K = X X^T`` of every layer of A (then of B) in one ``[La + Lb, n, n]`` buffer, in
+    the activations' precision (float32 for float32/half input), diagonal zeroed."""
+    parts = [a] + ([] if b is None else [b])
+    layers = [t for p in parts for t in (p if isinstance(p, list) else [p])]  # stacked [L, n, d] or [n, d]'s
+    count = sum(t.shape[0] if t.dim() == 3 else 1 for t in layers)
+    dtype = torch.float64 if any(t.dtype == torch.float64 for t in layers) else torch.float32
+    k = torch.empty(count, n, n, dtype=dtype, device=layers[0].device)
+    i = 0
+    for t in layers:
+        x = _centred(t if t.dim() == 3 else t[None]).to(dtype)
+        torch.bmm(x, x.transpose(1, 2), out=k[i:i + x.shape[0]])
+        i += x.shape[0]
+    k.diagonal(dim1=1, dim2=2).zero_()
+    return k
+
+
+def _hsic_matrix(k: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Unbiased HSIC1 of every pair of zero-diagonal Grams ``k`` ``[L, n, n]``: ``[L, L]`` float64.
+
+    Song et al.'s form ``(tr(K L) + 1'K1 1'L1 / ((n-1)(n-2)) - 2/(n-2) 1'K L1) / (n(n-3))``
+    (equal to the U-centred inner product of the module doc). The Frobenius products run as
+    matrix products over blocks of ``chunk`` Gram entries in the Grams' precision, each block's
+    partial sums accumulated in float64; row sums in float64. Nothing of size ``n^2`` is float64."""
+    L, n = k.shape[0], k.shape[1]
+    r = k.sum(dim=2, dtype=torch.float64)  # [L, n]: K 1
+    t = r.sum(dim=1)  # [L]: 1'K1
+    flat = k.view(L, n * n)
+    step = max(n, (chunk // n) * n)
+    f = torch.zeros(L, L, dtype=torch.float64, device=k.device)
+    for s in range(0, n * n, step):
+        c = flat[:, s:s + step]
+        f += (c @ c.T).double()
+    h = f + torch.outer(t, t) / ((n - 1) * (n - 2)) - (r @ r.T) * (2.0 / (n - 2))
+    return h / (n * (n - 3))
 
 
 def minibatch_cka(
