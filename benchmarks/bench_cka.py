@@ -198,6 +198,56 @@ def _spawn(extra: list[str], args) -> dict:
     return json.loads(lines[-1])
 
 
+def floor_ratio(args) -> dict:
+    """Ours vs its floor in one process: the float32 Gram matrices alone (``bmm(X, X^T)`` of every
+    layer of both models per minibatch), alternating, ``args.repeats`` times after a warm-up; and the
+    max |diff| of ours against the all-float64 U-centred form (``u_centred_grams`` on float64 input)."""
+    import statistics
+
+    from engram_interp.analysis.cka import CKAAccumulator, u_centred_grams
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _timing import ratio_runs
+
+    torch.set_num_threads(args.threads)
+    a, b = make_activations(args.n, args.layers, args.d, args.seed, args.device)
+    A, B = torch.stack(a), torch.stack(b)  # [L, N, d]
+    nb = args.n // args.batch
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def grams():
+        for i in range(nb):
+            rows = slice(i * args.batch, (i + 1) * args.batch)
+            for x in (A[:, rows], B[:, rows]):
+                torch.bmm(x, x.transpose(1, 2))
+        sync()
+
+    def ours():
+        acc = CKAAccumulator(args.layers, args.layers, device=args.device, n_boot=200)
+        for i in range(nb):
+            rows = slice(i * args.batch, (i + 1) * args.batch)
+            acc.update(A[:, rows], B[:, rows])
+        sync()
+        return acc.result()
+
+    res = ratio_runs(ours, grams, args.repeats, floor_reps=1)
+    s = torch.zeros(args.layers, args.layers, dtype=torch.float64)
+    sa = torch.zeros(args.layers, dtype=torch.float64)
+    sb = torch.zeros(args.layers, dtype=torch.float64)
+    for i in range(nb):
+        rows = slice(i * args.batch, (i + 1) * args.batch)
+        ua, ub = u_centred_grams(A[:, rows].double()), u_centred_grams(B[:, rows].double())
+        s += (ua @ ub.T).cpu()
+        sa += (ua * ua).sum(1).cpu()
+        sb += (ub * ub).sum(1).cpu()
+    ref = s / torch.sqrt(torch.outer(sa, sb))
+    res["max_abs_diff_vs_float64"] = float((ours().cpu() - ref).abs().max())
+    res["target"] = 1.6
+    res["work_median_s"] = statistics.median(res["work_s"])
+    res["floor_median_s"] = statistics.median(res["floor_s"])
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -210,12 +260,23 @@ def main() -> None:
     ap.add_argument("--impls", default=",".join(PEERS))
     ap.add_argument("--sweep", default="4096,16384,65536", help="token counts for the streaming memory sweep ('' = skip)")
     ap.add_argument("--out", default=None, help="write all results as JSON here")
+    ap.add_argument("--floor", action="store_true",
+                    help="only the ratio of ours to the float32 Grams alone, in this process (issue 12's target <= 1.6)")
+    ap.add_argument("--repeats", type=int, default=5, help="--floor: alternating repetitions (median reported)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     ap.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.floor:
+        res = dict(floor_ratio(args), device=args.device, n=args.n, layers=args.layers, d=args.d, batch=args.batch,
+                   threads=args.threads, torch=torch.__version__)
+        print(json.dumps(res, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(res, f, indent=2)
         return
 
     results = {"device": args.device, "n": args.n, "layers": args.layers, "d": args.d, "batch": args.batch,

@@ -89,6 +89,48 @@ def child(args):
     print(json.dumps({"impl": args.impl, "tokens": args.seqs * (args.seq - 1), "seconds": dt, "peak_mb": peak, "kl": kl.cpu().tolist()}))
 
 
+@torch.no_grad()
+def floor_ratio(args) -> dict:
+    """Ours (``lens_kl_batch``) vs its floor on the bundled checkpoint, in one process, alternating:
+    one forward with the layer points cached, then (L + 1) x (final norm + unembedding + log-softmax)
+    over the same selected tokens, in the same token chunks. Issue 12's target: ratio <= 1.3."""
+    import statistics
+
+    from engram_interp.analysis import lens_kl_batch
+    from engram_interp.analysis.common import layer_hook_names
+    from engram_interp.checkpoint import load
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _timing import ratio_runs
+
+    torch.set_num_threads(args.threads)
+    model = load(args.ckpt, device=args.device).requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(3, model.info.vocab_size, (args.batch, args.seq), generator=g).to(model.device)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    mask[:, 0] = False
+    names = layer_hook_names(model)
+    chunk = 1024
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+
+    def floor():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        for name in names:
+            h = cache[name][mask]
+            for start in range(0, h.shape[0], chunk):
+                F.log_softmax(model.lens_logits(h[start:start + chunk].unsqueeze(0))[0].float(), dim=-1)
+        sync()
+
+    def work():
+        lens_kl_batch(model, tokens, mask, chunk)
+        sync()
+
+    res = ratio_runs(work, floor, args.repeats, floor_reps=1)
+    res.update(target=1.3, ckpt=args.ckpt, tokens=int(mask.sum()), layer_points=len(names),
+               work_median_s=statistics.median(res["work_s"]), floor_median_s=statistics.median(res["floor_s"]))
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -100,12 +142,23 @@ def main():
     ap.add_argument("--sweep", default="4,16,32", help="numbers of sequences")
     ap.add_argument("--threads", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     ap.add_argument("--out", default=None)
+    ap.add_argument("--floor", action="store_true", help="only ours vs the floor on --ckpt, in this process (target <= 1.3)")
+    ap.add_argument("--ckpt", default="checkpoints/engram.ckpt", help="--floor: the checkpoint")
+    ap.add_argument("--repeats", type=int, default=5, help="--floor: alternating repetitions (median reported)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     ap.add_argument("--seqs", type=int, default=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         child(args)
+        return
+    if args.floor:
+        res = dict(floor_ratio(args), device=args.device, batch=args.batch, seq=args.seq, threads=args.threads,
+                   torch=torch.__version__)
+        print(json.dumps(res, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(res, f, indent=2)
         return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))

@@ -75,20 +75,21 @@ def lens_kl_batch(
     wanted = set(names)
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
     n_sel = int(mask.sum())
-    log_p = torch.empty(0)
-    kls = torch.empty(len(names), n_sel, device=logits.device)
-    ents = torch.empty(len(names), n_sel, device=logits.device)
     final = logits[mask]  # [n_sel, vocab]
     del logits
+    acts = [cache[name][mask] for name in names]  # each [n_sel, d] or [n_sel, M, d]: selected once
+    del cache
+    kls = torch.empty(len(names), n_sel, device=final.device)
+    ents = torch.empty(len(names), n_sel, device=final.device)
     for start in range(0, n_sel, chunk):
         stop = min(start + chunk, n_sel)
         log_p = F.log_softmax(final[start:stop].float(), dim=-1)
         p = log_p.exp()
-        for li, name in enumerate(names):
-            h = cache[name][mask][start:stop]  # [c, d] or [c, M, d]
-            log_q = F.log_softmax(model.lens_logits(h.unsqueeze(0))[0].float(), dim=-1)  # [c, vocab]
-            kls[li, start:stop] = (p * (log_p - log_q)).sum(-1)
-            ents[li, start:stop] = -(log_q.exp() * log_q).sum(-1)
+        p_log_p = torch.linalg.vecdot(p, log_p)  # [c]: sum p log p, once per chunk
+        for li, h in enumerate(acts):
+            log_q = F.log_softmax(model.lens_logits(h[start:stop].unsqueeze(0))[0].float(), dim=-1)  # [c, vocab]
+            kls[li, start:stop] = p_log_p - torch.linalg.vecdot(p, log_q)
+            ents[li, start:stop] = -torch.linalg.vecdot(log_q.exp(), log_q)
     return kls, ents
 
 
