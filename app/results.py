@@ -13,6 +13,7 @@ from typing import Any
 
 from app import state
 from app.state import Entry
+from engram_interp.defaults import DEFAULTS
 
 Progress = Callable[[float, str], None]
 
@@ -52,7 +53,7 @@ def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry]
                                    "suites": {s: as_result(SuiteScore, v) for s, v in sorted(table.items())}}
                                   for name, table in tables.items()], mode=mode)
 
-CKA_DEFAULTS = {"tokens": "entities", "n_examples": 2048, "batch": 64, "n_boot": 200, "seed": 0}
+CKA_DEFAULTS = {"tokens": "entities", "n_examples": DEFAULTS.tokens, "batch": 256, "n_boot": 200, "seed": DEFAULTS.seed}
 CKA_K = 5  # k of the soft alignment stored with its bootstrap CI (the page recomputes other k)
 
 
@@ -156,7 +157,7 @@ def corpus_texts() -> tuple[list[str], str]:
     return texts, f"{len(texts)} texts from {default_corpus_path()}"
 
 
-SUITE_ITEMS = 100  # items per suite the app scores (a seeded subsample, as `engram-interp ablate --max-items`)
+SUITE_ITEMS = DEFAULTS.items  # items per suite the app scores (a seeded subsample, as `engram-interp ablate --max-items`)
 
 
 def probe_suites() -> tuple[dict[str, list[dict]], str | None]:
@@ -166,13 +167,13 @@ def probe_suites() -> tuple[dict[str, list[dict]], str | None]:
     from engram_interp.errors import EngramInterpError
 
     try:
-        return subsample_suites(read_suites(state.probes_dir()), SUITE_ITEMS, seed=0), None
+        return subsample_suites(read_suites(state.probes_dir()), SUITE_ITEMS, seed=DEFAULTS.seed), None
     except EngramInterpError as exc:
         return {}, str(exc)
 
 
 # ---- LogitLens -------------------------------------------------------------------------------------
-LENS_DEFAULTS = {"max_tokens": 4096, "batch_size": 8}
+LENS_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "batch_size": 8}
 
 
 def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -185,7 +186,9 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
             texts, source = corpus_texts()
             progress(0.05, f"{entry.label}: {params['max_tokens']} tokens of {source}")
             res = logit_lens({entry.label: entry.model()}, texts, batch_size=params["batch_size"],
-                             max_tokens=params["max_tokens"])
+                             max_tokens=params["max_tokens"],
+                             on_progress=lambda done, total, name: progress(
+                                 done / total if total else 0.5, f"{name}: {done}/{total or '?'} tokens"))
             return dict(res.to_dict()["models"][0], source=source)
 
         out.append(state.disk_cached("logit_lens", [entry.sha], params, compute, label=f"LogitLens {entry.label}"))
@@ -206,7 +209,12 @@ def lens_summary(entries: Sequence[Entry]) -> list[str]:
 
 
 # ---- Gates -----------------------------------------------------------------------------------------
-GATES_DEFAULTS = {"max_tokens": 8192, "min_count": 3, "top_n": 20, "batch_size": 8}
+GATES_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "min_count": 3, "top_n": 20, "batch_size": 8}
+
+
+def token_options(choices: Sequence[int]) -> list[int]:
+    """Slider choices of a token budget, always including the shared default ``DEFAULTS.tokens``."""
+    return sorted(set(choices) | {DEFAULTS.tokens})
 
 
 def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +239,7 @@ def gate_tables(entry: Entry) -> None:
 
     c1, c2 = st.columns(2)
     min_count = c1.select_slider("Minimum count", [2, 3, 5, 10, 20], value=GATES_DEFAULTS["min_count"], key="gates-min")
-    max_tokens = c2.select_slider("Corpus tokens", [2048, 4096, 8192, 16384, 32768], value=GATES_DEFAULTS["max_tokens"],
+    max_tokens = c2.select_slider("Corpus tokens", token_options([2048, 8192, 16384, 32768]), value=GATES_DEFAULTS["max_tokens"],
                                   key="gates-tokens")
     params = dict(GATES_DEFAULTS, min_count=int(min_count), max_tokens=int(max_tokens))
     res = gate_corpus(entry, params)
@@ -281,7 +289,7 @@ def gates_summary(entries: Sequence[Entry]) -> list[str]:
 
 
 # ---- Ablation --------------------------------------------------------------------------------------
-ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": True, "batch_size": 16}
+ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": True, "batch_size": 16, "seed": DEFAULTS.seed}
 
 
 def _suites_key(suites: dict[str, list[dict]]) -> str:
@@ -298,14 +306,13 @@ def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]
     def compute(progress: Progress) -> dict[str, Any]:
         from engram_interp.analysis.ablation import ablation_sensitivity
 
-        out = {}
-        for i, (name, items) in enumerate(sorted(suites.items())):
-            progress(i / len(suites), f"{entry.label}: suite {name} ({len(items)} items)")
-            res = ablation_sensitivity({entry.label: entry.model()}, {name: items}, mode=params["mode"],
-                                       per_layer=params["per_layer"], batch_size=params["batch_size"],
-                                       n_boot=params["n_boot"])
-            out.update(res.to_dict()["suites"])
-        return out
+        n_items = sum(map(len, suites.values()))
+        res = ablation_sensitivity({entry.label: entry.model()}, dict(sorted(suites.items())), mode=params["mode"],
+                                   per_layer=params["per_layer"], batch_size=params["batch_size"],
+                                   n_boot=params["n_boot"], seed=params["seed"],
+                                   on_progress=lambda done, total, what: progress(
+                                       done / total, f"{what} ({n_items} items; forward pass {done}/{total})"))
+        return res.to_dict()["suites"]
 
     return state.disk_cached("ablation", [entry.sha], key, compute, label=f"Ablation {entry.label}")
 

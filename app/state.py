@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,6 +278,12 @@ def store_result(kind: str, shas: Sequence[str], params: dict[str, Any], value: 
     os.replace(tmp, path)
 
 
+def eta_text(fraction: float, elapsed: float) -> str:
+    """`` · 12 s elapsed, about 30 s left`` (the estimate once some work is done; seconds)."""
+    left = f", about {elapsed * (1 - fraction) / fraction:.0f} s left" if 0.02 <= fraction < 1 else ""
+    return f" · {elapsed:.0f} s elapsed{left}"
+
+
 def disk_cached(
     kind: str,
     shas: Sequence[str],
@@ -294,9 +301,12 @@ def disk_cached(
     if value is not None:
         return value
     bar = st.progress(0.0, text=f"{label}: starting ...")
+    started = time.monotonic()
 
     def progress(fraction: float, text: str = "") -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"{label}: {text}" if text else label)
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        when = eta_text(fraction, time.monotonic() - started)
+        bar.progress(fraction, text=f"{label}: {text}{when}" if text else f"{label}{when}")
 
     with torch.no_grad():
         value = compute(progress)

@@ -11,18 +11,24 @@ E=${ENGRAM_INTERP:-engram-interp}
 OUT=checkpoints/measurements
 DATA=${DATA:-.cache/stream-cpu}
 CORPUS=probes/texts/heldout.txt     # held-out validation paragraphs (probes/texts/README.md)
-TOKENS=${TOKENS:-4000}              # corpus tokens per analysis (sized for a 2-core CPU)
-ITEMS=${ITEMS:-50}                  # items per task suite (seeded subsample)
+# corpus tokens per analysis, items per task suite (seeded subsample), seed: the shared defaults of
+# engram_interp/defaults.py (the app and the report use the same); TOKENS=... ITEMS=... override them
+PY=${PYTHON:-$(command -v python3)}
+[ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
+eval "D_$($PY -m engram_interp.defaults | sed 's/ / D_/g')"
+TOKENS=${TOKENS:-$D_TOKENS}
+ITEMS=${ITEMS:-$D_ITEMS}
+SEED=${SEED:-$D_SEED}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 A=checkpoints/engram.ckpt; B=checkpoints/moe.ckpt; N=checkpoints/engram-null.ckpt
 SECTION=${SECTION:-all}               # all | cards | analyses (the two halves can run side by side)
 mkdir -p "$OUT"
 [ "$SECTION" = analyses ] || for arm in engram moe engram-null; do
   if [ -d "$DATA" ]; then
-    $E card checkpoints/$arm.ckpt --data "$DATA" --max-items $ITEMS --seed 0 --device cpu --json > "$OUT/card-$arm.json"
+    $E card checkpoints/$arm.ckpt --data "$DATA" --max-items $ITEMS --seed $SEED --device cpu --json > "$OUT/card-$arm.json"
   else
     echo "no $DATA: cards keep their stored validation losses; suite scores only" >&2
-    $E card checkpoints/$arm.ckpt --max-items $ITEMS --seed 0 --device cpu --json > "$OUT/card-$arm.json"
+    $E card checkpoints/$arm.ckpt --max-items $ITEMS --seed $SEED --device cpu --json > "$OUT/card-$arm.json"
   fi
 done
 [ "$SECTION" = cards ] && exit 0
@@ -33,7 +39,7 @@ $E cka $N $B --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json >
 $E gates $A --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram.json"
 $E gates $A --text "Alexander the Great met the Princess of Wales. By the way, the Milky Way is a galaxy." \
   --device cpu --quiet --json > "$OUT/gates_engram_text.json"
-$E ablate $A $B $N --suites probes --max-items $ITEMS --seed 0 --device cpu --quiet --json > "$OUT/ablate_zero.json"
-$E ablate $A $N --suites probes --max-items $ITEMS --seed 0 --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
+$E ablate $A $B $N --suites probes --max-items $ITEMS --seed $SEED --device cpu --quiet --json > "$OUT/ablate_zero.json"
+$E ablate $A $N --suites probes --max-items $ITEMS --seed $SEED --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
   --json > "$OUT/ablate_mean.json"
 echo "wrote $OUT/*.json"

@@ -25,7 +25,7 @@ good = state.page_header(
 lens = results.library("logit_lens", "The LogitLens analysis")
 
 st.subheader("KL per layer, all loaded models")
-max_tokens = st.select_slider("Tokens", [1024, 2048, 4096, 8192, 16384], value=results.LENS_DEFAULTS["max_tokens"],
+max_tokens = st.select_slider("Tokens", results.token_options([1024, 2048, 8192, 16384]), value=results.LENS_DEFAULTS["max_tokens"],
                               key="lens-tokens")
 params = dict(results.LENS_DEFAULTS, max_tokens=int(max_tokens))
 try:

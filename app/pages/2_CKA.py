@@ -30,7 +30,7 @@ chosen = state.pick_models(good, n=2, key="cka")
 c1, c2, c3 = st.columns(3)
 tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=True,
                   format_func={"entities": "named-entity final tokens", "all": "all tokens (BOS dropped)"}.get)
-n_examples = c2.select_slider("Examples (token positions)", [256, 512, 1024, 2048, 4096, 8192],
+n_examples = c2.select_slider("Examples (token positions)", results.token_options([256, 512, 1024, 2048, 8192]),
                               value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
 k = c3.slider("k (soft alignment)", 1, 10, 5, key="cka-k")
 if chosen[0].path == chosen[-1].path:

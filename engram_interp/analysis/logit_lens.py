@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -134,12 +134,14 @@ def logit_lens(
     chunk: int = 1024,
     progress: bool = False,
     names: Sequence[str] | None = None,
+    on_progress: Callable[[int, int | None, str], None] | None = None,
 ) -> LogitLensResult:
     """LogitLens KL curves of one or more models on the same texts.
 
     ``models``: a model, a list of models, or ``{name: model}``. Returns a LogitLensResult (mean KL in
     nats per layer point, entropy, token count). Each model uses its own final norm (statistics
-    recomputed) and its own branch readout.
+    recomputed) and its own branch readout. ``on_progress(tokens done, max_tokens, model name)`` is
+    called after each batch (the app's progress bar).
     """
     texts = check_texts(texts)
     named = _named(models, names)
@@ -152,6 +154,8 @@ def logit_lens(
                 continue
             kl, ent = lens_kl_batch(model, batch.tokens, batch.mask, chunk)
             acc.update(kl, ent)
+            if on_progress is not None:
+                on_progress(int(acc.count.item()), max_tokens, name)
         r = acc.result()
         out.models.append(LensCurve(name=name, layers=list(range(model.cfg.n_layers + 1)), kl=r["kl"].tolist(),
                                     kl_sem=r["kl_sem"].tolist(), entropy=r["entropy"].tolist(), n_tokens=r["n_tokens"]))

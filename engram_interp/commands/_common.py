@@ -10,11 +10,13 @@ from pathlib import Path
 from engram_interp.errors import EngramInterpError
 
 
-def add_common(p: argparse.ArgumentParser, *, out_is_dir: bool = False, batch_default: int = 8) -> None:
+def add_common(p: argparse.ArgumentParser, *, out_is_dir: bool = False, batch_default: int = 8,
+               tokens_default: int = 20000, seed_default: int = 0) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
     p.add_argument("--batch-size", type=int, default=batch_default, help=f"texts/items per forward pass (default {batch_default})")
-    p.add_argument("--max-tokens", type=int, default=20000, help="analyse at most this many tokens (default 20000)")
-    p.add_argument("--seed", type=int, default=0, help="seed for shuffling and bootstrap (default 0)")
+    p.add_argument("--max-tokens", type=int, default=tokens_default,
+                   help=f"analyse at most this many tokens (default {tokens_default})")
+    p.add_argument("--seed", type=int, default=seed_default, help=f"seed for shuffling and bootstrap (default {seed_default})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if out_is_dir:
         p.add_argument("--out", required=True, help="output folder (report.html, results.json, CSVs)")
