@@ -11,7 +11,9 @@ Metadata (all strings, as safetensors requires):
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -77,7 +79,7 @@ def _check_entry(path: Path, name: str, entry: Any) -> int:
     if not isinstance(entry, dict):
         raise CheckpointError(f"{where}: the header entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise CheckpointError(f"{where} has no known dtype (got {quote(dtype)})")
     if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape):
         raise CheckpointError(f"{where} has an invalid shape {quote(shape)}")
@@ -132,12 +134,15 @@ def _raw_header(path: str | os.PathLike) -> tuple[dict[str, Any], int, int]:
         raise CheckpointError(f"{exc} (not a safetensors file, or damaged)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt header (not a JSON object)")
-    data_end = 0
+    data_end = spans = 0
     for name, entry in header.items():
         if name != "__metadata__":
             data_end = max(data_end, _check_entry(path, name, entry))
+            spans += entry["data_offsets"][1] - entry["data_offsets"][0]
     if 8 + n + data_end > size:
         raise CheckpointError(f"{path} is truncated: the header promises {8 + n + data_end} bytes, the file has {size}")
+    if spans > data_end:  # tensors may not share bytes: the header cannot describe more data than the file has
+        raise CheckpointError(f"{path} has overlapping tensor data_offsets (corrupt header)")
     return header, 8 + n, size
 
 
@@ -227,29 +232,29 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None, dtyp
     """Load a .ckpt into a ready EngramTransformer (eval mode) on ``device`` (default: CUDA if available).
 
     Checks everything before allocating: the container, the metadata, the config (bounded sizes),
-    the tokenizer, and every tensor name and shape against a model built on the ``meta`` device;
-    the weights are then streamed in one tensor at a time, each checked for NaN/Inf (refused, naming
-    the tensor, unless ``allow_nonfinite``). Memory is about the model's own size plus one tensor.
+    the tokenizer, and the config's parameter count and computed buffers against what the file
+    holds; then builds the model, compares every tensor name and shape, and streams the weights in
+    one tensor at a time, each checked for NaN/Inf (refused, naming the tensor, unless
+    ``allow_nonfinite``). Memory: about the model's own size plus one tensor.
     """
     target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
     info = read_info(path)
     tokenizer = info.tokenizer()
     _check_layers(info)
-    expected = _expected_tensors(info, tokenizer)
-    _check_tensors(info, expected)
-    model = _build(info, tokenizer, torch.device("cpu"))
+    _check_size(info)
+    model = _build(info, tokenizer)
+    _check_tensors(info, {k: list(v.shape) for k, v in model.state_dict().items()})
     _stream_weights(path, model, allow_nonfinite)
     model.provenance = info.provenance
     model.checkpoint_path = info.path
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 
-def _build(info: CheckpointInfo, tokenizer, device: torch.device):
+def _build(info: CheckpointInfo, tokenizer):
     from engram_interp.model import EngramTransformer
 
     try:
-        with torch.device(device):
-            return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression)
+        return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression)
     except CheckpointError:
         raise
     except EngramInterpError as exc:
@@ -272,21 +277,37 @@ def _check_layers(info: CheckpointInfo) -> None:
                               f" {len(layers)} block(s)")
 
 
-def _expected_tensors(info: CheckpointInfo, tokenizer) -> dict[str, tuple[list[int], int]]:
-    """Name -> (shape, bytes at float32) of every tensor the config needs, from a model built on the
-    ``meta`` device (no memory). Refuses a config whose model would need far more memory than the
-    file holds (e.g. a huge max_seq_len: RoPE tables are not stored)."""
-    probe = _build(info, tokenizer, torch.device("meta"))
-    state = probe.state_dict()
-    expected = {k: (list(v.shape), v.numel() * 4) for k, v in state.items()}
-    need = sum(t.numel() * (8 if t.dtype == torch.int64 else 4) for t in [*probe.parameters(), *probe.buffers()])
-    if need > 2 * info.size + EXTRA_MEMORY:
-        raise CheckpointError(f"{info.path}: its config needs {need / 2**20:,.0f} MiB of memory for a"
-                              f" {info.size / 2**20:,.1f} MiB file (max_seq_len, vocab or widths too large)")
-    return expected
+def _check_size(info: CheckpointInfo) -> None:
+    """Before anything is allocated: the config's parameter count (``count_params``, exact for the
+    built model) must not exceed the values the file holds, and the memory the model computes
+    rather than stores (RoPE tables, id tables) must stay within ``2 x file size + EXTRA_MEMORY``.
+    So a model built from a checkpoint never costs much more than the file itself."""
+    from engram_interp.params import count_params
+
+    cfg = info.config
+    if cfg.engram is not None:
+        try:
+            cfg = dataclasses.replace(cfg, engram=cfg.engram.resolved(info.compression.n_canonical))
+        except EngramInterpError as exc:
+            raise CheckpointError(f"{info.path}: {exc}") from None
+    counts = count_params(cfg)
+    needed = counts.P_tot + counts.embedding
+    stored = 0
+    for _, shape in info.tensors.values():
+        stored += math.prod(shape)
+    computed = cfg.n_layers * cfg.max_seq_len * cfg.d_head * 4 + cfg.vocab_size * 8  # RoPE cos+sin, id table
+    if needed > stored:
+        if 4 * needed + computed <= 2 * info.size + EXTRA_MEMORY:  # small enough to build: name the tensors
+            probe = _build(info, info.tokenizer())
+            _check_tensors(info, {k: list(v.shape) for k, v in probe.state_dict().items()})
+        raise CheckpointError(f"{info.path}: its config describes {needed:,} parameters, the file holds {stored:,}"
+                              " values (config and tensors do not match)")
+    if 4 * stored + computed > 2 * info.size + EXTRA_MEMORY:
+        raise CheckpointError(f"{info.path}: its config needs {(4 * stored + computed) / 2**20:,.0f} MiB of memory"
+                              f" for a {info.size / 2**20:,.1f} MiB file (max_seq_len or vocab_size too large)")
 
 
-def _check_tensors(info: CheckpointInfo, expected: dict[str, tuple[list[int], int]]) -> None:
+def _check_tensors(info: CheckpointInfo, expected: dict[str, list[int]]) -> None:
     path = info.path
     missing = sorted(set(expected) - set(info.tensors))
     extra = sorted(set(info.tensors) - set(expected))
@@ -294,7 +315,7 @@ def _check_tensors(info: CheckpointInfo, expected: dict[str, tuple[list[int], in
         raise CheckpointError(f"{path} lacks {len(missing)} tensor(s) the config needs, e.g. {quote(missing[:3])}")
     if extra:
         raise CheckpointError(f"{path} has {len(extra)} tensor(s) the config does not know, e.g. {quote(extra[:3])}")
-    for name, (shape, _) in expected.items():
+    for name, shape in expected.items():
         dtype, stored = info.tensors[name]
         if stored != shape:
             raise CheckpointError(f"{path}: tensor {name} has shape {quote(stored)}, the config needs {shape}")
