@@ -27,11 +27,12 @@ __all__ = [
 ]
 
 
-def load(path, device=None, dtype=None):
-    """Load a .ckpt file into a ready ``EngramTransformer`` (eval mode). device: None = CUDA if present."""
+def load(path, device=None, dtype=None, allow_nonfinite=False):
+    """Load a .ckpt file into a ready ``EngramTransformer`` (eval mode). device: None = CUDA if present.
+    Weights holding NaN/Inf are refused unless ``allow_nonfinite``."""
     from engram_interp.checkpoint import load as _load
 
-    return _load(path, device=device, dtype=dtype)
+    return _load(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
 
 
 def save(model, path, provenance=None, overwrite=False):

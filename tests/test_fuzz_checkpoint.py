@@ -221,3 +221,146 @@ def test_fuzz_generator_is_seeded(tiny_ckpts):
     b = [d for _, d in variants(blob, seed=3, n=30)]
     c = [d for _, d in variants(blob, seed=4, n=30)]
     assert a == b and a != c
+
+
+# ------------------------------------------------------------------ the reported cases, one by one
+def _variant(src, dst, edit_header=None, edit_meta=None, edit_config=None, raw=None):
+    """Write ``dst``: ``src`` with its header/metadata/config edited. ``edit_*`` return new objects;
+    ``raw(header_text) -> header_text`` edits the JSON text itself (for bare tokens)."""
+    header, data = _split(src.read_bytes())
+    meta = dict(header["__metadata__"])
+    if edit_config:
+        meta["config"] = edit_config(json.loads(meta["config"]))
+        if not isinstance(meta["config"], str):
+            meta["config"] = json.dumps(meta["config"])
+    if edit_meta:
+        meta = edit_meta(meta)
+    header = {**header, "__metadata__": meta}
+    if edit_header:
+        header = edit_header(header)
+    text = json.dumps(header)
+    if raw:
+        text = raw(text)
+    dst.write_bytes(_join(text, data))
+    return dst
+
+
+def _cfg(**changes):
+    def edit(cfg):
+        for k, v in changes.items():
+            parent, _, leaf = k.rpartition(".")
+            (cfg[parent] if parent else cfg)[leaf] = v
+        return cfg
+    return edit
+
+
+def _entry(name, **changes):
+    def edit(header):
+        e = {k: v for k, v in header[name].items() if k not in changes or changes[k] is not ...}
+        e.update({k: v for k, v in changes.items() if v is not ...})
+        return {**header, name: e}
+    return edit
+
+
+W = "blocks.0.attn.W_QKV.weight"
+CASES = {
+    "tokenizer truncated": (dict(edit_meta=lambda m: {**m, "tokenizer": m["tokenizer"][: len(m["tokenizer"]) // 2]}), "damaged tokenizer"),
+    "tokenizer invalid": (dict(edit_meta=lambda m: {**m, "tokenizer": '{"model": 3}'}), "damaged tokenizer"),
+    "n_layers 2000": (dict(edit_config=_cfg(n_layers=2000)), "n_layers=2000 exceeds"),
+    "n_layers 2**31": (dict(edit_config=_cfg(n_layers=2**31)), "n_layers=2147483648 exceeds"),
+    "n_layers 1000": (dict(edit_config=_cfg(n_layers=1000)), "n_layers=1000 but the file holds tensors of 4"),
+    "d_model 2**31": (dict(edit_config=_cfg(d_model=2**31)), "d_model=2147483648 exceeds"),
+    "d_model 2**17": (dict(edit_config=_cfg(d_model=2**17, **{"engram.n_embed_per_ngram": 32})), "describes .* parameters"),
+    "d_ffn 2**31": (dict(edit_config=_cfg(d_ffn=2**31)), "d_ffn=2147483648 exceeds"),
+    "max_seq_len 2**20": (dict(edit_config=_cfg(max_seq_len=2**20)), "MiB of memory"),
+    "max_seq_len 2**31": (dict(edit_config=_cfg(max_seq_len=2**31)), "max_seq_len=2147483648 exceeds"),
+    "kernel_size 2**31": (dict(edit_config=_cfg(**{"engram.kernel_size": 2**31})), "kernel_size=2147483648 exceeds"),
+    "n_branches 2**31": (dict(edit_config=_cfg(n_branches=2**31)), "n_branches=2147483648 exceeds"),
+    "experts 2**31": (dict(edit_config=_cfg(**{"moe.n_routed_experts": 2**31})), "n_routed_experts=2147483648 exceeds"),
+    "d_expert 2**31": (dict(edit_config=_cfg(**{"moe.d_expert": 2**31})), "d_expert=2147483648 exceeds"),
+    "size 2**63": (dict(edit_config=_cfg(vocab_size=2**63)), "vocab_size=9223372036854775808 exceeds"),
+    "deep nesting": (dict(raw=lambda t: t[:-1] + ', "x": ' + "[" * 5000 + "]" * 5000 + "}"), "nested too deeply"),
+    "offsets Infinity": (dict(raw=lambda t: t.replace('"data_offsets": [0, ', '"data_offsets": [Infinity, ', 1)), "not valid JSON.*Infinity"),
+    "offsets 1e400": (dict(raw=lambda t: t.replace('"data_offsets": [0, ', '"data_offsets": [1e400, ', 1)), "invalid data_offsets"),
+    "compression 2**70": (dict(edit_meta=lambda m: {**m, "compression": json.dumps([2**70] + json.loads(m["compression"])[1:])}), "compression table"),
+    "5000-digit int": (dict(edit_meta=lambda m: {**m, "config": m["config"].replace('"d_model": 64', '"d_model": ' + "9" * 5000)}), "not valid JSON"),
+    "init_std negative": (dict(edit_config=_cfg(init_std=-1.0)), "init_std must be a finite number >= 0"),
+    "init_std NaN": (dict(edit_meta=lambda m: {**m, "config": m["config"].replace('"init_std": 0.02', '"init_std": NaN')}), "non-finite number NaN"),
+    "norm_eps 1e400": (dict(edit_meta=lambda m: {**m, "config": m["config"].replace('"norm_eps": 1e-06', '"norm_eps": 1e400')}), "norm_eps must be a finite"),
+    "rope_theta NaN": (dict(edit_meta=lambda m: {**m, "config": m["config"].replace('"rope_theta": 10000.0', '"rope_theta": NaN')}), "non-finite"),
+    "multiplier 2**64": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "multipliers": [[2**64 + 1] + r[1:] for r in c["engram"]["multipliers"]]}}), "multipliers must be odd integers in"),
+    "multiplier even": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "multipliers": [[4] + r[1:] for r in c["engram"]["multipliers"]]}}), "multipliers must be odd"),
+    "table composite": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "table_sizes": [[c["engram"]["table_sizes"][0][0] + 1] + r[1:] for r in c["engram"]["table_sizes"]]}}), "must be primes|distinct"),
+    "table duplicate": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "table_sizes": [[r[1]] + r[1:] for r in c["engram"]["table_sizes"]]}}), "distinct primes"),
+    "table zero": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "table_sizes": [[0] + r[1:] for r in c["engram"]["table_sizes"]]}}), "must be primes"),
+    "table negative": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "table_sizes": [[-7] + r[1:] for r in c["engram"]["table_sizes"]]}}), "must be primes"),
+    "table float": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "table_sizes": [[257.0] + r[1:] for r in c["engram"]["table_sizes"]]}}), "table_sizes must hold"),
+    "table other prime": (dict(edit_config=lambda c: {**c, "engram": {**c["engram"], "table_sizes": [[7] + c["engram"]["table_sizes"][0][1:]] + c["engram"]["table_sizes"][1:]}}), "has shape"),
+    "metadata not object": (dict(edit_header=lambda h: {**h, "__metadata__": ["format", "engram-interp"]}), "__metadata__ must be an object"),
+    "entry without dtype": (dict(edit_header=_entry(W, dtype=...)), "no known dtype"),
+    "shape null": (dict(edit_header=_entry(W, shape=None)), "invalid shape None"),
+    "int dtype": (dict(edit_header=_entry(W, dtype="I32")), "is I32; model weights are floating point"),
+    "overlapping offsets": (dict(edit_header=lambda h: {**h, W: {**h[W], "data_offsets": h["unembed.W_U"]["data_offsets"][:1] + [h["unembed.W_U"]["data_offsets"][0] + 4 * 192 * 64]}}), "overlapping|corrupt"),
+    "format_version list": (dict(raw=lambda t: t.replace('"format_version": "1"', '"format_version": ["1"]')), "object of strings"),
+    "tokenizer not string": (dict(raw=lambda t: t.replace('"tokenizer": "', '"tokenizer": 5, "x": "', 1)), "object of strings"),
+    "provenance a list": (dict(edit_meta=lambda m: {**m, "provenance": "[1, 2]"}), "provenance metadata must be a JSON object"),
+    "huge format_version": (dict(edit_meta=lambda m: {**m, "format_version": "v" * 10_000_000}), "format version 'vvv"),
+}
+
+
+@pytest.mark.parametrize("label", sorted(CASES))
+def test_reported_header_cases_are_one_line(label, tiny_ckpts, tmp_path, memory_cap):
+    from engram_interp.errors import CheckpointError
+
+    kwargs, message = CASES[label]
+    path = _variant(tiny_ckpts["engram"], tmp_path / "bad.ckpt", **kwargs)
+    t0 = time.monotonic()
+    with pytest.raises(CheckpointError, match=message) as err:
+        ei.load(path, device="cpu")
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 700, text[:300]
+    assert time.monotonic() - t0 < 20
+
+
+def test_nonfinite_weights_refused_by_name_unless_allowed(tiny_ckpts, tmp_path):
+    header, data = _split(tiny_ckpts["engram"].read_bytes())
+    start = header["unembed.W_U"]["data_offsets"][0]
+    b = bytearray(data)
+    b[start:start + 4] = struct.pack("<f", math.nan)
+    path = tmp_path / "nan.ckpt"
+    path.write_bytes(_join(json.dumps(header), bytes(b)))
+    with pytest.raises(EngramInterpError, match=r"tensor unembed.W_U holds 1 NaN/Inf value.*--allow-nonfinite"):
+        ei.load(path, device="cpu")
+    model = ei.load(path, device="cpu", allow_nonfinite=True)
+    assert math.isnan(float(model.unembed.W_U.view(-1)[0]))
+
+
+@pytest.mark.parametrize("special", ["fifo", "proc", "slash", "dir"])
+def test_special_files_are_one_line_and_never_block(special, tiny_ckpts, tmp_path):
+    import os
+
+    path = {"fifo": tmp_path / "x.ckpt", "proc": "/proc/self/mem", "slash": str(tiny_ckpts["engram"]) + "/",
+            "dir": tmp_path}[special]
+    if special == "fifo":
+        os.mkfifo(path)
+    message = {"fifo": "is a FIFO", "proc": "too short|cannot read", "slash": "trailing slash", "dir": "is a directory"}[special]
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(10)
+    try:
+        with pytest.raises(EngramInterpError, match=message):
+            ei.load(path, device="cpu")
+    finally:
+        signal.alarm(0)
+
+
+def test_unreadable_file(tiny_ckpts, tmp_path):
+    import os
+    import shutil
+
+    path = tmp_path / "locked.ckpt"
+    shutil.copy(tiny_ckpts["engram"], path)
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        pytest.skip("running as root: permissions are not enforced")
+    with pytest.raises(EngramInterpError, match="not readable"):
+        ei.load(path, device="cpu")
