@@ -332,7 +332,7 @@ def test_nonfinite_weights_refused_by_name_unless_allowed(tiny_ckpts, tmp_path):
     with pytest.raises(EngramInterpError, match=r"tensor unembed.W_U holds 1 NaN/Inf value.*--allow-nonfinite"):
         ei.load(path, device="cpu")
     model = ei.load(path, device="cpu", allow_nonfinite=True)
-    assert math.isnan(float(model.unembed.W_U.view(-1)[0]))
+    assert math.isnan(float(model.unembed.W_U.detach().view(-1)[0]))
 
 
 @pytest.mark.parametrize("special", ["fifo", "proc", "slash", "dir"])
