@@ -134,14 +134,14 @@ def _raw_header(path: str | os.PathLike) -> tuple[dict[str, Any], int, int]:
         raise CheckpointError(f"{exc} (not a safetensors file, or damaged)") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} has a corrupt header (not a JSON object)")
-    data_end = spans = 0
+    data_end = 0
     for name, entry in header.items():
         if name != "__metadata__":
             data_end = max(data_end, _check_entry(path, name, entry))
-            spans += entry["data_offsets"][1] - entry["data_offsets"][0]
     if 8 + n + data_end > size:
         raise CheckpointError(f"{path} is truncated: the header promises {8 + n + data_end} bytes, the file has {size}")
-    if spans > data_end:  # tensors may not share bytes: the header cannot describe more data than the file has
+    spans = sorted(tuple(e["data_offsets"]) for k, e in header.items() if k != "__metadata__")
+    if any(b < prev_end for (_, prev_end), (b, _) in zip(spans, spans[1:])):  # tensors may not share bytes
         raise CheckpointError(f"{path} has overlapping tensor data_offsets (corrupt header)")
     return header, 8 + n, size
 
@@ -329,24 +329,37 @@ def _nonfinite_count(t: torch.Tensor) -> int:
     return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(_CHUNK))
 
 
-def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> None:
-    """Copy the file's tensors into ``model`` one at a time (peak memory: model + one tensor)."""
-    from safetensors import SafetensorError, safe_open
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
-    state = model.state_dict()
+
+def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> None:
+    """Read the file's tensors one at a time (``pread`` at the header's checked offsets) straight
+    into ``model``; each is checked for NaN/Inf first. Peak memory: the model plus one tensor."""
+    header, data_start, _ = _raw_header(path)  # re-read: the offsets belong to the file being read now
+    fd, _ = open_regular(path, "file")
     try:
-        with safe_open(os.fspath(path), framework="pt") as f, torch.no_grad():
-            for name, target in state.items():
-                t = f.get_tensor(name)
+        with torch.no_grad():
+            for name, target in model.state_dict().items():
+                entry = header.get(name)
+                if entry is None or entry["shape"] != list(target.shape) or entry["dtype"] not in _TORCH_DTYPES:
+                    raise CheckpointError(f"{path} changed while being read (tensor {name})")
+                begin, end = entry["data_offsets"]
+                buf = bytearray(end - begin)
+                if os.preadv(fd, [buf], data_start + begin) != len(buf):
+                    raise CheckpointError(f"{path} is truncated (tensor {name} is cut short)")
+                t = torch.frombuffer(buf, dtype=_TORCH_DTYPES[entry["dtype"]]).view(entry["shape"]) if buf else \
+                    torch.empty(entry["shape"], dtype=_TORCH_DTYPES[entry["dtype"]])
                 if not allow_nonfinite:
                     bad = _nonfinite_count(t)
                     if bad:
                         raise CheckpointError(f"{path}: tensor {name} holds {bad:,} NaN/Inf value(s); the model"
                                               " would output NaN (pass --allow-nonfinite to load it anyway)")
                 target.copy_(t)
-                del t
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is corrupt: {quote(str(exc))}") from None
+                del t, buf
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

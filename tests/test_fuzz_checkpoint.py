@@ -364,3 +364,41 @@ def test_unreadable_file(tiny_ckpts, tmp_path):
         pytest.skip("running as root: permissions are not enforced")
     with pytest.raises(EngramInterpError, match="not readable"):
         ei.load(path, device="cpu")
+
+
+MEMORY_PROBE = r"""
+import json, resource, sys
+import engram_interp as ei
+from engram_interp.errors import EngramInterpError
+ei.load(sys.argv[1], device="cpu")  # warm-up: code pages, allocator pools, tokenizer library
+out = []
+for path in sys.argv[2:]:
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        ei.load(path, device="cpu")
+        status = "loaded"
+    except EngramInterpError as exc:
+        status = str(exc)
+    out.append({"grew": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before, "status": status})
+print(json.dumps(out))
+"""
+
+
+def test_loading_costs_about_twice_the_file_at_most(tiny_ckpts, tmp_path):
+    """Peak memory (max RSS growth) of loading the bundled 17 MB checkpoint stays near 2x its size,
+    and a config asking for 1,000 layers or a 2**20-token RoPE table in that file costs ~nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[1] / "checkpoints" / "engram.ckpt"
+    big_layers = _variant(bundled, tmp_path / "layers.ckpt", edit_config=_cfg(n_layers=1000))
+    big_rope = _variant(bundled, tmp_path / "rope.ckpt", edit_config=_cfg(max_seq_len=2**20))
+    res = subprocess.run([sys.executable, "-c", MEMORY_PROBE, tiny_ckpts["moe"], bundled, big_layers, big_rope],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    full, layers, rope = json.loads(res.stdout)
+    size = bundled.stat().st_size
+    assert full["status"] == "loaded" and full["grew"] < 2.5 * size, (full, size)
+    assert "n_layers=1000" in layers["status"] and layers["grew"] < 0.5 * size, layers
+    assert "MiB of memory" in rope["status"] and rope["grew"] < 0.5 * size, rope
