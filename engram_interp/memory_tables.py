@@ -43,8 +43,9 @@ __all__ = ["TableSource", "DemoHashSource", "CkptTables", "DemoFolderTables", "V
            "SafetensorsRows", "dequantize_e4m3_e8m0"]
 
 SCALE_BLOCK = 32  # columns per E8M0 scale in the V4.1 layout
-_SPAN_GAP = 64  # rows read as one slice when they lie at most this far apart
-_SPAN_MAX = 4096  # ... and the slice is at most this many rows long
+_SPAN_GAP = 16  # rows read as one slice when they lie at most this far apart
+_SPAN_MAX = 1024  # ... and the slice is at most this many rows long
+_GROUP_ROWS = 4096  # rows (gaps included) dequantised at once
 
 
 class TableSource(ABC):
@@ -120,23 +121,34 @@ def dequantize_e4m3_e8m0(weight: torch.Tensor, scale: torch.Tensor) -> torch.Ten
 
 
 class SafetensorsRows:
-    """Row reader for one 2-D tensor in a safetensors file (optionally with FP8 block scales):
-    only the requested rows are read, grouped into short contiguous slices."""
+    """Row reader for one 2-D tensor in a safetensors file (optionally with FP8 block scales): only
+    the requested rows are read, grouped into short contiguous ``safe_open`` slices. safetensors maps
+    the file into memory, and every page a slice touches stays resident while the mapping lives; the
+    file is re-opened after every ``remap_bytes`` of pages touched, so resident memory stays bounded
+    however large the table and however many rows are read."""
 
-    def __init__(self, path: Path, name: str, scale_name: str | None = None):
-        from safetensors import safe_open
+    _PAGE_SPAN = 64 * 1024  # the kernel maps up to this much around each page fault
 
-        self.path, self.name, self.scale_name = Path(path), name, scale_name
-        self._file = safe_open(str(path), framework="pt")
-        self._slice = self._file.get_slice(name)
+    def __init__(self, path: Path, name: str, scale_name: str | None = None, remap_bytes: int = 32 * 1024 * 1024):
+        self.path, self.name, self.scale_name, self.remap_bytes = Path(path), name, scale_name, remap_bytes
+        self._open()
         shape = self._slice.get_shape()
         if len(shape) != 2:
             raise EngramInterpError(f"{path}: {name} has shape {shape}; a memory table is [rows, dim]")
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = self._slice.get_dtype()
-        self._scale = self._file.get_slice(scale_name) if scale_name else None
         if self.dtype.startswith("F8") and self._scale is None:
             raise EngramInterpError(f"{path}: {name} is {self.dtype} but has no scales (.scale or .weight_scale_inv)")
+        self.row_bytes = self.shape[1] * (1 if self.dtype.startswith("F8") else 2 if "16" in self.dtype else 4)
+
+    def _open(self) -> None:
+        from safetensors import safe_open
+
+        self._slice = self._scale = self._file = None  # drop the old mapping first
+        self._file = safe_open(str(self.path), framework="pt")
+        self._slice = self._file.get_slice(self.name)
+        self._scale = self._file.get_slice(self.scale_name) if self.scale_name else None
+        self._touched = 0
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """float32 ``[len(rows), dim]`` in the order of ``rows``."""
@@ -153,12 +165,34 @@ class SafetensorsRows:
             if srt[j] - srt[j - 1] > _SPAN_GAP or srt[j] - lo >= _SPAN_MAX:
                 starts.append(j)
                 lo = int(srt[j])
-        for a, b in zip(starts, starts[1:] + [srt.size]):
-            lo, hi = int(srt[a]), int(srt[b - 1]) + 1
-            block = self._slice[lo:hi]
+        bounds = list(zip(starts, starts[1:] + [srt.size]))
+        groups, cur, cur_rows = [], [], 0
+        for a, b in bounds:  # dequantise at most _GROUP_ROWS rows at a time
+            span = int(srt[b - 1] - srt[a]) + 1
+            if cur and cur_rows + span > _GROUP_ROWS:
+                groups.append(cur)
+                cur, cur_rows = [], 0
+            cur.append((a, b))
+            cur_rows += span
+        groups.append(cur)
+        for group in groups:
+            blocks, scales, picks, base = [], [], [], 0
+            for a, b in group:
+                lo, hi = int(srt[a]), int(srt[b - 1]) + 1
+                blocks.append(self._slice[lo:hi])
+                if self._scale is not None:
+                    scales.append(self._scale[lo:hi])
+                picks.append(srt[a:b] - lo + base)
+                base += hi - lo
+                self._touched += max((hi - lo) * self.row_bytes, self._PAGE_SPAN)
+            block = torch.cat(blocks)
             if self._scale is not None:
-                block = dequantize_e4m3_e8m0(block, self._scale[lo:hi])
-            out[order[a:b]] = block.to(torch.float32).numpy()[srt[a:b] - lo]
+                block = dequantize_e4m3_e8m0(block, torch.cat(scales))
+            a0, b1 = group[0][0], group[-1][1]
+            out[order[a0:b1]] = block.to(torch.float32).numpy()[np.concatenate(picks)]
+            del block, blocks, scales
+            if self._touched >= self.remap_bytes:
+                self._open()
         return out
 
 
