@@ -3,8 +3,8 @@
 The memory inspector (``engram_interp.analysis.memory``) needs three things from a model, and no
 forward pass: its tokenizer, its hashing (token ids -> table rows of every layer and head) and the
 rows themselves. A ``TableSource`` provides exactly these. Tables are never loaded whole: rows are
-read through safetensors slices (``safe_open(...).get_slice``), so a 94 GiB table costs only the
-rows asked for.
+read on demand (positioned reads at the offsets of the safetensors header; see ``SafetensorsRows``),
+so a 94 GiB table costs only the rows asked for.
 
 Layouts (``open_tables(path)`` picks one):
 
@@ -28,6 +28,7 @@ the table (all heads lie back to back).
 from __future__ import annotations
 
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -120,35 +121,51 @@ def dequantize_e4m3_e8m0(weight: torch.Tensor, scale: torch.Tensor) -> torch.Ten
     return weight.to(torch.float32) * factor
 
 
+_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E8M0": torch.float8_e8m0fnu, "U8": torch.uint8, "BF16": torch.bfloat16,
+           "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+
+
 class SafetensorsRows:
-    """Row reader for one 2-D tensor in a safetensors file (optionally with FP8 block scales): only
-    the requested rows are read, grouped into short contiguous ``safe_open`` slices. safetensors maps
-    the file into memory, and every page a slice touches stays resident while the mapping lives; the
-    file is re-opened after every ``remap_bytes`` of pages touched, so resident memory stays bounded
-    however large the table and however many rows are read."""
+    """Row reader for one 2-D tensor of a safetensors file (optionally with FP8 block scales): only
+    the requested rows are read, grouped into short contiguous slices.
 
-    _PAGE_SPAN = 64 * 1024  # the kernel maps up to this much around each page fault
+    The slices are positioned reads (``os.pread``) at the offsets of the safetensors header, not
+    slices of ``safe_open``: those are views of a memory map of the whole file, and every page they
+    touch stays resident (with the page cache's large folios, about half a MiB per row read), so
+    resident memory would grow with the number of rows read. Reading bytes keeps it flat."""
 
-    def __init__(self, path: Path, name: str, scale_name: str | None = None, remap_bytes: int = 32 * 1024 * 1024):
-        self.path, self.name, self.scale_name, self.remap_bytes = Path(path), name, scale_name, remap_bytes
-        self._open()
-        shape = self._slice.get_shape()
-        if len(shape) != 2:
-            raise EngramInterpError(f"{path}: {name} has shape {shape}; a memory table is [rows, dim]")
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.dtype = self._slice.get_dtype()
-        if self.dtype.startswith("F8") and self._scale is None:
-            raise EngramInterpError(f"{path}: {name} is {self.dtype} but has no scales (.scale or .weight_scale_inv)")
-        self.row_bytes = self.shape[1] * (1 if self.dtype.startswith("F8") else 2 if "16" in self.dtype else 4)
+    def __init__(self, path: Path, name: str, scale_name: str | None = None):
+        from engram_interp.checkpoint import _raw_header
 
-    def _open(self) -> None:
-        from safetensors import safe_open
+        self.path, self.name, self.scale_name = Path(path), name, scale_name
+        header, self._data = _raw_header(self.path)
+        self._w = self._entry(header, name)
+        self.shape, self.dtype = self._w[1], self._w[0]
+        if len(self.shape) != 2:
+            raise EngramInterpError(f"{path}: {name} has shape {list(self.shape)}; a memory table is [rows, dim]")
+        self._s = self._entry(header, scale_name) if scale_name else None
+        if self.dtype == torch.float8_e4m3fn and self._s is None:
+            raise EngramInterpError(f"{path}: {name} is FP8 (E4M3) but has no scales (.scale or .weight_scale_inv)")
+        self._fd = os.open(self.path, os.O_RDONLY)
 
-        self._slice = self._scale = self._file = None  # drop the old mapping first
-        self._file = safe_open(str(self.path), framework="pt")
-        self._slice = self._file.get_slice(self.name)
-        self._scale = self._file.get_slice(self.scale_name) if self.scale_name else None
-        self._touched = 0
+    def _entry(self, header: dict, name: str) -> tuple:
+        e = header.get(name)
+        if e is None:
+            raise EngramInterpError(f"{self.path} has no tensor {name}")
+        if e["dtype"] not in _DTYPES:
+            raise EngramInterpError(f"{self.path}: {name} has dtype {e['dtype']}; memory tables are {sorted(_DTYPES)}")
+        return _DTYPES[e["dtype"]], tuple(int(x) for x in e["shape"]), int(e["data_offsets"][0])
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def _rows(self, entry: tuple, lo: int, hi: int) -> torch.Tensor:
+        dtype, shape, offset = entry
+        width = shape[1] * dtype.itemsize
+        buf = bytearray(os.pread(self._fd, (hi - lo) * width, self._data + offset + lo * width))
+        return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(hi - lo, shape[1])
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """float32 ``[len(rows), dim]`` in the order of ``rows``."""
@@ -179,20 +196,16 @@ class SafetensorsRows:
             blocks, scales, picks, base = [], [], [], 0
             for a, b in group:
                 lo, hi = int(srt[a]), int(srt[b - 1]) + 1
-                blocks.append(self._slice[lo:hi])
-                if self._scale is not None:
-                    scales.append(self._scale[lo:hi])
+                blocks.append(self._rows(self._w, lo, hi))
+                if self._s is not None:
+                    scales.append(self._rows(self._s, lo, hi))
                 picks.append(srt[a:b] - lo + base)
                 base += hi - lo
-                self._touched += max((hi - lo) * self.row_bytes, self._PAGE_SPAN)
             block = torch.cat(blocks)
-            if self._scale is not None:
+            if self._s is not None:
                 block = dequantize_e4m3_e8m0(block, torch.cat(scales))
             a0, b1 = group[0][0], group[-1][1]
             out[order[a0:b1]] = block.to(torch.float32).numpy()[np.concatenate(picks)]
-            del block, blocks, scales
-            if self._touched >= self.remap_bytes:
-                self._open()
         return out
 
 
