@@ -138,7 +138,7 @@ class SafetensorsRows:
         from engram_interp.checkpoint import _raw_header
 
         self.path, self.name, self.scale_name = Path(path), name, scale_name
-        header, self._data = _raw_header(self.path)
+        header, self._data, _ = _raw_header(self.path)
         self._w = self._entry(header, name)
         self.shape, self.dtype = self._w[1], self._w[0]
         if len(self.shape) != 2:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engram_interp.commands._common import add_common, add_corpus, load_models, names_for, seed_all, texts_from
+from engram_interp.commands._common import (add_common, add_corpus, check_text_fits, load_models, names_for, positive_int,
+                                            seed_all, texts_from, warn_overlong)
 from engram_interp.errors import EngramInterpError
 
 NAME = "report"
@@ -21,11 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt_b", help="its baseline (e.g. the iso-parameter MoE)")
     add_corpus(p)
     p.add_argument("--suites", nargs="*", default=None, help="task suite .jsonl files/folders for the ablation")
-    p.add_argument("--max-items", type=int, default=None,
+    p.add_argument("--max-items", type=positive_int, default=None,
                    help="ablation: at most N items per suite, a seeded subsample (default: every item)")
     p.add_argument("--probe-text", default="Alexander the Great visited the Milky Way. By the way, the Princess of Wales came too.",
                    help="text shown in the gate heatmap and the per-token LogitLens")
-    p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch")
+    p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
     add_common(p, out_is_dir=True)
@@ -37,15 +38,21 @@ def run(args: argparse.Namespace) -> int:
     )
     from engram_interp.analysis.memory import memory_inspect
     from engram_interp.data.suites import read_suites, subsample_suites
+    from engram_interp.io import check_output_dir
     from engram_interp.memory_tables import open_tables
-    from engram_interp.report import write_report
+    from engram_interp.report import REPORT_FILES, write_report
 
+    check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
+    texts = texts_from(args)
+    suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed) if args.suites else None
     seed_all(args.seed)
-    a, b = load_models([args.ckpt_a, args.ckpt_b], args.device)
+    a, b = load_models([args.ckpt_a, args.ckpt_b], args.device, args.allow_nonfinite)
     na, nb = names_for([args.ckpt_a, args.ckpt_b])
     if not a.engram_layers:
         raise EngramInterpError(f"{args.ckpt_a} has no Engram layers; the report needs the Engram model first")
-    texts = texts_from(args)
+    check_text_fits([a, b], args.probe_text, "--probe-text")
+    if suites:
+        warn_overlong([a, b], suites)
     prog = not args.quiet
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     say("logit lens ...")
@@ -59,16 +66,15 @@ def run(args: argparse.Namespace) -> int:
     gm = [gate_map(a, args.probe_text, name=na)]
     gc = gate_corpus(a, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, name=na)
     abl = None
-    if args.suites:
+    if suites:
         say("ablation ...")
-        abl = ablation_sensitivity({na: a, nb: b}, subsample_suites(read_suites(args.suites), args.max_items, args.seed),
-                                   seed=args.seed, progress=prog)
+        abl = ablation_sensitivity({na: a, nb: b}, suites, seed=args.seed, progress=prog)
     say("memory ...")
     mem = memory_inspect(open_tables(args.ckpt_a), texts, max_tokens=args.max_tokens, seed=args.seed, progress=prog)
     notes = [f"A = {args.ckpt_a}, B = {args.ckpt_b}; {lens.models[0].n_tokens} corpus tokens; "
              f"CKA on {cka.n_examples} {cka.tokens} tokens."]
     paths = write_report(args.out, title=f"engram-interp: {na} vs {nb}", lens=lens, token_lens=tl, cka=cka,
-                         gate_maps=gm, gates=gc, ablation=abl, notes=notes, memory=mem)
+                         gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force, memory=mem)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
