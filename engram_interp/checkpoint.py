@@ -36,7 +36,7 @@ _MAX_HEADER = 256 * 1024 * 1024
 
 # safetensors dtype name -> bytes per element. Every tensor of a model is floating point.
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 MAX_DIM = 2**40  # no tensor dimension is larger; bounds every size computed from a header
 EXTRA_MEMORY = 64 * 2**20  # bytes a load may need beyond twice the file size (RoPE tables, id tables)

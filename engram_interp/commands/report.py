@@ -36,8 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import (
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
+    from engram_interp.analysis.memory import memory_inspect
     from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.io import check_output_dir
+    from engram_interp.memory_tables import open_tables
     from engram_interp.report import REPORT_FILES, write_report
 
     check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
@@ -67,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if suites:
         say("ablation ...")
         abl = ablation_sensitivity({na: a, nb: b}, suites, seed=args.seed, progress=prog)
+    say("memory ...")
+    mem = memory_inspect(open_tables(args.ckpt_a), texts, max_tokens=args.max_tokens, seed=args.seed, progress=prog)
     notes = [f"A = {args.ckpt_a}, B = {args.ckpt_b}; {lens.models[0].n_tokens} corpus tokens; "
              f"CKA on {cka.n_examples} {cka.tokens} tokens."]
     paths = write_report(args.out, title=f"engram-interp: {na} vs {nb}", lens=lens, token_lens=tl, cka=cka,
-                         gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force)
+                         gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force, memory=mem)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
@@ -78,5 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if abl:
         for s, sc in abl.suites.items():
             print(f"{'ablate':<12} {s}: retained {'-' if sc.retained is None else f'{sc.retained:.1f}'}%")
+    top = max((h for L in mem.layers for h in L.heads), key=lambda h: h.collision_share)
+    print(f"{'memory':<12} rows touched {sum(h.touched for L in mem.layers for h in L.heads):,}; highest collision share"
+          f" {top.collision_share:.3f} (uniform hash {top.uniform_collision_share:.3f})")
     print(f"wrote {paths['html']}, {paths['json']} and {len(paths['csv'])} CSV files")
     return 0
