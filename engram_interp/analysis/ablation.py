@@ -33,16 +33,15 @@ __all__ = ["score_items", "AblationAccumulator", "SuiteScore", "AblationResult",
 
 def _pack(model, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """(prompt, continuation) pairs -> padded tokens and, per row, the continuation's [start, stop)."""
-    tok = model.tokenizer
-    bos = model.cfg.bos_token_id
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
+    bos = model.info.bos_token_id
+    pad = model.info.pad_token_id
     seqs, spans = [], []
     for prompt, cont in pairs:
-        p = ([bos] if bos is not None else []) + tok.encode(prompt, add_special_tokens=False).ids
-        c = tok.encode(cont, add_special_tokens=False).ids
+        p = ([bos] if bos is not None else []) + model.encode(prompt)
+        c = model.encode(cont)
         if not c:
             raise EngramInterpError(f"empty answer/candidate for prompt {prompt[:40]!r}")
-        seq = (p + c)[-model.cfg.max_seq_len:]
+        seq = (p + c)[-model.info.max_seq_len:]
         start = len(seq) - len(c)
         if start < 1:
             raise EngramInterpError("an answer is longer than the model's context")
