@@ -24,7 +24,7 @@ DEFAULT_CKPTS = ("checkpoints/engram.ckpt", "checkpoints/moe.ckpt", "checkpoints
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpts", nargs="*", help="checkpoints to open (default: the bundled set in checkpoints/)")
+    p.add_argument("ckpts", nargs="*", help=".ckpt files, Hugging Face folders or .gguf files to open (default: the bundled set in checkpoints/)")
     p.add_argument("--port", type=int, default=None, help="port to serve on (default: the first free one from 8501)")
     p.add_argument("--host", default="localhost", help="address to bind (default: localhost)")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -87,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
         ckpts = [Path(p) for p in (args.ckpts or DEFAULT_CKPTS)]
     ckpts = [p.expanduser().resolve() for p in ckpts]
     for p in ckpts:
-        if p.is_dir():
-            raise EngramInterpError(f"{p} is a directory, not a .ckpt file")
+        if p.is_dir() and not (p / "config.json").is_file():
+            raise EngramInterpError(f"{p} is a directory but not a Hugging Face model folder (no config.json)")
     missing = [p for p in ckpts if not p.exists()]
     if missing:  # the app explains this too; say it here so a terminal user sees it at once
         print("warning: missing checkpoint(s): " + ", ".join(str(p) for p in missing), file=sys.stderr)
