@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from engram_interp.commands._common import add_load
+from engram_interp.io import dumps_strict
 
 NAME = "info"
 HELP = "show a model's architecture, layers, Engram/PLE layers with table sizes, parameters and hook names"
@@ -21,12 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", metavar="MODEL", help="a .ckpt file, a Hugging Face folder, a .gguf file, or smollm2")
     p.add_argument("--json", action="store_true", help="print one JSON object (model facts, hooks, and for a .ckpt "
                    "config, params, compression, provenance)")
+    add_load(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.commands._common import load_models
 
-    (model,) = load_models([args.ckpt], "cpu")
+    (model,) = load_models([args.ckpt], "cpu", args.allow_nonfinite)
     if model.info.backend == "engram-interp":
         return _ckpt_info(args, model)
     return _foreign_info(args, model)
@@ -38,8 +41,8 @@ def _foreign_info(args: argparse.Namespace, model) -> int:
                                             "n_branches", "max_seq_len", "bos_token_id", "pad_token_id", "tokenizer_id",
                                             "engram_layers", "moe_layers", "source")}
     if args.json:
-        print(json.dumps({"model": facts, "extra": {k: v for k, v in info.extra.items()}, "hooks": model.hook_names()},
-                         indent=2, default=str))
+        extra = {k: ({str(l): t for l, t in v.items()} if k == "ple" else v) for k, v in info.extra.items()}
+        print(dumps_strict({"model": facts, "extra": extra, "hooks": model.hook_names()}, indent=2))
         return 0
     extra = info.extra
     print(f"{args.ckpt}: {info.architecture} ({info.kind}, Hugging Face backend), {info.n_layers} layers, "
@@ -71,7 +74,7 @@ def _ckpt_info(args: argparse.Namespace, model) -> int:
     comp = model.compression
     compression = {"vocab_size": comp.vocab_size, "canonical_vocab_size": comp.n_canonical, "reduction": comp.reduction}
     if args.json:
-        print(json.dumps({
+        print(dumps_strict({
             "config": cfg.to_dict(), "params": params.to_dict(), "hooks": model.hook_names(),
             "compression": compression, "provenance": model.provenance,
         }, indent=2))

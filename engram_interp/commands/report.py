@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engram_interp.commands._common import add_common, add_corpus, load_models, names_for, seed_all, texts_from
+from engram_interp.commands._common import (add_common, add_corpus, check_text_fits, load_models, names_for, positive_int,
+                                            seed_all, texts_from, warn_overlong)
 from engram_interp.errors import EngramInterpError
 
 NAME = "report"
@@ -25,11 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="its baseline (e.g. the iso-parameter MoE); without it CKA compares A's layers with each other")
     add_corpus(p)
     p.add_argument("--suites", nargs="*", default=None, help="task suite .jsonl files/folders for the ablation")
-    p.add_argument("--max-items", type=int, default=None,
+    p.add_argument("--max-items", type=positive_int, default=None,
                    help="ablation: at most N items per suite, a seeded subsample (default: every item)")
     p.add_argument("--probe-text", default="Alexander the Great visited the Milky Way. By the way, the Princess of Wales came too.",
                    help="text shown in the gate heatmap and the per-token LogitLens")
-    p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch")
+    p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
     add_common(p, out_is_dir=True)
@@ -40,18 +41,24 @@ def run(args: argparse.Namespace) -> int:
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
     from engram_interp.data.suites import read_suites, subsample_suites
-    from engram_interp.report import write_report
+    from engram_interp.io import check_output_dir
+    from engram_interp.report import REPORT_FILES, write_report
 
+    check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
+    texts = texts_from(args)
+    suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed) if args.suites else None
     seed_all(args.seed)
     paths_in = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else [])
-    models = load_models(paths_in, args.device)
+    models = load_models(paths_in, args.device, args.allow_nonfinite)
     names = names_for(paths_in)
     a, na = models[0], names[0]
     b, nb = (models[1], names[1]) if len(models) > 1 else (None, None)
     if not a.engram_layers and b is not None and b.engram_layers:
         raise EngramInterpError(f"{args.ckpt_a} has no Engram layers; the report needs the Engram model first")
     pair = {na: a} if b is None else {na: a, nb: b}
-    texts = texts_from(args)
+    check_text_fits(models, args.probe_text, "--probe-text")
+    if suites:
+        warn_overlong(models, suites)
     prog = not args.quiet
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     say("logit lens ...")
@@ -66,16 +73,15 @@ def run(args: argparse.Namespace) -> int:
         say("gates ...")
         gm = [gate_map(a, args.probe_text, name=na)]
         gc = gate_corpus(a, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, name=na)
-    if args.suites and a.engram_layers:
+    if suites and a.engram_layers:
         say("ablation ...")
-        abl = ablation_sensitivity(pair, subsample_suites(read_suites(args.suites), args.max_items, args.seed),
-                                   seed=args.seed, progress=prog)
+        abl = ablation_sensitivity(pair, suites, seed=args.seed, progress=prog)
     notes = [f"A = {args.ckpt_a}" + (f", B = {args.ckpt_b}" if b is not None else " (CKA: A's layers against each other)")
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
     if not a.engram_layers:
         notes.append(f"{na} has no Engram/PLE layers: no gate statistics and no Engram ablation.")
-    paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""), lens=lens, token_lens=tl, cka=cka,
-                         gate_maps=gm, gates=gc, ablation=abl, notes=notes)
+    paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""), lens=lens,
+                         token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
