@@ -31,7 +31,7 @@ import torch
 
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["Component", "Attribution", "direct_logit_attribution", "resolve_token", "TargetTrace",
+__all__ = ["Component", "Attribution", "direct_logit_attribution", "attribute_ids", "attribute_batch", "resolve_token", "TargetTrace",
            "target_through_layers", "check_prompt"]
 
 
@@ -123,7 +123,7 @@ def _names(model, per_expert: bool) -> list[str]:
     return names
 
 
-def _writes(model, cache, pos: int, per_expert: bool) -> tuple[list[Component], list[torch.Tensor], torch.Tensor]:
+def _writes(model, cache, row: int, pos: int, per_expert: bool) -> tuple[list[Component], list[torch.Tensor], torch.Tensor]:
     """Components and their writes at ``pos`` carried to the final stream (``[M, d]``, float64), and
     the final stream itself. Plain residual: M = 1."""
     info = model.info
@@ -132,7 +132,7 @@ def _writes(model, cache, pos: int, per_expert: bool) -> tuple[list[Component], 
     def get(name: str) -> torch.Tensor:
         if name not in cache:
             raise EngramInterpError(f"this {info.kind} model has no hook {name!r}, which the attribution needs")
-        return cache[name][0, pos].double()
+        return cache[name][row, pos].double()
 
     comps: list[Component] = []
     vecs: list[torch.Tensor] = []  # each [M, d]
@@ -174,6 +174,52 @@ def _writes(model, cache, pos: int, per_expert: bool) -> tuple[list[Component], 
 
 
 @torch.no_grad()
+def attribute_batch(
+    model, tokens: torch.Tensor, last: Sequence[int], target_ids: Sequence[int],
+    contrast_ids: Sequence[int | None], *, per_expert: bool = False,
+) -> list[tuple[list[Component], float, float, float]]:
+    """DLA for every row of a right-padded batch ``tokens`` ``[b, pos]`` at position ``last[row]`` with
+    that row's target / contrast id, in one forward. Returns per row ``(components, logit, probability
+    of the target, remainder)`` (logits; see :func:`direct_logit_attribution`)."""
+    if per_expert and not model.info.moe_layers:
+        raise EngramInterpError(f"this {model.info.kind} model has no MoE layers to split into experts")
+    wanted = set(_names(model, per_expert))
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
+    w_u = model.unembed_weight().double()
+    bias = model.unembed_bias()
+    out = []
+    for row, (pos, t_id, c_id) in enumerate(zip(last, target_ids, contrast_ids)):
+        comps, vecs, final = _writes(model, cache, row, pos, per_expert)
+        direction = w_u[:, t_id] - (w_u[:, c_id] if c_id is not None else 0.0)
+        bias_term = 0.0 if bias is None else float(bias[t_id] - (bias[c_id] if c_id is not None else 0.0))
+
+        def readout(v: torch.Tensor) -> torch.Tensor:  # [n, M, d] -> [n, d]
+            return model.readout(v.unsqueeze(0) if model.info.n_branches > 1 else v[:, 0].unsqueeze(0))[0]
+
+        ref_stream = readout(final.unsqueeze(0))  # [1, d]
+        stacked = torch.stack(vecs)  # [n, M, d]
+        leftover = final - stacked.sum(0)  # what no hook wrote (0 for our models)
+        rows = readout(torch.cat([stacked, leftover.unsqueeze(0)]))
+        normed = model.final_norm_frozen(rows, ref_stream.expand_as(rows))
+        contribs = (normed.double() @ direction).tolist()
+        norm_bias = model.final_norm(ref_stream) - model.final_norm_frozen(ref_stream, ref_stream)  # LayerNorm's beta
+        for comp, value in zip(comps, contribs):
+            comp.contribution = float(value)
+        remainder = contribs[-1] + float(norm_bias.double()[0] @ direction) + bias_term
+        final_logits = logits[row, pos].double()
+        logit = float(final_logits[t_id] - (final_logits[c_id] if c_id is not None else 0.0))
+        out.append((comps, logit, float(torch.softmax(final_logits, -1)[t_id]), remainder))
+    return out
+
+
+def attribute_ids(
+    model, tokens: torch.Tensor, target_id: int, contrast_id: int | None = None, *, per_expert: bool = False,
+) -> tuple[list[Component], float, float, float]:
+    """DLA on token ids: ``tokens`` ``[1, pos]``, the last position explained. Returns ``(components,
+    logit, probability of the target, remainder)`` (logits; see :func:`direct_logit_attribution`)."""
+    return attribute_batch(model, tokens, [tokens.shape[1] - 1], [target_id], [contrast_id], per_expert=per_expert)[0]
+
+
 def direct_logit_attribution(
     model, text: str, target: str, contrast: str | None = None, *, per_expert: bool = False,
     name: str | None = None,
@@ -189,35 +235,7 @@ def direct_logit_attribution(
     c_id = resolve_token(model, contrast, "contrast") if contrast is not None else None
     if c_id is not None and c_id == t_id:
         raise EngramInterpError("target and contrast are the same token; the logit difference would be 0")
-    if per_expert and not model.info.moe_layers:
-        raise EngramInterpError(f"this {model.info.kind} model has no MoE layers to split into experts")
-    wanted = set(_names(model, per_expert))
-    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
-    pos = tokens.shape[1] - 1
-    comps, vecs, final = _writes(model, cache, pos, per_expert)
-
-    w_u = model.unembed_weight().double()
-    direction = w_u[:, t_id] - (w_u[:, c_id] if c_id is not None else 0.0)
-    bias = model.unembed_bias()
-    bias_term = 0.0 if bias is None else float(bias[t_id] - (bias[c_id] if c_id is not None else 0.0))
-
-    def readout(v: torch.Tensor) -> torch.Tensor:  # [n, M, d] -> [n, d]
-        return model.readout(v.unsqueeze(0) if model.info.n_branches > 1 else v[:, 0].unsqueeze(0))[0]
-
-    ref_stream = readout(final.unsqueeze(0))  # [1, d]
-    stacked = torch.stack(vecs)  # [n, M, d]
-    leftover = final - stacked.sum(0)  # what no hook wrote (0 for our models)
-    rows = readout(torch.cat([stacked, leftover.unsqueeze(0)]))
-    normed = model.final_norm_frozen(rows, ref_stream.expand_as(rows))
-    contribs = (normed.double() @ direction).tolist()
-    norm_bias = model.final_norm(ref_stream) - model.final_norm_frozen(ref_stream, ref_stream)  # LayerNorm's beta
-    for comp, value in zip(comps, contribs):
-        comp.contribution = float(value)
-    remainder = contribs[-1] + float(norm_bias.double()[0] @ direction) + bias_term
-
-    last = logits[0, pos].double()
-    logit = float(last[t_id] - (last[c_id] if c_id is not None else 0.0))
-    prob = float(torch.softmax(last, -1)[t_id])
+    comps, logit, prob, remainder = attribute_ids(model, tokens, t_id, c_id, per_expert=per_expert)
     total = sum(c.contribution for c in comps) + remainder
     return Attribution(
         model=name or model.info.name, source=model.info.source, text=text,

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
+    p.add_argument("--attribution", default=None, metavar="PROBES",
+                   help="probe items with candidates (e.g. probes/entities.jsonl): add a direct-logit-attribution "
+                        "section (at most --max-items items, default 100)")
     add_common(p, out_is_dir=True)
 
 
@@ -61,10 +64,19 @@ def run(args: argparse.Namespace) -> int:
         say("ablation ...")
         abl = ablation_sensitivity({na: a, nb: b}, subsample_suites(read_suites(args.suites), args.max_items, args.seed),
                                    seed=args.seed, progress=prog)
+    attr = []
+    if args.attribution:
+        from engram_interp.analysis.attribution_items import attribution_over_items
+
+        say("attribution ...")
+        suite, items = next(iter(read_suites(args.attribution).items()))
+        attr = [attribution_over_items(m, items, suite=suite, max_items=args.max_items or 100, seed=args.seed,
+                                       progress=prog, name=n) for n, m in ((na, a), (nb, b))]
     notes = [f"A = {args.ckpt_a}, B = {args.ckpt_b}; {lens.models[0].n_tokens} corpus tokens; "
              f"CKA on {cka.n_examples} {cka.tokens} tokens."]
     paths = write_report(args.out, title=f"engram-interp: {na} vs {nb}", lens=lens, token_lens=tl, cka=cka,
-                         gate_maps=gm, gates=gc, ablation=abl, notes=notes)
+                         gate_maps=gm, gates=gc, ablation=abl, notes=notes,
+                         attribution=attr)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
