@@ -38,7 +38,7 @@ def _charts(at: AppTest) -> dict[str, dict]:
 def test_attribution_page_shows_bars_trace_and_patching(use):
     use("engram", "moe")
     at = _run("app/pages/7_Attribution.py")
-    assert at.error  # the bundled defaults (' God') are several tokens for the tiny tokenizer: one message each
+    assert at.error  # the bundled defaults (' States') are several tokens for the tiny tokenizer: one message each
     assert all("tokens for this tokenizer" in e.value or "equal length" in e.value for e in at.error)
     at.text_input(key="attr-text").set_value("The capital of France is")
     at.text_input(key="attr-target").set_value(" the")
@@ -81,3 +81,22 @@ def test_probe_page_routing_and_attention_views(use):
         for i, row in enumerate(s["data"][0]["z"]):
             assert sum(row) == pytest.approx(1.0, abs=1e-5) and all(v == 0 for v in row[i + 1:])  # causal
     assert "no MoE layers" in "\n".join(i.value for i in at.info)
+
+
+BUNDLED = [ROOT / "checkpoints" / "engram.ckpt", ROOT / "checkpoints" / "moe.ckpt"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not all(p.is_file() for p in BUNDLED), reason="bundled checkpoints not present")
+def test_attribution_page_on_the_bundled_pair(monkeypatch, tmp_path):
+    """The page's defaults are an entity completion of the bundled pair: 'Southern United' -> ' States'."""
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CKPTS", os.pathsep.join(map(str, BUNDLED)))
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    at = _run("app/pages/7_Attribution.py")
+    assert not at.error and not at.warning, [e.value for e in at.error] + [w.value for w in at.warning]
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert len(specs) == 5
+    names = specs[0]["data"][0]["y"]
+    assert {"L1.engram", "L3.engram"} <= set(names)
+    assert "restores **1.000**" in "\n".join(m.value for m in at.markdown)

@@ -51,9 +51,9 @@ def patch(path: str, sha: str, label: str, clean: str, corrupt: str, target: str
 
 st.subheader("Direct logit attribution")
 c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-text = c1.text_input("Prompt", "Lamb of", key="attr-text", max_chars=4000)
-target = c2.text_input("Target token", " God", key="attr-target", help="one token, leading space included")
-contrast = c3.text_input("Contrast token (optional)", " Africa", key="attr-contrast") or None
+text = c1.text_input("Prompt", "Southern United", key="attr-text", max_chars=4000)
+target = c2.text_input("Target token", " States", key="attr-target", help="one token, leading space included")
+contrast = c3.text_input("Contrast token (optional)", " Kingdom", key="attr-contrast") or None
 per_expert = c4.checkbox("split MoE into experts", key="attr-experts")
 
 cols = st.columns(len(pair.entries))
@@ -79,11 +79,11 @@ st.subheader("Activation patching")
 labels = pair.labels
 which = st.selectbox("Model", range(len(labels)), format_func=lambda i: labels[i], key="patch-model")
 p1, p2 = st.columns(2)
-clean = p1.text_input("Clean prompt", "Lamb of", key="patch-clean", max_chars=4000)
-corrupt = p2.text_input("Corrupted prompt (same number of tokens)", "Horn of", key="patch-corrupt", max_chars=4000)
+clean = p1.text_input("Clean prompt", "Southern United", key="patch-clean", max_chars=4000)
+corrupt = p2.text_input("Corrupted prompt (same number of tokens)", "Saviour Jesus", key="patch-corrupt", max_chars=4000)
 p3, p4 = st.columns(2)
-p_target = p3.text_input("Clean answer token", " God", key="patch-target")
-p_contrast = p4.text_input("Corrupted answer token (optional)", " Africa", key="patch-contrast") or None
+p_target = p3.text_input("Clean answer token", " States", key="patch-target")
+p_contrast = p4.text_input("Corrupted answer token (optional)", " Christ", key="patch-contrast") or None
 entry = pair.entries[which]
 try:
     r = patch(str(entry.path), entry.sha, entry.label, clean, corrupt, p_target, p_contrast)
