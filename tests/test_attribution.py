@@ -179,3 +179,47 @@ def test_cli_attribute_json_and_errors(tiny_ckpts, capsys):
     assert main(["attribute", str(tiny_ckpts["dense"]), "--text", TEXT, "--target", " Paris", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "3 tokens" in err[0]
+
+
+ITEMS = [  # prompts of different lengths: the batch is right-padded
+    {"prompt": "The capital of France is", "answer": " the", "candidates": [" of", " the", " a"]},
+    {"prompt": "The fox", "answer": " of", "candidates": [" of", " is"]},
+    {"prompt": "Water boils at one hundred", "answer": " a", "candidates": [" the", " a"]},
+    {"prompt": "no distractor here", "answer": " fox", "candidates": [" fox"]},  # skipped
+]
+
+
+def test_attribution_over_items_matches_one_prompt_at_a_time():
+    from engram_interp.analysis.attribution_items import attribution_over_items
+
+    model = _model("engram")
+    s = attribution_over_items(model, ITEMS, suite="toy", batch_size=2, n_boot=200)
+    assert (s.n_items, s.n_skipped) == (3, 1)
+    singles = [direct_logit_attribution(model, it["prompt"], it["answer"], c)
+               for it, c in zip(ITEMS[:3], [" of", " is", " the"])]
+    assert s.metric.mean == pytest.approx(sum(a.logit for a in singles) / 3, abs=1e-6)
+    engram = [sum(c.contribution for c in a.components if c.kind == "engram") for a in singles]
+    kinds = {k.name: k for k in s.kinds}
+    assert kinds["engram"].mean == pytest.approx(sum(engram) / 3, abs=1e-6)
+    assert sum(k.mean for k in s.kinds) == pytest.approx(s.metric.mean, abs=1e-4)
+    for stat in [s.metric, *s.kinds, *s.components]:
+        assert stat.ci_low <= stat.mean + 1e-12 and stat.mean <= stat.ci_high + 1e-12
+    assert s.remainder_max < 1e-4
+    assert attribution_over_items(model, ITEMS[3:]) is None
+
+
+def test_report_section_marks_intervals_that_cover_zero(tmp_path):
+    from engram_interp.analysis.attribution_items import ComponentStat, ItemAttribution
+    from engram_interp.report import attribution_section, write_report
+
+    stat = ComponentStat
+    s = ItemAttribution(model="m", suite="entities", n_items=10, n_skipped=0, metric=stat("metric", 2.0, 1.0, 3.0),
+                        kinds=[stat("embed", 0.1, -0.2, 0.4), stat("engram", 1.0, 0.5, 1.5),
+                               stat("attn", 0.4, 0.1, 0.7), stat("mlp", 0.5, -0.1, 1.1)])
+    html = attribution_section([s], include_plotlyjs=False)
+    assert html.count("not established") == 2 and "entities" in html
+    assert attribution_section([None]) == ""
+    paths = write_report(tmp_path, attribution=[s])
+    page = paths["html"].read_text()
+    assert "Direct logit attribution on entities prompts" in page and "plotly" in page.lower()
+    assert json.loads(paths["json"].read_text())["attribution"][0]["kinds"][1]["established"] is True
