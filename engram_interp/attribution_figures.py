@@ -28,9 +28,9 @@ def dla_figure(a: Attribution) -> go.Figure:
     what = f"logit({a.target!r})" + (f" - logit({a.contrast!r})" if a.contrast is not None else "")
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colours,
                            hovertemplate="%{y}: %{x:+.4f} logits<extra></extra>"))
-    fig.update_layout(title=f"{a.model}: {what} = {a.logit:+.3f} (sum of bars)", xaxis_title="contribution (logits)",
-                      yaxis=dict(autorange="reversed"), height=max(300, 22 * len(names) + 120),
-                      margin=dict(l=10, r=10, t=50, b=40))
+    fig.update_layout(title=f"{a.model}: {what}<br>= {a.logit:+.3f} (sum of the bars)", xaxis_title="contribution (logits)",
+                      yaxis=dict(autorange="reversed"), height=max(300, 22 * len(names) + 140),
+                      margin=dict(l=10, r=10, t=80, b=40))
     return fig
 
 

@@ -56,7 +56,7 @@ def test_attribution_page_shows_bars_trace_and_patching(use):
     names = bars[0]["data"][0]["y"]
     assert names[0] == "embed" and "L1.engram" in names and names[-1] == "remainder"
     title = bars[0]["layout"]["title"]["text"]
-    logit = float(title.split("=")[1].split("(")[0])
+    logit = float(title.split("<br>= ")[1].split(" ")[0])
     assert sum(bars[0]["data"][0]["x"]) == pytest.approx(logit, abs=2e-3)  # the bars add up to the logit
     grid = next(s for s in specs if s["data"][0]["type"] == "heatmap")
     assert len(grid["data"][0]["z"]) == 5 and len(grid["data"][0]["z"][0]) == 8  # 5 layer points x 8 tokens

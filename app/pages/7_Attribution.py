@@ -54,7 +54,7 @@ c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
 text = c1.text_input("Prompt", "Southern United", key="attr-text", max_chars=4000)
 target = c2.text_input("Target token", " States", key="attr-target", help="one token, leading space included")
 contrast = c3.text_input("Contrast token (optional)", " Kingdom", key="attr-contrast") or None
-per_expert = c4.checkbox("split MoE into experts", key="attr-experts")
+per_expert = c4.checkbox("per expert", key="attr-experts", help="split each MoE layer into its chosen routed experts and the shared experts")
 
 cols = st.columns(len(pair.entries))
 traces = []
