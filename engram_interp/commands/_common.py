@@ -24,6 +24,14 @@ def add_common(p: argparse.ArgumentParser, *, out_is_dir: bool = False, batch_de
         g.add_argument("--out", default=None, help="write the result as JSON to this file")
 
 
+def add_device_output(p: argparse.ArgumentParser) -> None:
+    """--device and --json | --out, for commands that explain one prompt (attribute, patch)."""
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    g.add_argument("--out", default=None, help="write the result as JSON to this file")
+
+
 def add_corpus(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="text file (paragraphs) or .jsonl with a 'text' field; "
                    "default: $ENGRAM_INTERP_CORPUS, else the validation split of the data cache "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import emit, load_models, names_for
+from engram_interp.commands._common import add_device_output, emit, load_models, names_for
 
 NAME = "attribute"
 HELP = "which component (embedding, attention, FFN/MoE expert, Engram) wrote the next-token logit"
@@ -27,10 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="the token to explain, e.g. ' Paris' (one token)")
     p.add_argument("--contrast", default=None, help="explain logit(target) - logit(contrast), e.g. ' London'")
     p.add_argument("--per-expert", action="store_true", help="split MoE layers into their chosen routed experts")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-    g.add_argument("--out", default=None, help="write the result as JSON to this file")
+    add_device_output(p)
 
 
 def _table(a, trace) -> str:
