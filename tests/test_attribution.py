@@ -223,3 +223,13 @@ def test_report_section_marks_intervals_that_cover_zero(tmp_path):
     page = paths["html"].read_text()
     assert "Direct logit attribution on entities prompts" in page and "plotly" in page.lower()
     assert json.loads(paths["json"].read_text())["attribution"][0]["kinds"][1]["established"] is True
+
+
+def test_target_that_maps_to_another_token_is_not_in_the_vocabulary(monkeypatch):
+    """A tokenizer with an unknown-token id encodes an out-of-vocabulary string to one id that is not it."""
+    model = _model("dense")
+    unk = resolve_token(model, CONTRAST)
+    monkeypatch.setattr(model, "encode", lambda text: [unk])
+    with pytest.raises(EngramInterpError, match="not in the vocabulary"):
+        resolve_token(model, " Zyzzyva")
+    assert resolve_token(model, CONTRAST) == unk

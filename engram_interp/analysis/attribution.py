@@ -54,7 +54,7 @@ def resolve_token(model, token: str, what: str = "target") -> int:
         raise EngramInterpError(
             f"{what} {token!r} is {len(ids)} tokens for this tokenizer ({pieces}); give a single token"
         )
-    if model.decode_token(ids[0]) != token:
+    if model.decode_token(ids[0]).strip() != token.strip():  # e.g. mapped to an unknown-token id
         raise EngramInterpError(
             f"{what} {token!r} is not in the vocabulary (it encodes to {model.decode_token(ids[0])!r})"
         )

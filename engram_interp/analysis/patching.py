@@ -118,7 +118,7 @@ def _patched_run(model, setup: PatchSetup, patches: dict[str, list[tuple[int, sl
 
         return hook
 
-    tokens = setup.corrupt_tokens.expand(rows, -1)
+    tokens = setup.corrupt_tokens.repeat(rows, 1)
     return model.run_with_hooks(tokens, fwd_hooks=[(n, make(n)) for n in patches])
 
 
