@@ -88,8 +88,8 @@ def _reference(model, text: str, t: int, c: int | None, per_expert: bool) -> dic
     return {k: float(((r[:, None] * v).sum(0) * scale * model.ln_final.w) @ direction) for k, v in writes.items()}
 
 
-@pytest.mark.parametrize("kind", ["dense", "moe", "engram", "mhc"])
-@pytest.mark.parametrize("contrast", [None, CONTRAST])
+@pytest.mark.parametrize("kind, contrast", [("dense", None), ("dense", CONTRAST), ("moe", CONTRAST),
+                                            ("engram", None), ("mhc", CONTRAST)])
 def test_sum_rule_and_components_match_float64_reference(kind, contrast):
     model = _model(kind)
     per_expert = kind != "dense"

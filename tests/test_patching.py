@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engram_interp.analysis.patching import (
-    component_patching, full_patch_hooks, patch_logits, patching, prepare_patching, residual_patching,
+    component_patching, full_patch_hooks, patch_logits, prepare_patching, residual_patching, restored_fraction,
 )
 from engram_interp.cli import main
 from engram_interp.errors import EngramInterpError
@@ -45,8 +45,6 @@ def test_full_patch_restores_the_clean_logits_exactly(kind):
 def test_grid_cell_matches_a_manual_patched_forward(kind):
     model = _model(kind)
     setup = prepare_patching(model, CLEAN, CORRUPT, TARGET, CONTRAST)
-    grid = residual_patching(model, setup)
-    assert len(grid.restored) == model.info.n_layers + 1 and len(grid.restored[0]) == setup.clean_tokens.shape[1]
     layer, pos = 2, 3  # the token that differs (' capital' vs ' fox'), halfway down
     with torch.no_grad():  # manual forward through the blocks with the stream entering block 2 patched
         def stream(tokens):
@@ -63,6 +61,11 @@ def test_grid_cell_matches_a_manual_patched_forward(kind):
             xs, xc = block(xs, canonical(setup.corrupt_tokens)), block(xc, canonical(setup.clean_tokens))
         logits = model.unembed(model.ln_final(model.readout(xs)))
     expected = float(setup.restored(setup.metric(logits))[0])
+    if kind == "mhc":  # one cell (4-D streams); the whole grid on the dense model
+        assert restored_fraction(model, setup, [f"blocks.{layer}.hook_resid_pre"], [pos]) == pytest.approx(expected, abs=1e-9)
+        return
+    grid = residual_patching(model, setup)
+    assert len(grid.restored) == model.info.n_layers + 1 and len(grid.restored[0]) == setup.clean_tokens.shape[1]
     assert grid.restored[layer][pos] == pytest.approx(expected, abs=1e-9)
     last = model.info.n_layers  # final stream: only the last position reaches the last logits
     assert grid.restored[last][-1] == pytest.approx(1.0, abs=1e-9)
