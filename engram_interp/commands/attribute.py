@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_device_output, emit, load_models, names_for
+from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for
 
 NAME = "attribute"
 HELP = "which component (embedding, attention, FFN/MoE expert, Engram) wrote the next-token logit"
@@ -22,7 +22,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpts", nargs="+", metavar="MODEL", help="one or more .ckpt files (side by side)")
+    p.add_argument("ckpts", nargs="+", metavar="MODEL", help="one or more models (.ckpt, Hugging Face folder, .gguf, or a known name), side by side")
     p.add_argument("--text", required=True, help="the prompt; the next token after it is explained")
     p.add_argument("--target", required=True, help="the token to explain, e.g. ' Paris' (one token)")
     p.add_argument("--contrast", default=None, help="explain logit(target) - logit(contrast), e.g. ' London'")
@@ -49,7 +49,8 @@ def _table(a, trace) -> str:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.attribution import direct_logit_attribution, target_through_layers
 
-    models = load_models(args.ckpts, args.device)
+    check_out(args)
+    models = load_models(args.ckpts, args.device, args.allow_nonfinite)
     names = names_for(args.ckpts)
     results, tables = [], []
     for name, model in zip(names, models):

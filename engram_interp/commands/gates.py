@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_common, add_corpus, emit, load_models, names_for, seed_all, texts_from
+from engram_interp.commands._common import (add_common, add_corpus, check_out, emit, load_models, names_for, positive_int,
+                                            seed_all, texts_from)
 
 NAME = "gates"
 HELP = "Engram gate values per token/layer/branch for a text, or per suffix n-gram over a corpus"
@@ -19,16 +20,18 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="an Engram model .ckpt")
     add_corpus(p)
-    p.add_argument("--min-count", type=int, default=3, help="minimum count of an n-gram in the top/bottom lists")
-    p.add_argument("--top", type=int, default=20, help="length of the top/bottom lists")
+    p.add_argument("--min-count", type=positive_int, default=3, help="minimum count of an n-gram in the top/bottom lists")
+    p.add_argument("--top", type=positive_int, default=20, help="length of the top/bottom lists")
     add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import gate_corpus, gate_map
 
+    check_out(args)
+    texts = None if args.text is not None else texts_from(args)
     seed_all(args.seed)
-    (model,) = load_models([args.ckpt], args.device)
+    (model,) = load_models([args.ckpt], args.device, args.allow_nonfinite)
     name = names_for([args.ckpt])[0]
     if args.text is not None:
         g = gate_map(model, args.text, name=name)
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         for i, t in enumerate(g.tokens):
             lines.append(f"{i:>4} {t!r:<16}" + "".join(f"{g.gates[l][i][b]:>8.3f}" for l in g.layers for b in range(g.n_branches)))
         return emit(args, g.to_dict(), "\n".join(lines))
-    r = gate_corpus(model, texts_from(args), batch_size=args.batch_size, max_tokens=args.max_tokens,
+    r = gate_corpus(model, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=name)
     lines = [f"gates of {name} over {r.n_tokens} tokens, {r.n_ngrams} distinct n-grams (min count {r.min_count})",
              f"{'layer.branch':>12}{'mean gate':>11}{'selectivity':>13}"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_device_output, emit, load_models, names_for
+from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for
 
 NAME = "patch"
 HELP = "activation patching: which activations of a clean prompt restore its answer in a corrupted one"
@@ -23,7 +23,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", metavar="MODEL", help="a .ckpt file")
+    p.add_argument("ckpt", metavar="MODEL", help="a model (.ckpt, Hugging Face folder, .gguf, or a known name)")
     p.add_argument("--clean", required=True, help="the prompt whose answer is to be restored")
     p.add_argument("--corrupt", required=True, help="the corrupted prompt (same number of tokens)")
     p.add_argument("--target", required=True, help="the clean answer's token, e.g. ' Paris' (one token)")
@@ -49,6 +49,7 @@ def _table(r) -> str:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.patching import patching
 
-    (model,) = load_models([args.ckpt], args.device)
+    check_out(args)
+    (model,) = load_models([args.ckpt], args.device, args.allow_nonfinite)
     r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=names_for([args.ckpt])[0])
     return emit(args, r.to_dict(), _table(r))
