@@ -98,5 +98,8 @@ if abs(r.clean_metric - r.corrupt_metric) < 1.0:
                "small numbers and swing widely. Pick prompts whose answers differ more.")
 st.plotly_chart(figures.patch_grid_figure(r.residual), width="stretch", key="patch-grid")
 st.plotly_chart(figures.patch_bars_figure(r.components), width="stretch", key="patch-bars")
+for bars in r.components:
+    if bars.note:
+        st.info(f"{bars.kind} not patched: {bars.note}")
 st.caption("The Engram lookup reads token ids, not the residual stream: patching the stream alone leaves an "
            "Engram model's memory reading the corrupted n-grams.")

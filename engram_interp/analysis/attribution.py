@@ -130,6 +130,11 @@ def _writes(model, cache, row: int, pos: int, per_expert: bool) -> tuple[list[Co
     m = info.n_branches
 
     def get(name: str) -> torch.Tensor:
+        if name not in cache and ".hc_" in name:
+            raise EngramInterpError(
+                f"direct logit attribution of a {m}-stream model needs its stream-mixing coefficients (hooks "
+                f"blocks.{{l}}.hc_attn|hc_mlp.hook_h_res|hook_h_post, docs/HOOKS.md); this {info.kind} model does not expose them"
+            )
         if name not in cache:
             raise EngramInterpError(f"this {info.kind} model has no hook {name!r}, which the attribution needs")
         return cache[name][row, pos].double()

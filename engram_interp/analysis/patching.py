@@ -155,6 +155,7 @@ class PatchBars:
     kind: str
     layers: list[int]
     restored: list[float]
+    note: str = ""  # why the bars are empty although the layers exist (e.g. a read-only hook of a backend)
 
 
 @torch.no_grad()
@@ -219,5 +220,13 @@ def patching(model, clean: str, corrupt: str, target: str, contrast: str | None 
         clean_metric=setup.clean_metric, corrupt_metric=setup.corrupt_metric,
         full_patch=restored_fraction(model, setup, full_patch_hooks(model)),
         residual=residual_patching(model, setup),
-        components=[component_patching(model, setup, k) for k in kinds],
+        components=[_bars_or_note(model, setup, k) for k in kinds],
     )
+
+
+def _bars_or_note(model, setup: PatchSetup, kind: str) -> PatchBars:
+    """component_patching, or empty bars that say why when the backend cannot patch that hook."""
+    try:
+        return component_patching(model, setup, kind)
+    except EngramInterpError as exc:
+        return PatchBars(kind=kind, layers=[], restored=[], note=str(exc))

@@ -40,6 +40,8 @@ def _table(r) -> str:
              f"{'layer':>5} " + " ".join(f"{t[:8]!r:>10}" for t in g.tokens)]
     lines += [f"{l:>5} " + " ".join(f"{v:>10.3f}" for v in row) for l, row in zip(g.layers, g.restored)]
     for bars in r.components:
+        if bars.note:
+            lines.append(f"{bars.kind:<7} not patched: {bars.note}")
         if bars.layers:
             lines.append(f"{bars.kind:<7} output at all positions, per layer: "
                          + "  ".join(f"L{l} {v:.3f}" for l, v in zip(bars.layers, bars.restored)))
