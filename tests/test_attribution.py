@@ -233,3 +233,11 @@ def test_target_that_maps_to_another_token_is_not_in_the_vocabulary(monkeypatch)
     with pytest.raises(EngramInterpError, match="not in the vocabulary"):
         resolve_token(model, " Zyzzyva")
     assert resolve_token(model, CONTRAST) == unk
+
+
+def test_a_head_that_is_not_linear_in_the_stream_is_refused(monkeypatch):
+    """If a backend's readout were not linear, per-component readouts would not add up: refused, not shown."""
+    model = _model("dense")
+    monkeypatch.setattr(model, "readout", lambda resid: resid.abs())  # the forward uses it too
+    with pytest.raises(EngramInterpError, match="do not add up"):
+        direct_logit_attribution(model, TEXT, TARGET, CONTRAST)

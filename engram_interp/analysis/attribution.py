@@ -190,12 +190,12 @@ def attribute_batch(
         raise EngramInterpError(f"this {model.info.kind} model has no MoE layers to split into experts")
     wanted = set(_names(model, per_expert))
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
-    w_u = model.unembed_weight().double()
+    w_u = model.unembed_weight()  # [d, vocab]: only the target / contrast columns go to float64
     bias = model.unembed_bias()
     out = []
     for row, (pos, t_id, c_id) in enumerate(zip(last, target_ids, contrast_ids)):
         comps, vecs, final = _writes(model, cache, row, pos, per_expert)
-        direction = w_u[:, t_id] - (w_u[:, c_id] if c_id is not None else 0.0)
+        direction = w_u[:, t_id].double() - (w_u[:, c_id].double() if c_id is not None else 0.0)
         bias_term = 0.0 if bias is None else float(bias[t_id] - (bias[c_id] if c_id is not None else 0.0))
 
         def readout(v: torch.Tensor) -> torch.Tensor:  # [n, M, d] -> [n, d]
@@ -213,6 +213,12 @@ def attribute_batch(
         remainder = contribs[-1] + float(norm_bias.double()[0] @ direction) + bias_term
         final_logits = logits[row, pos].double()
         logit = float(final_logits[t_id] - (final_logits[c_id] if c_id is not None else 0.0))
+        total = sum(contribs[:-1]) + remainder
+        if abs(logit - total) > 1e-3 * max(1.0, abs(logit)):
+            raise EngramInterpError(
+                f"the components of this {model.info.kind} model do not add up to its logit ({total:.4f} vs "
+                f"{logit:.4f}): its head is not linear in the stream, so there is no exact attribution"
+            )
         out.append((comps, logit, float(torch.softmax(final_logits, -1)[t_id]), remainder))
     return out
 
