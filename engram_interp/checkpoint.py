@@ -36,7 +36,7 @@ _MAX_HEADER = 256 * 1024 * 1024
 
 # safetensors dtype name -> bytes per element. Every tensor of a model is floating point.
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 MAX_DIM = 2**40  # no tensor dimension is larger; bounds every size computed from a header
 EXTRA_MEMORY = 64 * 2**20  # bytes a load may need beyond twice the file size (RoPE tables, id tables)
@@ -392,20 +392,18 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 def assert_same_tokenizer(*models) -> None:
-    """Raise if models in a comparison do not share one tokenizer (token positions would not align)."""
-    ref = models[0]
-    for other in models[1:]:
-        same = (ref.tokenizer is None and other.tokenizer is None) or (
-            ref.tokenizer is not None and other.tokenizer is not None and ref.tokenizer.to_str() == other.tokenizer.to_str()
-        )
-        if not same or ref.cfg.vocab_size != other.cfg.vocab_size:
+    """Raise if models in a comparison do not share one tokenizer (token positions would not align):
+    compares ``info.tokenizer_id`` and ``info.vocab_size``, so it works across backends."""
+    ref = models[0].info
+    for other in (m.info for m in models[1:]):
+        if ref.tokenizer_id != other.tokenizer_id or ref.vocab_size != other.vocab_size:
             raise EngramInterpError(
                 f"{_label(ref)} and {_label(other)} use different tokenizers; paired analyses need one tokenizer"
             )
 
 
-def _label(model) -> str:
-    return str(getattr(model, "checkpoint_path", None) or model.cfg.kind)
+def _label(info) -> str:
+    return info.source or info.name
 
 
 def load_demo_engram_state(engram, state: dict[str, torch.Tensor]) -> None:
