@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_common, emit, fmt, load_models, names_for, seed_all
+from engram_interp.commands._common import add_common, add_seeds, arm_groups, emit, fmt, load_models, names_for, seed_all
 
 NAME = "ablate"
 HELP = "Engram-ablation sensitivity: task-suite scores with Engram suppressed (retained %%, bootstrap CIs)"
@@ -13,18 +13,21 @@ DESCRIPTION = (
     "among candidates by summed log-prob) with the full model and with the Engram output suppressed at all "
     "Engram layers and at each alone. Retained % = ablated / full with a 95% bootstrap CI over items. "
     "Models without Engram retain exactly 100%. --mode mean replaces Y by its mean over --reference. "
-    "JSON: {suites: {name: {full, ablated, retained, ci, n, per_layer}}, models: [...]}."
+    "JSON: {suites: {name: {full, ablated, retained, ci, n, per_layer}}, models: [...]}; with several seeds of an arm "
+    "(--seeds DIR or a.ckpt,a-seed1.ckpt) also seed_bands: {arm: {seeds, suites: {name: {full, retained}}}} "
+    "(mean, min..max, t CI over seeds)."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpts", nargs="+", help=".ckpt files (Engram and baseline)")
+    p.add_argument("ckpts", nargs="+", help=".ckpt files (Engram and baseline; comma-separated: the seeds of one arm)")
     p.add_argument("--suites", nargs="+", required=True, help="suite .jsonl files or folders of them")
     p.add_argument("--mode", choices=["zero", "mean"], default="zero", help="Y = 0 (default) or Y = its corpus mean")
     p.add_argument("--reference", default=None, help="reference corpus for --mode mean (default: the default corpus)")
     p.add_argument("--boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--max-items", type=int, default=None,
                    help="score at most N items per suite, a seeded subsample (default: every item)")
+    add_seeds(p)
     add_common(p, batch_default=16)
 
 
@@ -35,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     seed_all(args.seed)
     suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed)
-    models = load_models(args.ckpts, args.device)
-    names = names_for(args.ckpts)
+    groups = arm_groups(args.ckpts, args.seeds)
+    paths = [p for _, ps in groups for p in ps]
+    models = load_models(paths, args.device)
+    names = names_for(paths)
     ref = None
     if args.mode == "mean":
         ref = read_texts(args.reference) if args.reference else default_texts()
@@ -51,4 +56,16 @@ def run(args: argparse.Namespace) -> int:
             per = " ".join(f"L{l}:{fmt(r['retained'], '.1f')}" for l, r in s.per_layer.items())
             lines.append(f"{m['name'][:15]:<16}{suite[:15]:<16}{s.n:>5}{s.full:>8.3f}{s.ablated:>9.3f}"
                          f"{fmt(s.retained, '.1f'):>10}  {ci} {per}")
-    return emit(args, res.to_dict(), "\n".join(lines))
+    d = res.to_dict()
+    if any(len(ps) > 1 for _, ps in groups):
+        from engram_interp.analysis.seeds import ablation_bands
+
+        it = iter(names)
+        d["seed_bands"] = ablation_bands(res, {arm: [next(it) for _ in ps] for arm, ps in groups})
+        lines.append("across seeds: full accuracy and retained %, mean [min, max]")
+        for arm, b in d["seed_bands"].items():
+            for suite, x in b["suites"].items():
+                f, r = x["full"], x["retained"]
+                lines.append(f"{arm[:15]:<16}{suite[:15]:<16}n={len(b['seeds'])} full {f['mean']:.3f} [{f['low']:.3f}, "
+                             f"{f['high']:.3f}]" + ("" if r is None else f"  retained {r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"))
+    return emit(args, d, "\n".join(lines))
