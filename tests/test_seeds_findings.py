@@ -132,3 +132,19 @@ def test_findings_command(tmp_path, capsys):
     assert "not established" in capsys.readouterr().out and "0.400" in out.read_text()
     assert main(["findings", "--measurements", str(tmp_path / "m"), "--out", str(out)]) == 2  # no silent overwrite
     assert main(["findings", "--measurements", str(tmp_path / "none")]) == 2
+
+
+def test_app_overview_shows_the_same_verdicts(tmp_path, monkeypatch):
+    """The Overview's verdict table is built by engram_interp.findings from the same measurements."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CKPTS", str(ROOT / "checkpoints" / "engram.ckpt"))
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[-1].value
+    found = compute_findings(load_measurements(ROOT / "checkpoints" / "measurements"))
+    assert list(table["finding"]) == [f.title for f in found]
+    assert list(table["verdict"]) == [f.verdict for f in found]

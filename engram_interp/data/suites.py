@@ -368,7 +368,7 @@ def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    want = set(only or (*SUITES, "entities_ner"))
+    want = set(only or (*SUITES, "entities_ner", "name_copy", "kv_recall"))
     world = World(world_seed, people)
     counts: dict[str, int] = {}
 
@@ -384,6 +384,12 @@ def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed
         emit("reading", reading_items(world, seed=seed))
     if "agreement" in want:
         emit("agreement", agreement_items(seed=seed))
+    if want & {"name_copy", "kv_recall"}:
+        from engram_interp.data.incontext import incontext_items
+
+        for name, items in incontext_items(world, seed=seed).items():
+            if name in want:
+                emit(name, items)
     if want & {"entities", "idioms", "copying", "entities_ner"}:
         if cache is None:
             raise ValueError("entities/idioms/copying/entities_ner need the corpus cache")
