@@ -106,7 +106,12 @@ def _compare(bs: dict[str, Band | None], sign: int, vs: tuple[str, ...], zero_te
     if zero_test:
         sides["zero"] = separated(e, zero) * sign
     if few:
-        return "not established", few
+        paper = [k for k, v in sides.items() if v == 1]
+        wrong = [k for k, v in sides.items() if v == -1]
+        seen = "; as measured, Engram lies " + ", ".join(
+            x for x in ((f"on the paper's side of {', '.join(paper)}" if paper else ""),
+                        (f"on the wrong side of {', '.join(wrong)}" if wrong else "")) if x) if paper or wrong else ""
+        return "not established", few + seen
     if all(s == 1 for s in sides.values()):
         return "reproduced", "every Engram seed lies beyond every seed of " + ", ".join(sides)
     if any(s == -1 for s in sides.values()):
