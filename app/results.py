@@ -47,7 +47,7 @@ def gate_map_result(data: dict[str, Any]):
 def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry], mode: str):
     from engram_interp.analysis.ablation import AblationResult, SuiteScore
 
-    layers = {e.label: list(e.info.config.engram.layer_ids) if e.has_engram else [] for e in entries}
+    layers = {e.label: e.engram_layers for e in entries}
     return AblationResult(models=[{"name": name, "engram_layers": layers.get(name, []), "mode": mode,
                                    "suites": {s: as_result(SuiteScore, v) for s, v in sorted(table.items())}}
                                   for name, table in tables.items()], mode=mode)
@@ -95,7 +95,7 @@ def cka_summary(entries: Sequence[Entry]) -> list[str]:
             continue
         align, (lo, hi) = res["soft_alignment"], res["soft_alignment_ci"]
         shown = [f"layer {j}: a_j = {_num(align[j])} [{_num(lo[j])}, {_num(hi[j])}]"
-                 for j in a.info.config.engram.layer_ids if j < len(align)]
+                 for j in a.engram_layers if j < len(align)]
         what = {"entities": "named-entity final tokens", "all": "tokens"}.get(res["tokens"], "tokens")
         lines.append(f"{a.label} vs {b.label}, soft alignment of the Engram layers ({res['n_examples']} {what}, "
                      f"k={res['k']}, 95% CI): {'; '.join(shown) or '-'} (a_j > j: like a deeper {b.label} layer)")

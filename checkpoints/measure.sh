@@ -7,7 +7,7 @@
 #   bash checkpoints/measure.sh                 # needs the validation token files for the cards:
 #   engram-interp data build && engram-interp data tokenize --out .cache/stream-cpu --tokens 16e6 \
 #       --real-fraction 0.5 --seed 0            # (the stream the CPU recipe trained on)
-#   SECTION=cards|lens|cka|gates|ablate|findings bash checkpoints/measure.sh   # one part only
+#   SECTION=cards|lens|cka|gates|ablate|memory|findings bash checkpoints/measure.sh   # one part only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 E=${ENGRAM_INTERP:-engram-interp}
@@ -20,7 +20,7 @@ ITEMS=${ITEMS:-50}                  # items per task suite (seeded subsample)
 SEEDS=${SEEDS:-checkpoints/seeds}   # extra seeds: SEEDS/ARM-seedN.ckpt
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 A=checkpoints/engram.ckpt; B=checkpoints/moe.ckpt; N=checkpoints/engram-null.ckpt
-SECTION=${SECTION:-all}             # all | cards | analyses | lens | cka | gates | ablate | findings
+SECTION=${SECTION:-all}             # all | cards | analyses | lens | cka | gates | ablate | memory | findings
 S=(); [ -d "$SEEDS" ] && S=(--seeds "$SEEDS")
 want() { [ "$SECTION" = all ] || [ "$SECTION" = "$1" ] || { [ "$SECTION" = analyses ] && [ "$1" != cards ]; }; }
 mkdir -p "$OUT"
@@ -55,6 +55,10 @@ if want ablate; then
   $E ablate $A $B $N "${S[@]}" --suites probes --max-items $ITEMS --seed 0 --device cpu --quiet --json > "$OUT/ablate_zero.json"
   $E ablate $A $N --suites probes --max-items $ITEMS --seed 0 --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
     --json > "$OUT/ablate_mean.json"
+fi
+if want memory; then
+  $E memory $A --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram.json"
+  $E memory $N --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram_null.json"
 fi
 if want findings; then
   $E findings --measurements "$OUT" --out checkpoints/FINDINGS.md --force

@@ -60,6 +60,6 @@ cols = st.columns(2)
 for col, name, probs in zip(cols, ["full model", "Engram suppressed (Y = 0)"], [full, ablated]):
     top = probs.topk(min(8, probs.shape[0]))
     col.markdown(f"**{name}**")
-    col.dataframe(pd.DataFrame({"next token": [repr(model.tokenizer.decode([i], skip_special_tokens=False))
+    col.dataframe(pd.DataFrame({"next token": [repr(model.decode([i]))
                                                for i in top.indices.tolist()],
                                 "p": [round(p, 4) for p in top.values.tolist()]}), hide_index=True, width="stretch")

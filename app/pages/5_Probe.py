@@ -58,8 +58,8 @@ for col, entry, model, (toks, resid) in zip(cols, pair.entries, pair.models, str
         top = probs.topk(k, dim=-1)
         rows = []
         for layer, (vals, ids) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            row = {"layer": state.layer_names(model.cfg.n_layers)[layer]}
+            row = {"layer": state.layer_names(model.info.n_layers)[layer]}
             for rank, (p, i) in enumerate(zip(vals, ids)):
-                row[f"#{rank + 1}"] = f"{model.tokenizer.decode([i], skip_special_tokens=False)!r} {p:.3f}"
+                row[f"#{rank + 1}"] = f"{model.decode([i])!r} {p:.3f}"
             rows.append(row)
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

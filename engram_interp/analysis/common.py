@@ -24,24 +24,24 @@ ENTITY_PROBES = REPO_ROOT / "probes" / "entities_ner.jsonl"
 
 def layer_hook_names(model) -> list[str]:
     """The ``n_layers + 1`` hook names of the layer points, in order."""
-    n = model.cfg.n_layers
-    return [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+    return model.layer_point_names()
 
 
 def model_name(model, fallback: str = "model") -> str:
-    """A short display name: the checkpoint file stem if known, else ``fallback``."""
-    path = getattr(model, "checkpoint_path", None)
-    return Path(path).stem if path else fallback
+    """A short display name: ``model.info.name`` (checkpoint stem, folder name) when loaded from a
+    path, else ``fallback``."""
+    info = getattr(model, "info", None)
+    return info.name if info is not None and info.source else fallback
 
 
 def require_engram(model, what: str = "this analysis") -> None:
     """Raise a user error if ``model`` has no Engram layer."""
     if not getattr(model, "engram_layers", None):
-        raise EngramInterpError(f"{model_name(model)} has no Engram layers ({model.cfg.kind} model); {what} needs an Engram model")
+        raise EngramInterpError(f"{model_name(model)} has no Engram layers ({model.info.kind} model); {what} needs an Engram model")
 
 
 def same_tokenizer(*models) -> None:
-    """Raise a user error unless all models share one tokenizer (compares the tokenizer JSON)."""
+    """Raise a user error unless all models share one tokenizer (``info.tokenizer_id`` and vocabulary)."""
     from engram_interp.checkpoint import assert_same_tokenizer
 
     assert_same_tokenizer(*models)
@@ -50,20 +50,25 @@ def same_tokenizer(*models) -> None:
 # ------------------------------------------------------------------------------------------- texts
 def read_texts(path: str | os.PathLike) -> list[str]:
     """A corpus file -> texts. ``.jsonl``: the ``text`` field of each line; otherwise plain text split
-    at blank lines (paragraphs). Raises a user error for a missing or empty file."""
+    at blank lines (paragraphs). Raises a user error for a missing, special (FIFO, folder), non-UTF-8
+    or empty file, or a ``.jsonl`` line without a string ``text``."""
+    from engram_interp.io import loads_strict, read_regular_text
+
     p = Path(path)
-    if not p.is_file():
-        raise EngramInterpError(f"no such corpus file: {p}")
+    content = read_regular_text(p, "corpus file")
     if p.suffix == ".jsonl":
         texts = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(content.splitlines()):
             if line.strip():
                 try:
-                    texts.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise EngramInterpError(f"{p}:{i + 1}: expected a JSON object with a 'text' field") from None
+                    obj = loads_strict(line, f"{p}:{i + 1}")
+                except EngramInterpError:
+                    obj = None
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise EngramInterpError(f"{p}:{i + 1}: expected a JSON object with a 'text' string")
+                texts.append(obj["text"])
     else:
-        texts = [" ".join(par.split()) for par in p.read_text(encoding="utf-8").split("\n\n")]
+        texts = [" ".join(par.split()) for par in content.split("\n\n")]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise EngramInterpError(f"{p} holds no text")
@@ -130,12 +135,9 @@ def encode_windows(model, text: str, max_len: int | None = None) -> list[tuple[l
     Returns a list of ``(ids, first_token_index)`` where ids start with BOS (when the model has one)
     and ``first_token_index`` is the index of ids[1] (or ids[0]) in the text's own token list.
     """
-    tok = model.tokenizer
-    if tok is None:
-        raise EngramInterpError("this model has no tokenizer; text analyses need one")
-    ids = tok.encode(text, add_special_tokens=False).ids
-    bos = model.cfg.bos_token_id
-    limit = (max_len or model.cfg.max_seq_len) - (1 if bos is not None else 0)
+    ids = model.encode(text)
+    bos = model.info.bos_token_id
+    limit = (max_len or model.info.max_seq_len) - (1 if bos is not None else 0)
     out = []
     for start in range(0, len(ids), limit):
         chunk = ids[start:start + limit]
@@ -163,8 +165,8 @@ def token_batches(
 ) -> Iterator[TokenBatch]:
     """Texts -> TokenBatches of up to ``batch_size`` windows; stops after ``max_tokens`` analysed tokens
     (BOS and padding not counted; the last window is cut to fit)."""
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
-    has_bos = model.cfg.bos_token_id is not None
+    pad = model.info.pad_token_id
+    has_bos = model.info.bos_token_id is not None
     pending: list[list[int]] = []
     used = 0
     for text in texts:
@@ -212,14 +214,16 @@ def read_entity_probes(path: str | os.PathLike | None = None) -> list[dict]:
     p = Path(path) if path else ENTITY_PROBES
     if not p.is_file():
         raise EngramInterpError(f"no entity probe set at {p}; pass --probes FILE or use --tokens all")
+    from engram_interp.io import read_regular_text
+
     items = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+    for i, line in enumerate(read_regular_text(p, "probe file").splitlines()):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
             items.append({"text": str(item["text"]), "entity_end_positions": [int(c) for c in item["entity_end_positions"]]})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
             raise EngramInterpError(f"{p}:{i + 1}: expected {{'text': ..., 'entity_end_positions': [...]}}") from None
     if not items:
         raise EngramInterpError(f"{p} holds no probe items")
@@ -232,12 +236,12 @@ def char_to_token_positions(model, text: str, char_offsets: Sequence[int]) -> li
     A character maps to the token whose offset span contains it; offsets inside no token (e.g. a
     character the tokenizer dropped) map to the last token starting before it.
     """
-    enc = model.tokenizer.encode(text, add_special_tokens=False)
-    shift = 1 if model.cfg.bos_token_id is not None else 0
+    _, offsets = model.encode_with_offsets(text)
+    shift = 1 if model.info.bos_token_id is not None else 0
     out = []
     for c in char_offsets:
         pos = None
-        for i, (s, e) in enumerate(enc.offsets):
+        for i, (s, e) in enumerate(offsets):
             if s <= c < e:
                 pos = i
                 break
@@ -251,12 +255,12 @@ def char_to_token_positions(model, text: str, char_offsets: Sequence[int]) -> li
 def entity_batches(model, items: Sequence[dict], batch_size: int, max_tokens: int | None = None) -> Iterator[TokenBatch]:
     """Probe items -> TokenBatches whose ``positions`` are the final tokens of the named entities.
     ``max_tokens`` caps the number of selected positions. Texts longer than the context are cut."""
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
-    has_bos = model.cfg.bos_token_id is not None
-    limit = model.cfg.max_seq_len
+    pad = model.info.pad_token_id
+    has_bos = model.info.bos_token_id is not None
+    limit = model.info.max_seq_len
     seqs, poss, used = [], [], 0
     for item in items:
-        ids = ([model.cfg.bos_token_id] if has_bos else []) + model.tokenizer.encode(item["text"], add_special_tokens=False).ids
+        ids = ([model.info.bos_token_id] if has_bos else []) + model.encode(item["text"])
         ids = ids[:limit]
         pos = sorted({p for p in char_to_token_positions(model, item["text"], item["entity_end_positions"]) if 0 < p < len(ids)})
         if max_tokens is not None:

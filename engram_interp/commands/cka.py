@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (
-    add_common, add_corpus, add_seeds, arm_groups, emit, load_models, names_for, seed_all, texts_from,
-)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, emit, load_models,
+                                            names_for, positive_int, seed_all, texts_from)
 
 NAME = "cka"
 HELP = "minibatch unbiased linear CKA between the layers of two models (or one model with itself)"
@@ -28,8 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", choices=["all", "entities"], default="all",
                    help="all tokens of the corpus, or the final token of each named entity of --probes")
     p.add_argument("--probes", default=None, help="entity probe set (default probes/entities_ner.jsonl)")
-    p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch (default 256)")
-    p.add_argument("--k", type=int, default=None, help="top-k of the soft alignment index (default min(5, layers))")
+    p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch (default 256)")
+    p.add_argument("--k", type=positive_int, default=None, help="top-k of the soft alignment index (default min(5, layers))")
     p.add_argument("--noise", default=None, metavar="CKPT",
                    help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) as a reference")
     add_seeds(p)
@@ -39,18 +38,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import cka_analysis
 
+    check_out(args)
     seed_all(args.seed)
     groups = arm_groups([args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []), args.seeds)
+    texts = None if args.tokens == "entities" else texts_from(args)
     if len(groups[0][1]) > 1 or (len(groups) > 1 and len(groups[1][1]) > 1):
-        return _run_seeds(args, groups)
+        return _run_seeds(args, groups, texts)
     paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + ([args.noise] if args.noise else [])
-    models = load_models(paths, args.device)
+    models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
     a = models[0]
     b = models[1] if args.ckpt_b else None
-    texts = None if args.tokens == "entities" else texts_from(args)
-    kw = dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
-              text_batch_size=args.batch_size, k=args.k, seed=args.seed, progress=not args.quiet)
+    kw = _kwargs(args)
     res = cka_analysis(a, b, texts, names=(names[0], names[1] if b is not None else names[0]), **kw)
     if args.noise:
         base = b if b is not None else a
@@ -70,7 +69,7 @@ def _kwargs(args) -> dict:
                 text_batch_size=args.batch_size, k=args.k, seed=args.seed, progress=not args.quiet)
 
 
-def _run_seeds(args, groups: list[tuple[str, list[str]]]) -> int:
+def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | None) -> int:
     """Seed i of A vs seed i of B (or every A seed vs the one B); bands of the soft alignment index."""
     from engram_interp.analysis import cka_analysis
     from engram_interp.analysis.seeds import bands
@@ -84,10 +83,9 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]]) -> int:
         pairs = [(a, b) for a in a_paths for b in b_paths]  # the single seed against every seed of the other
     else:
         raise EngramInterpError(f"{len(a_paths)} seeds of A but {len(b_paths)} of B: give as many, or one of either")
-    texts = None if args.tokens == "entities" else texts_from(args)
     first, per_pair = None, []
     for pa, pb in pairs:
-        a, b = load_models([pa, pb], args.device)
+        a, b = load_models([pa, pb], args.device, args.allow_nonfinite)
         na, nb = names_for([pa, pb])
         res = cka_analysis(a, b, texts, names=(na, nb), **_kwargs(args))
         first = first or res

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (
-    add_common, add_corpus, add_seeds, arm_groups, emit, load_models, names_for, seed_all, texts_from,
-)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, emit, load_models,
+                                            names_for, positive_int, seed_all, texts_from)
 
 NAME = "gates"
 HELP = "Engram gate values per token/layer/branch for a text, or per suffix n-gram over a corpus"
@@ -24,8 +23,8 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="an Engram model .ckpt (comma-separated: its seeds)")
     add_corpus(p)
-    p.add_argument("--min-count", type=int, default=3, help="minimum count of an n-gram in the top/bottom lists")
-    p.add_argument("--top", type=int, default=20, help="length of the top/bottom lists")
+    p.add_argument("--min-count", type=positive_int, default=3, help="minimum count of an n-gram in the top/bottom lists")
+    p.add_argument("--top", type=positive_int, default=20, help="length of the top/bottom lists")
     p.add_argument("--entities", action="store_true", help="entity-final vs other tokens of the entity probe set")
     p.add_argument("--probes", default=None, help="entity probe set for --entities (default probes/entities_ner.jsonl)")
     add_seeds(p)
@@ -35,11 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import gate_corpus, gate_map
 
+    check_out(args)
     seed_all(args.seed)
     [(arm, paths)] = arm_groups([args.ckpt], args.seeds)
     if args.entities:
         return _entities(args, arm, paths)
-    (model,) = load_models(paths[:1], args.device)
+    texts = None if args.text is not None else texts_from(args)
+    (model,) = load_models(paths[:1], args.device, args.allow_nonfinite)
     name = names_for(paths)[0]
     if args.text is not None:
         g = gate_map(model, args.text, name=name)
@@ -48,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         for i, t in enumerate(g.tokens):
             lines.append(f"{i:>4} {t!r:<16}" + "".join(f"{g.gates[l][i][b]:>8.3f}" for l in g.layers for b in range(g.n_branches)))
         return emit(args, g.to_dict(), "\n".join(lines))
-    texts = texts_from(args)
     r = gate_corpus(model, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=name)
     d = r.to_dict()
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
         runs = [r]
         for p, n in zip(paths[1:], names_for(paths)[1:]):
-            (m,) = load_models([p], args.device)
+            (m,) = load_models([p], args.device, args.allow_nonfinite)
             runs.append(gate_corpus(m, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=n))
         d["seed_bands"] = {"arm": arm, "seeds": [x.name for x in runs], "channels": r.channels,
@@ -81,7 +81,7 @@ def _entities(args, arm: str, paths: list[str]) -> int:
 
     runs = []
     for p, n in zip(paths, names_for(paths)):
-        (m,) = load_models([p], args.device)
+        (m,) = load_models([p], args.device, args.allow_nonfinite)
         runs.append(entity_gate_contrast(m, args.probes, batch_size=args.batch_size, max_tokens=args.max_tokens, name=n))
     r = runs[0]
     d = r.to_dict()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (
-    add_common, add_corpus, add_seeds, arm_groups, emit, fmt, load_models, names_for, seed_all, texts_from,
-)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, check_text_fits,
+                                            emit, fmt, load_models, names_for, positive_int, seed_all, texts_from)
 
 NAME = "logit-lens"
 HELP = "LogitLens KL(p_final || q_layer) per layer of one or more models (nats)"
@@ -24,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpts", nargs="+", help=".ckpt files (comma-separated paths: the seeds of one arm)")
     add_corpus(p)
     p.add_argument("--per-token", action="store_true", help="also compute the per-token view of --text (or the first text)")
-    p.add_argument("--top-k", type=int, default=5, help="top tokens per cell in the per-token view")
+    p.add_argument("--top-k", type=positive_int, default=5, help="top tokens per cell in the per-token view")
     add_seeds(p)
     add_common(p)
 
@@ -33,12 +32,15 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import logit_lens, logit_lens_tokens
     from engram_interp.analysis.seeds import lens_bands
 
+    check_out(args)
+    texts = texts_from(args)
     seed_all(args.seed)
     groups = arm_groups(args.ckpts, args.seeds)
     paths = [p for _, ps in groups for p in ps]
-    models = load_models(paths, args.device)
+    models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
-    texts = texts_from(args)
+    if args.per_token:
+        check_text_fits(models, texts[0], "--per-token text")
     res = logit_lens(dict(zip(names, models)), texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                      progress=not args.quiet)
     d = res.to_dict()
