@@ -170,7 +170,9 @@ def parse_recipe(text: str, path: Path | None = None, overrides: list[str] | tup
     try:  # field names and types, with a placeholder vocabulary
         ModelConfig.from_dict({**model, "vocab_size": 8192})
     except ConfigError as exc:
-        msg = str(exc).replace("unknown config field ", "unknown recipe field model.")
+        # the config quotes the field name ('d_expertt'); a recipe names it as its TOML key path
+        msg = re.sub(r"unknown config field ([\w.]*)'([^']*)'", r"unknown recipe field model.\1\2", str(exc))
+        msg = msg.replace("unknown config field ", "unknown recipe field model.")
         raise RecipeError(f"[model]: {msg}") from None
 
     engram = dict(raw["engram"])
