@@ -17,14 +17,6 @@ TEXT = ("The Roman Empire was ruled from Rome for centuries. Alexander the Great
         "and the Princess of Wales visited New York in the spring. By the way, the Milky Way is a galaxy.")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.mark.skipif(not CKPT.is_file(), reason="bundled checkpoint missing")
 def test_bfloat16_copy_matches_float32(tmp_path):
     from engram_interp.analysis import logit_lens
