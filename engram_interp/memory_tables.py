@@ -27,6 +27,7 @@ the table (all heads lie back to back).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -125,6 +126,24 @@ _DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E8M0": torch.float8_e8m0fnu, "U8"
            "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
 
 
+@functools.lru_cache(maxsize=64)
+def _cached_header(path: str, mtime_ns: int, size: int) -> tuple[dict, int]:
+    from engram_interp.checkpoint import _raw_header
+
+    header, data, _ = _raw_header(path)
+    return header, data
+
+
+def _header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's checked header and data offset, parsed once per file version (a sharded
+    table has hundreds of tensors in one file)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise EngramInterpError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _cached_header(str(path), st.st_mtime_ns, st.st_size)
+
+
 class SafetensorsRows:
     """Row reader for one 2-D tensor of a safetensors file (optionally with FP8 block scales): only
     the requested rows are read, grouped into short contiguous slices.
@@ -135,10 +154,8 @@ class SafetensorsRows:
     resident memory would grow with the number of rows read. Reading bytes keeps it flat."""
 
     def __init__(self, path: Path, name: str, scale_name: str | None = None):
-        from engram_interp.checkpoint import _raw_header
-
         self.path, self.name, self.scale_name = Path(path), name, scale_name
-        header, self._data, _ = _raw_header(self.path)
+        header, self._data = _header(self.path)
         self._w = self._entry(header, name)
         self.shape, self.dtype = self._w[1], self._w[0]
         if len(self.shape) != 2:
