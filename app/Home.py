@@ -34,3 +34,9 @@ st.caption("Numbers appear here once a page has computed them (they are cached o
 if st.button("Compute the missing findings (default settings)", key="overview-compute"):
     findings.compute_all(good)
 findings.render_summary(good)
+
+st.subheader("Verdicts on the bundled set")
+st.caption("The same objects as checkpoints/FINDINGS.md (engram-interp findings on checkpoints/measurements/, "
+           "re-measured by `bash checkpoints/measure.sh`): each finding's number per seed, the across-seed band of "
+           "every arm, the Engram-null control and the verdict.")
+findings.render_verdicts()

@@ -102,3 +102,29 @@ def compute_all(entries: Sequence[Entry]) -> None:
         status.update(label="Findings computed", state="complete", expanded=False)
     for problem in problems:
         st.warning(problem)
+
+
+def render_verdicts(folder: str | None = None) -> None:
+    """The verdicts of checkpoints/FINDINGS.md (engram_interp.findings on the measurement JSON of
+    ``folder``, default checkpoints/measurements): one row per finding with its across-seed bands."""
+    from pathlib import Path
+
+    from engram_interp.errors import EngramInterpError
+    from engram_interp.findings import compute_findings, load_measurements
+
+    path = Path(folder) if folder else Path(__file__).resolve().parents[1] / "checkpoints" / "measurements"
+    try:
+        found = compute_findings(load_measurements(path))
+    except EngramInterpError as exc:
+        st.info(str(exc))
+        return
+
+    def fmt(b: dict | None) -> str:
+        if b is None:
+            return "-"
+        return f"{b['mean']:.3f}" + (f" [{b['low']:.3f}, {b['high']:.3f}]" if b["n"] > 1 else "") + f" (n={b['n']})"
+
+    rows = [{"finding": f.title, "verdict": f.verdict, "measured": f.metric,
+             "bands: mean [min, max] (n seeds)": "; ".join(f"{arm}: {fmt(b)}" for arm, b in f.bands.items()),
+             "why": f.reason} for f in found]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

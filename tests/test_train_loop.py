@@ -49,8 +49,8 @@ def test_three_arms_end_to_end(data_dir, tmp_path, monkeypatch, capsys):
     seen: dict[str, list[bytes]] = {}
     real_batch = loop._batch
 
-    def spy(ctx, step):
-        x = real_batch(ctx, step)
+    def spy(ctx, step, arm):
+        x = real_batch(ctx, step, arm)
         seen.setdefault(ctx.current_arm, []).append(x.numpy().tobytes())
         return x
 
@@ -151,6 +151,28 @@ def test_resume_is_bit_compatible(data_dir, tmp_path):
     from engram_interp.checkpoint import read_info
 
     assert read_info(tmp_path / "b" / "engram.ckpt").provenance["runs"] == 3
+
+
+def test_seed_arms_change_init_and_data_order(data_dir, tmp_path):
+    """KIND-seedN: its own init and its own batch order; arms of one seed share both orders."""
+    recipe = load_recipe(TINY, _overrides(data_dir, tmp_path / "s",
+                                          'arms=["engram", "moe", "moe-seed1", "engram-seed1", "engram-null-seed2"]'))
+    ctx = loop.prepare(recipe, device="cpu")
+    arms = {a.name: a for a in recipe.arms}
+    assert [(a.seed, a.data_seed) for a in recipe.arms] == [(0, 0), (0, 0), (1, 1), (1, 1), (2, 2)]
+
+    def batches(name):
+        return [loop._batch(ctx, s, arms[name]) for s in range(3)]
+
+    assert all(torch.equal(a, b) for a, b in zip(batches("engram"), batches("moe")))
+    assert all(torch.equal(a, b) for a, b in zip(batches("moe-seed1"), batches("engram-seed1")))
+    assert not torch.equal(batches("moe")[0], batches("moe-seed1")[0])
+    assert not torch.equal(batches("moe-seed1")[0], batches("engram-null-seed2")[0])
+    # the seed-0 arms keep the recipe-seed order of the bundled checkpoints
+    assert torch.equal(batches("moe")[1], torch.from_numpy(ctx.stream.batch(1)))
+    w0 = loop._new_model(ctx, arms["moe"]).embed.W_E
+    w1 = loop._new_model(ctx, arms["moe-seed1"]).embed.W_E
+    assert not torch.equal(w0, w1)
 
 
 def test_optimizer_groups_and_schedule(data_dir, tmp_path):

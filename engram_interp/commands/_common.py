@@ -157,6 +157,42 @@ def load_models(paths: list[str], device, allow_nonfinite: bool = False) -> list
     return models
 
 
+def add_seeds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default=None, metavar="DIR",
+                   help="add the other seeds of every checkpoint X.ckpt: DIR/X-seed*.ckpt (e.g. checkpoints/seeds); "
+                        "a checkpoint argument may also list seeds itself: a.ckpt,a-seed1.ckpt. Output adds the "
+                        "across-seed mean and band (min..max) per arm")
+
+
+def arm_groups(specs: list[str], seeds_dir: str | None = None) -> list[tuple[str, list[str]]]:
+    """Checkpoint arguments -> ``[(arm name, [paths of its seeds])]``.
+
+    Each spec is a path or comma-separated paths (the seeds of one arm); with ``seeds_dir``, every
+    ``X.ckpt`` also gets ``seeds_dir/X-seed*.ckpt`` (sorted by N). The arm is named after its first
+    path's stem. Raises EngramInterpError for a missing file or an empty ``seeds_dir``.
+    """
+    import re
+
+    if seeds_dir is not None and not Path(seeds_dir).is_dir():
+        raise EngramInterpError(f"--seeds: no such folder: {seeds_dir}")
+    groups: list[tuple[str, list[str]]] = []
+    for spec in specs:
+        paths = [x for x in spec.split(",") if x]
+        if not paths:
+            raise EngramInterpError(f"empty checkpoint argument {spec!r}")
+        if seeds_dir is not None:
+            for p in list(paths):
+                stem = Path(p).stem
+                extra = [q for q in Path(seeds_dir).glob(f"{stem}-seed*.ckpt") if re.fullmatch(rf"{re.escape(stem)}-seed\d+", q.stem)]
+                extra.sort(key=lambda q: int(q.stem.rsplit("seed", 1)[1]))
+                paths += [str(q) for q in extra if str(q) not in paths]
+        for p in paths:
+            if not Path(p).is_file():
+                raise EngramInterpError(f"no such checkpoint: {p}")
+        groups.append((Path(paths[0]).stem, paths))
+    return groups
+
+
 def check_text_fits(models: list, text: str, flag: str) -> None:
     """Raise a user error now (not after the analysis) if ``text`` is empty or longer than a
     model's context."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (add_common, check_out, emit, fmt, load_models, names_for, non_negative_int,
-                                            positive_int, seed_all, warn_overlong)
+from engram_interp.commands._common import (add_common, add_seeds, arm_groups, check_out, emit, fmt, load_models, names_for,
+                                            non_negative_int, positive_int, seed_all, warn_overlong)
 from engram_interp.data.suites import DEFAULT_SUITES
 
 NAME = "ablate"
@@ -15,12 +15,14 @@ DESCRIPTION = (
     "among candidates by summed log-prob) with the full model and with the Engram output suppressed at all "
     "Engram layers and at each alone. Retained % = ablated / full with a 95% bootstrap CI over items. "
     "Models without Engram retain exactly 100%. --mode mean replaces Y by its mean over --reference. "
-    "JSON: {suites: {name: {full, ablated, retained, ci, n, per_layer}}, models: [...]}."
+    "JSON: {suites: {name: {full, ablated, retained, ci, n, per_layer}}, models: [...]}; with several seeds of an arm "
+    "(--seeds DIR or a.ckpt,a-seed1.ckpt) also seed_bands: {arm: {seeds, suites: {name: {full, retained}}}} "
+    "(mean, min..max, t CI over seeds)."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpts", nargs="+", help=".ckpt files (Engram and baseline)")
+    p.add_argument("ckpts", nargs="+", help=".ckpt files (Engram and baseline; comma-separated: the seeds of one arm)")
     p.add_argument("--suites", nargs="+", default=[str(DEFAULT_SUITES)],
                    help="suite .jsonl files or folders of them (default: the bundled probes/)")
     p.add_argument("--mode", choices=["zero", "mean"], default="zero", help="Y = 0 (default) or Y = its corpus mean")
@@ -28,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boot", type=non_negative_int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--max-items", type=positive_int, default=None,
                    help="score at most N items per suite, a seeded subsample (default: every item)")
+    add_seeds(p)
     add_common(p, batch_default=16)
 
 
@@ -39,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
     check_out(args)
     seed_all(args.seed)
     suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed)
+    groups = arm_groups(args.ckpts, args.seeds)
+    paths = [p for _, ps in groups for p in ps]
     ref = None
     if args.mode == "mean":
         ref = read_texts(args.reference) if args.reference else default_texts()
-    models = load_models(args.ckpts, args.device, args.allow_nonfinite)
-    names = names_for(args.ckpts)
+    models = load_models(paths, args.device, args.allow_nonfinite)
+    names = names_for(paths)
     warn_overlong(models, suites)
     res = ablation_sensitivity(dict(zip(names, models)), suites, mode=args.mode, reference_texts=ref,
                                batch_size=args.batch_size, max_tokens=args.max_tokens, n_boot=args.boot,
@@ -56,4 +61,16 @@ def run(args: argparse.Namespace) -> int:
             per = " ".join(f"L{l}:{fmt(r['retained'], '.1f')}" for l, r in s.per_layer.items())
             lines.append(f"{m['name'][:15]:<16}{suite[:15]:<16}{s.n:>5}{s.full:>8.3f}{s.ablated:>9.3f}"
                          f"{fmt(s.retained, '.1f'):>10}  {ci} {per}")
-    return emit(args, res.to_dict(), "\n".join(lines))
+    d = res.to_dict()
+    if any(len(ps) > 1 for _, ps in groups):
+        from engram_interp.analysis.seeds import ablation_bands
+
+        it = iter(names)
+        d["seed_bands"] = ablation_bands(res, {arm: [next(it) for _ in ps] for arm, ps in groups})
+        lines.append("across seeds: full accuracy and retained %, mean [min, max]")
+        for arm, b in d["seed_bands"].items():
+            for suite, x in b["suites"].items():
+                f, r = x["full"], x["retained"]
+                lines.append(f"{arm[:15]:<16}{suite[:15]:<16}n={len(b['seeds'])} full {f['mean']:.3f} [{f['low']:.3f}, "
+                             f"{f['high']:.3f}]" + ("" if r is None else f"  retained {r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"))
+    return emit(args, d, "\n".join(lines))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (add_common, add_corpus, check_out, emit, load_models, names_for, positive_int,
-                                            seed_all, texts_from)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, emit, load_models,
+                                            names_for, positive_int, seed_all, texts_from)
 
 NAME = "cka"
 HELP = "minibatch unbiased linear CKA between the layers of two models (or one model with itself)"
@@ -13,12 +13,15 @@ DESCRIPTION = (
     "Hidden states (residual stream entering each block, then after the last block) of both models on the same "
     "tokens (BOS dropped, shuffled across sequences), minibatch unbiased linear CKA (Nguyen et al. 2021), "
     "bootstrap CIs over minibatches, the soft alignment index per layer of A (paper eq. 9) and the argmax. "
-    "JSON keys: layers_a, layers_b, cka, soft_alignment, argmax, n_examples (+ ci_low, ci_high, noise_band)."
+    "JSON keys: layers_a, layers_b, cka, soft_alignment, argmax, n_examples (+ ci_low, ci_high, noise_band). "
+    "With several seeds (--seeds DIR, or A,A-seed1 B,B-seed1) seed i of A is compared with seed i of B (or one "
+    "seed of either with every seed of the other) and seed_pairs + seed_bands (soft_alignment per layer of A: mean, min..max, t CI) are added; "
+    "the top-level matrix is the first pair's."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt_a", help="model A (rows; the Engram model)")
+    p.add_argument("ckpt_a", help="model A (rows; the Engram model); comma-separated: its seeds")
     p.add_argument("ckpt_b", nargs="?", default=None, help="model B (columns; the baseline). Omit for A vs A")
     add_corpus(p)
     p.add_argument("--tokens", choices=["all", "entities"], default="all",
@@ -28,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=positive_int, default=None, help="top-k of the soft alignment index (default min(5, layers))")
     p.add_argument("--noise", default=None, metavar="CKPT",
                    help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) as a reference")
+    add_seeds(p)
     add_common(p)
 
 
@@ -36,14 +40,16 @@ def run(args: argparse.Namespace) -> int:
 
     check_out(args)
     seed_all(args.seed)
-    paths = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + ([args.noise] if args.noise else [])
+    groups = arm_groups([args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []), args.seeds)
     texts = None if args.tokens == "entities" else texts_from(args)
+    if len(groups[0][1]) > 1 or (len(groups) > 1 and len(groups[1][1]) > 1):
+        return _run_seeds(args, groups, texts)
+    paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + ([args.noise] if args.noise else [])
     models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
     a = models[0]
     b = models[1] if args.ckpt_b else None
-    kw = dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
-              text_batch_size=args.batch_size, k=args.k, seed=args.seed, progress=not args.quiet)
+    kw = _kwargs(args)
     res = cka_analysis(a, b, texts, names=(names[0], names[1] if b is not None else names[0]), **kw)
     if args.noise:
         base = b if b is not None else a
@@ -56,3 +62,45 @@ def run(args: argparse.Namespace) -> int:
         sa = res.soft_alignment[i]
         lines.append(f"{i:>4} " + "".join(f"{v:>6.2f}" for v in row) + f"  {sa if sa == sa else float('nan'):>5.2f}  {res.argmax[i]:>5}")
     return emit(args, res.to_dict(), "\n".join(lines))
+
+
+def _kwargs(args) -> dict:
+    return dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
+                text_batch_size=args.batch_size, k=args.k, seed=args.seed, progress=not args.quiet)
+
+
+def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | None) -> int:
+    """Seed i of A vs seed i of B (or every A seed vs the one B); bands of the soft alignment index."""
+    from engram_interp.analysis import cka_analysis
+    from engram_interp.analysis.seeds import bands
+    from engram_interp.errors import EngramInterpError
+
+    a_paths = groups[0][1]
+    b_paths = groups[1][1] if len(groups) > 1 else a_paths
+    if len(a_paths) == len(b_paths):
+        pairs = list(zip(a_paths, b_paths))
+    elif 1 in (len(a_paths), len(b_paths)):
+        pairs = [(a, b) for a in a_paths for b in b_paths]  # the single seed against every seed of the other
+    else:
+        raise EngramInterpError(f"{len(a_paths)} seeds of A but {len(b_paths)} of B: give as many, or one of either")
+    first, per_pair = None, []
+    for pa, pb in pairs:
+        a, b = load_models([pa, pb], args.device, args.allow_nonfinite)
+        na, nb = names_for([pa, pb])
+        res = cka_analysis(a, b, texts, names=(na, nb), **_kwargs(args))
+        first = first or res
+        diag = [res.cka[i][i] for i in range(min(len(res.cka), len(res.cka[0])))]
+        per_pair.append({"a": na, "b": nb, "soft_alignment": res.soft_alignment, "argmax": res.argmax, "diag": diag,
+                         "n_examples": res.n_examples})
+        del a, b
+    d = first.to_dict()
+    d["seed_pairs"] = per_pair
+    sa = bands([p["soft_alignment"] for p in per_pair])
+    d["seed_bands"] = {"arm_a": groups[0][0], "arm_b": groups[-1][0], "layers_a": first.layers_a,
+                       "soft_alignment": [None if x is None else x.to_dict() for x in sa],
+                       "diag": [None if x is None else x.to_dict() for x in bands([p["diag"] for p in per_pair])]}
+    lines = [f"CKA soft alignment a_j across {len(pairs)} seed pairs ({groups[0][0]} vs {groups[-1][0]}): "
+             "mean [min, max]"]
+    for j, x in zip(first.layers_a, sa):
+        lines.append(f"{j:>4}  " + ("-" if x is None else f"{x.mean:.2f} [{x.low:.2f}, {x.high:.2f}]"))
+    return emit(args, d, "\n".join(lines))

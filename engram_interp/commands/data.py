@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--world-seed", type=int, default=0, help="seed of the generated world (entities); fixed by the suites")
     k.add_argument("--probes", type=Path, default=Path("probes"), help="suite dir whose eval prompts must not leak")
     k.add_argument("--workers", type=non_negative_int, default=0, help="processes (default: all cores)")
+    k.add_argument("--incontext-fraction", type=float, default=0.0,
+                   help="share of world documents replaced by in-context exercises (name copying, key-value recall; "
+                        "the name_copy / kv_recall suites never leak in). Default 0")
     k.add_argument("--force", action="store_true")
 
     s = sub.add_parser("suites", help="regenerate the task suites (JSONL) in probes/")
@@ -115,7 +118,8 @@ def _tokenize(args) -> int:
     from engram_interp.data.stream import StreamConfig, write_stream
 
     cfg = StreamConfig(tokens=int(args.tokens), real_fraction=args.real_fraction, fact_fraction=args.fact_fraction,
-                       seed=args.seed, people=args.people, world_seed=args.world_seed, workers=args.workers)
+                       seed=args.seed, people=args.people, world_seed=args.world_seed, workers=args.workers,
+                       incontext_fraction=args.incontext_fraction)
     meta = write_stream(_cache(args), args.tokenizer, args.out, cfg, probes=args.probes, force=args.force)
     print(json.dumps({k: v for k, v in meta.items() if k != "config"}, indent=2))
     return 0

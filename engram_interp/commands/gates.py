@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (add_common, add_corpus, check_out, emit, load_models, names_for, positive_int,
-                                            seed_all, texts_from)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, emit, load_models,
+                                            names_for, positive_int, seed_all, texts_from)
 
 NAME = "gates"
 HELP = "Engram gate values per token/layer/branch for a text, or per suffix n-gram over a corpus"
@@ -13,15 +13,21 @@ DESCRIPTION = (
     "With --text: the gate alpha_t of every token at every Engram layer and branch "
     "(JSON: tokens, gates: {layer: [[per-branch values] per token]}). With --corpus (or the default corpus): "
     "count/mean/max per suffix 2- and 3-gram, the top and bottom n-grams seen at least --min-count times, "
-    "and the branches ranked by selectivity (eta^2 of the gate explained by 3-gram identity)."
+    "and the branches ranked by selectivity (eta^2 of the gate explained by 3-gram identity). With --entities: "
+    "the mean gate at the final token of each named entity of the probe set vs at the other tokens, per layer "
+    "(JSON: layers, entity, other, contrast, n_entity, n_other). With several seeds (--seeds DIR or a,a-seed1) "
+    "the corpus and --entities views add seed_bands (mean, min..max, t CI over seeds); the rest is the first seed's."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", help="an Engram model .ckpt")
+    p.add_argument("ckpt", help="an Engram model .ckpt (comma-separated: its seeds)")
     add_corpus(p)
     p.add_argument("--min-count", type=positive_int, default=3, help="minimum count of an n-gram in the top/bottom lists")
     p.add_argument("--top", type=positive_int, default=20, help="length of the top/bottom lists")
+    p.add_argument("--entities", action="store_true", help="entity-final vs other tokens of the entity probe set")
+    p.add_argument("--probes", default=None, help="entity probe set for --entities (default probes/entities_ner.jsonl)")
+    add_seeds(p)
     add_common(p)
 
 
@@ -29,10 +35,13 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import gate_corpus, gate_map
 
     check_out(args)
-    texts = None if args.text is not None else texts_from(args)
     seed_all(args.seed)
-    (model,) = load_models([args.ckpt], args.device, args.allow_nonfinite)
-    name = names_for([args.ckpt])[0]
+    [(arm, paths)] = arm_groups([args.ckpt], args.seeds)
+    if args.entities:
+        return _entities(args, arm, paths)
+    texts = None if args.text is not None else texts_from(args)
+    (model,) = load_models(paths[:1], args.device, args.allow_nonfinite)
+    name = names_for(paths)[0]
     if args.text is not None:
         g = gate_map(model, args.text, name=name)
         lines = [f"gates of {name} (layer.branch)", f"{'pos':>4} {'token':<16}" + "".join(
@@ -42,6 +51,18 @@ def run(args: argparse.Namespace) -> int:
         return emit(args, g.to_dict(), "\n".join(lines))
     r = gate_corpus(model, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=name)
+    d = r.to_dict()
+    if len(paths) > 1:
+        from engram_interp.analysis.seeds import bands
+
+        runs = [r]
+        for p, n in zip(paths[1:], names_for(paths)[1:]):
+            (m,) = load_models([p], args.device, args.allow_nonfinite)
+            runs.append(gate_corpus(m, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                                    min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=n))
+        d["seed_bands"] = {"arm": arm, "seeds": [x.name for x in runs], "channels": r.channels,
+                           "mean_gate": [x and x.to_dict() for x in bands([x.mean_gate for x in runs])],
+                           "selectivity": [x and x.to_dict() for x in bands([x.selectivity for x in runs])]}
     lines = [f"gates of {name} over {r.n_tokens} tokens, {r.n_ngrams} distinct n-grams (min count {r.min_count})",
              f"{'layer.branch':>12}{'mean gate':>11}{'selectivity':>13}"]
     for (l, b), m, s in zip(r.channels, r.mean_gate, r.selectivity):
@@ -51,4 +72,30 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"most selective: layer {best[0]} branch {best[1]}; top n-grams there:")
     for s in r.top.get(key, [])[:10]:
         lines.append(f"  {s.text!r:<30} count {s.count:>5}  mean {s.mean:.3f}  max {s.max:.3f}")
-    return emit(args, r.to_dict(), "\n".join(lines))
+    return emit(args, d, "\n".join(lines))
+
+
+def _entities(args, arm: str, paths: list[str]) -> int:
+    from engram_interp.analysis.gate_contrast import entity_gate_contrast
+    from engram_interp.analysis.seeds import bands
+
+    runs = []
+    for p, n in zip(paths, names_for(paths)):
+        (m,) = load_models([p], args.device, args.allow_nonfinite)
+        runs.append(entity_gate_contrast(m, args.probes, batch_size=args.batch_size, max_tokens=args.max_tokens, name=n))
+    r = runs[0]
+    d = r.to_dict()
+    lines = [f"gate at entity-final tokens vs other tokens ({r.n_entity} / {r.n_other} tokens), gate units",
+             f"{'seed':<20}{'layer':>6}{'entity':>9}{'other':>9}{'contrast':>10}"]
+    for x in runs:
+        for l, e, o, c in zip(x.layers, x.entity, x.other, x.contrast):
+            lines.append(f"{x.name[:19]:<20}{l:>6}{e:>9.3f}{o:>9.3f}{c:>10.3f}")
+    if len(runs) > 1:
+        cb = bands([x.contrast for x in runs])
+        d["seed_bands"] = {"arm": arm, "seeds": [x.name for x in runs], "layers": r.layers,
+                           "contrast": [x and x.to_dict() for x in cb],
+                           "entity": [x and x.to_dict() for x in bands([x.entity for x in runs])],
+                           "other": [x and x.to_dict() for x in bands([x.other for x in runs])]}
+        lines += [f"across {len(runs)} seeds, contrast layer {l}: {b.mean:.3f} [{b.low:.3f}, {b.high:.3f}]"
+                  for l, b in zip(r.layers, cb) if b]
+    return emit(args, d, "\n".join(lines))

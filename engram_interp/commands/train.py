@@ -12,7 +12,7 @@ NAME = "train"
 HELP = "train a recipe's paired arms (engram, moe, engram-null, ...) to OUT/ARM.ckpt, resumably"
 DESCRIPTION = (
     "Trains the recipe's arms one after another in this process (finished arms, whose OUT/ARM.ckpt exists, are "
-    "skipped). Every arm sees the same batches (they depend only on the recipe seed). --max-minutes stops cleanly "
+    "skipped). Arms of one seed see the same batches (they depend on the recipe seed, or N for KIND-seedN, and the step). --max-minutes stops cleanly "
     "at a step boundary and writes OUT/ARM.resume.{safetensors,json}; --resume continues from there, bit-compatibly. "
     "SIGTERM or Ctrl-C also stop cleanly. --profile-steps N only measures tokens/s and saves nothing."
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 # Suites whose prompts (and named unseen entities) must never occur in training documents.
 # entities/idioms/agreement/copying probe corpus statistics or in-context skills: their short
 # prompts ("United") occur in any English text by design.
-LEAK_CHECKED_SUITES = ("facts_real", "facts_world", "reading")
+LEAK_CHECKED_SUITES = ("facts_real", "facts_world", "reading", "name_copy", "kv_recall")  # + data/incontext.py
 
 _WORD = re.compile(r"\w+")
 

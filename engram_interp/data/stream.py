@@ -56,13 +56,15 @@ class StreamConfig:
     world_seed: int = 0  # which world (people + attributes); the suites are generated for world_seed 0
     workers: int = 0  # processes; 0 = all cores
     val_world_tokens: int = 2_000_000  # tokens of val_world.bin (capped at the train world share)
+    incontext_fraction: float = 0.0  # share of world documents replaced by in-context exercises (data/incontext.py)
 
 
 # ----------------------------------------------------------------------------- worker side
 _W: dict = {}
 
 
-def _init_worker(tokenizer_json: str, needles: list[str], world_seed: int, people: int, facts: list[Fact]) -> None:
+def _init_worker(tokenizer_json: str, needles: list[str], world_seed: int, people: int, facts: list[Fact],
+                 incontext_fraction: float = 0.0) -> None:
     from tokenizers import Tokenizer
 
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -70,6 +72,17 @@ def _init_worker(tokenizer_json: str, needles: list[str], world_seed: int, peopl
     _W["leak"] = LeakFilter(needles)
     _W["world"] = World(world_seed, people)
     _W["facts"] = facts
+    _W["incontext"] = incontext_fraction
+
+
+def world_doc(world: World, index: int, seed: int, incontext_fraction: float = 0.0) -> str:
+    """World document ``index`` of stream ``seed``, or (with probability ``incontext_fraction``,
+    decided by ``(seed, index)`` alone) an in-context exercise document in its place."""
+    if incontext_fraction > 0 and random.Random(f"incontext-mix:{seed}:{index}").random() < incontext_fraction:
+        from engram_interp.data.incontext import incontext_doc
+
+        return incontext_doc(index, world, seed)
+    return world.doc(index, seed=seed)
 
 
 def _encode(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -94,7 +107,8 @@ def _task(kind: str, key, payload) -> tuple[str, object, np.ndarray, np.ndarray,
     elif kind in ("world", "val_world"):
         seed, chunk = payload
         world = _W["world"]
-        docs = [world.doc(i, seed=seed) for i in range(chunk * WORLD_CHUNK, (chunk + 1) * WORLD_CHUNK)]
+        frac = _W.get("incontext", 0.0) if kind == "world" else 0.0
+        docs = [world_doc(world, i, seed, frac) for i in range(chunk * WORLD_CHUNK, (chunk + 1) * WORLD_CHUNK)]
     elif kind == "facts":
         seed, chunk = payload
         rng = random.Random(f"facts:{seed}:{chunk}")
@@ -175,6 +189,8 @@ def write_stream(cache: Path, tokenizer: Path, out: Path, cfg: StreamConfig, pro
         raise EngramInterpError("need 0 <= real_fraction <= 1 and 0 <= fact_fraction <= 1 - real_fraction")
     if cfg.tokens <= 0:
         raise EngramInterpError("--tokens must be positive")
+    if not 0 <= cfg.incontext_fraction <= 1:
+        raise EngramInterpError("--incontext-fraction must be in [0, 1]")
     tok = load_tokenizer(tokenizer)
     if tok.get_vocab_size() > np.iinfo(DTYPE).max + 1:
         raise EngramInterpError(f"vocab size {tok.get_vocab_size()} does not fit uint16")
@@ -211,7 +227,8 @@ def write_stream(cache: Path, tokenizer: Path, out: Path, cfg: StreamConfig, pro
     dropped: dict[str, int] = {}
     bar = tqdm(total=cfg.tokens, unit="tok", unit_scale=True, desc="tokenize", disable=not progress)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                             initargs=(tok.to_str(), needles, cfg.world_seed, cfg.people, facts)) as ex:
+                             initargs=(tok.to_str(), needles, cfg.world_seed, cfg.people, facts,
+                                       cfg.incontext_fraction)) as ex:
 
         def run(batch):
             for kind, key, flat, lengths, n_drop in (f.result() for f in [ex.submit(_task, *t) for t in batch]):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engram_interp.data.facts import RELATIONS, Fact, collect_real_facts, render
+from engram_interp.data.incontext import SCORING as INCONTEXT_SCORING
 from engram_interp.data.world import (ATTRIBUTES, CITIES, EVAL_CLOZE, EVAL_QUESTIONS, MAJORS, MONTHS, TRAIN_QUESTIONS,
                                       Person, World, syllable_word, unseen_name)
 from engram_interp.errors import EngramInterpError
@@ -40,6 +41,7 @@ SCORING = {
     "agreement": "rank: correct iff the gold verb has the higher summed log-prob of the two candidates.",
 }
 
+SCORING |= INCONTEXT_SCORING  # name_copy, kv_recall (engram_interp.data.incontext)
 SUITES = tuple(SCORING)
 REQUIRED = ("id", "suite", "prompt", "answer", "meta")
 
@@ -426,6 +428,12 @@ def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed
         emit("reading", reading_items(world, seed=seed))
     if "agreement" in want:
         emit("agreement", agreement_items(seed=seed))
+    if want & {"name_copy", "kv_recall"}:
+        from engram_interp.data.incontext import incontext_items
+
+        for name, items in incontext_items(world, seed=seed).items():
+            if name in want:
+                emit(name, items)
     if want & {"entities", "idioms", "copying", "entities_ner"}:
         if cache is None:
             raise ValueError("entities/idioms/copying/entities_ner need the corpus cache")

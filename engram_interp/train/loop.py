@@ -8,7 +8,8 @@ Per arm (ENGRAM.md section 7):
   - ``model.update_balance()`` after every optimizer step (auxiliary-loss-free MoE balancing);
   - bf16 autocast on CUDA with fp32 master weights, TF32 on, optional torch.compile of the training
     forward only (the model object itself stays uncompiled, so hooks work on it);
-  - batches from ``TokenStream`` (depends on the recipe seed and the step only);
+  - batches from ``TokenStream`` (depend on the arm's data seed and the step only: the recipe seed,
+    or N for ``KIND-seedN``; arms of one seed see the same batches in the same order);
   - validation on val_real.bin / val_world.bin separately every ``eval_interval`` steps and at the end.
 
 Files in the output dir, per arm:
@@ -64,6 +65,16 @@ class Context:
     device: torch.device
     compile: bool
     amp_dtype: torch.dtype | None
+    _streams: dict[int, TokenStream] = field(default_factory=dict)
+
+    def stream_for(self, arm: ArmSpec) -> TokenStream:
+        """The batches of ``arm``: the same file as ``stream``, in the order of ``arm.data_seed``."""
+        if arm.data_seed == self.stream.seed:
+            return self.stream
+        if arm.data_seed not in self._streams:
+            s = self.stream
+            self._streams[arm.data_seed] = TokenStream(s.path, s.seq_len, s.batch_size, arm.data_seed)
+        return self._streams[arm.data_seed]
 
 
 def prepare(recipe: Recipe, device: str | None = None, compile: bool | None = None) -> Context:
@@ -199,8 +210,8 @@ def _new_model(ctx: Context, arm: ArmSpec):
     return model.to(ctx.device).train()
 
 
-def _batch(ctx: Context, step: int) -> torch.Tensor:
-    x = torch.from_numpy(ctx.stream.batch(step))
+def _batch(ctx: Context, step: int, arm: ArmSpec) -> torch.Tensor:
+    x = torch.from_numpy(ctx.stream_for(arm).batch(step))
     if ctx.device.type == "cuda":
         return x.pin_memory().to(ctx.device, non_blocking=True)
     return x
@@ -240,7 +251,7 @@ def _fingerprint(ctx: Context, arm: ArmSpec) -> dict[str, Any]:
     spec = dataclasses.asdict(ctx.recipe.train)
     for key in ("eval_interval", "eval_tokens", "log_interval", "compile", "save_dtype"):
         spec.pop(key)
-    doc = {"arm": arm.name, "kind": arm.kind, "seed": arm.seed, "data_seed": ctx.recipe.seed,
+    doc = {"arm": arm.name, "kind": arm.kind, "seed": arm.seed, "data_seed": arm.data_seed,
            "config": ctx.plan.configs[arm.kind].to_dict(), "train": spec, "train_tokens_in_file": ctx.stream.n_tokens}
     return json.loads(json.dumps(doc))  # as it reads back from JSON (tuples -> lists)
 
@@ -415,7 +426,7 @@ def train_arm(ctx: Context, arm: ArmSpec, *, resume: bool = False, deadline: flo
                 return ArmResult(arm.name, "stopped", step, total, val=last_val, reason=reason)
             t0 = time.monotonic()
             lr = lr_at(step, recipe)
-            loss = _train_step(model, opt, fwd, _batch(ctx, step), lr, ctx)
+            loss = _train_step(model, opt, fwd, _batch(ctx, step, arm), lr, ctx)
             loss_sum += loss.float()
             loss_n += 1
             step += 1
@@ -486,7 +497,7 @@ def build_provenance(ctx: Context, arm: ArmSpec, val: dict[str, float], wall: fl
         "arm": arm.name,
         "kind": arm.kind,
         "seed": arm.seed,
-        "data_seed": recipe.seed,
+        "data_seed": arm.data_seed,
         "steps": spec.steps,
         "tokens": tokens,
         "epochs_train_file": round(tokens / ctx.stream.n_tokens, 4),
@@ -591,11 +602,11 @@ def profile(recipe: Recipe, arms: list[str] | None, steps: int, *, device: str |
             torch.cuda.reset_peak_memory_stats()
         t0 = time.monotonic()
         for s in range(warmup):
-            _train_step(model, opt, fwd, _batch(ctx, s), lr_at(s, recipe), ctx)
+            _train_step(model, opt, fwd, _batch(ctx, s, arm), lr_at(s, recipe), ctx)
         sync()
         t1 = time.monotonic()
         for s in range(warmup, warmup + steps):
-            loss = _train_step(model, opt, fwd, _batch(ctx, s), lr_at(s, recipe), ctx)
+            loss = _train_step(model, opt, fwd, _batch(ctx, s, arm), lr_at(s, recipe), ctx)
         sync()
         dt = time.monotonic() - t1
         tps = steps * recipe.train.tokens_per_step / dt

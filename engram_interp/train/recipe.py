@@ -1,11 +1,12 @@
 """Training recipes: one TOML file describes a paired Engram-vs-MoE experiment.
 
 Sections (every field is documented in checkpoints/recipes/README.md):
-    name, seed, description      top level; ``seed`` fixes the data order of EVERY arm
+    name, seed, description      top level; ``seed``: init and data order of every arm without -seedN
     [data]    dir, tokenizer     token streams (train.bin, val_*.bin, meta.json) and tokenizer.json
     [model]   + [model.moe]      the MoE baseline backbone (vocab_size comes from the tokenizer)
     [engram]                     layer_ids, max_ngram_size, n_head_per_ngram, n_embed_per_ngram, rho, ...
-    arms                         ["engram", "moe", "engram-null", "moe-seed1", ...]: kind[-seedN]
+    arms                         ["engram", "moe", "engram-null", "moe-seed1", ...]: kind[-seedN]; seed N
+                                 sets both the init and the data order (arms of one seed see the same batches)
     [train]                      tokens, batch_size, seq_len, lr, warmup, cosine decay, wd, clip, eval, ...
     [output]  dir                where ARM.ckpt, ARM.log.jsonl, ARM.card.md and resume states go
 Unknown fields are errors that name the field; relative paths are relative to the working directory.
@@ -60,7 +61,8 @@ class EngramSpec:
 class ArmSpec:
     name: str  # "engram", "moe-seed1", ...: also the output file stem
     kind: str  # "engram" | "moe" | "engram-null"
-    seed: int  # model init seed (the data order never depends on it)
+    seed: int  # model init seed
+    data_seed: int  # data-order seed: the recipe seed, or N for KIND-seedN (init and order both change)
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ class TrainSpec:
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    seed: int  # data order of every arm; default model seed of arms without -seedN
+    seed: int  # init seed and data-order seed of every arm without -seedN
     data: DataSpec
     model: dict[str, Any]  # baseline ModelConfig fields (nested "moe"), without vocab_size
     engram: EngramSpec
@@ -168,7 +170,9 @@ def parse_recipe(text: str, path: Path | None = None, overrides: list[str] | tup
     try:  # field names and types, with a placeholder vocabulary
         ModelConfig.from_dict({**model, "vocab_size": 8192})
     except ConfigError as exc:
-        msg = str(exc).replace("unknown config field ", "unknown recipe field model.")
+        # the config quotes the field name ('d_expertt'); a recipe names it as its TOML key path
+        msg = re.sub(r"unknown config field ([\w.]*)'([^']*)'", r"unknown recipe field model.\1\2", str(exc))
+        msg = msg.replace("unknown config field ", "unknown recipe field model.")
         raise RecipeError(f"[model]: {msg}") from None
 
     engram = dict(raw["engram"])
@@ -200,7 +204,8 @@ def parse_recipe(text: str, path: Path | None = None, overrides: list[str] | tup
         m = _ARM_RE.match(item) if isinstance(item, str) else None
         if m is None:
             raise RecipeError(f"arms: {item!r} is not KIND or KIND-seedN with KIND one of {', '.join(ARM_KINDS)}")
-        arm_specs.append(ArmSpec(name=item, kind=m.group(1), seed=int(m.group(2)) if m.group(2) else seed))
+        arm_seed = int(m.group(2)) if m.group(2) else seed
+        arm_specs.append(ArmSpec(name=item, kind=m.group(1), seed=arm_seed, data_seed=arm_seed))
     if len({a.name for a in arm_specs}) != len(arm_specs):
         raise RecipeError(f"arms has duplicates: {arms}")
 

@@ -1,0 +1,285 @@
+"""The paper's four findings, measured: effect, across-seed band, controls, verdict.
+
+Input: the measurement JSON that ``checkpoints/measure.sh`` writes (one file per analysis, the
+commands' own ``--json`` output). Output: a list of :class:`Finding` (for the app's Overview and
+for ``engram-interp findings``) and the Markdown of ``checkpoints/FINDINGS.md``. No number is
+typed by hand: every figure printed is read from those files or computed here from them.
+
+Arms are recognised by checkpoint name: ``engram``, ``moe``, ``engram-null`` and their seeds
+``ARM-seedN`` (:func:`engram_interp.analysis.seeds.arm_of`). Each finding reduces every seed (or
+seed pair) to one number, summarises the seeds with a :class:`~engram_interp.analysis.seeds.Band`
+and applies one rule:
+
+- **reproduced**: at least ``MIN_SEEDS`` seeds of every arm involved, and the Engram band lies
+  entirely on the paper's side of the MoE band (where the finding compares with MoE) and of the
+  Engram-null control band;
+- **not reproduced**: at least ``MIN_SEEDS`` seeds, and the Engram band lies entirely on the
+  other side (of the MoE band, or of zero for a sign test);
+- **not testable at this scale**: the measurement cannot speak (e.g. the full models score near
+  chance on the suite the contrast needs);
+- **not established**: everything else (bands overlap, the control covers it, or one seed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engram_interp.analysis.seeds import Band, arm_of, band, early_mean, separated
+from engram_interp.errors import EngramInterpError
+
+__all__ = ["Finding", "MIN_SEEDS", "READING_TARGET", "compute_findings", "load_measurements", "render_markdown"]
+
+MIN_SEEDS = 2  # seeds per arm before a band can decide anything
+READING_TARGET = 0.8  # full-model reading accuracy the factual-vs-reading contrast needs (both arms)
+FACT_TARGET = 0.5  # full Engram accuracy on a closed-book fact suite for the other extreme
+ARMS = ("engram", "moe", "engram-null")
+FILES = {"lens": "logit_lens.json", "cka": "cka_all_tokens.json", "cka_null": "cka_null_vs_moe.json",
+         "gates": "gates_entities_engram.json", "gates_null": "gates_entities_null.json", "ablate": "ablate_zero.json"}
+
+
+@dataclass
+class Finding:
+    """One paper finding: ``title``, ``claim`` (the paper's statement), ``metric`` (what one seed is
+    reduced to, with units), ``bands`` (arm -> Band dict of that metric), ``verdict`` (one of the
+    four in the module doc), ``reason`` (one sentence) and ``source`` (the measurement files)."""
+
+    key: str
+    title: str
+    claim: str
+    metric: str
+    bands: dict[str, dict | None]
+    verdict: str
+    reason: str
+    source: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_measurements(folder: str | Path) -> dict[str, Any]:
+    """The measurement files of ``folder`` that exist: ``{key: parsed JSON}`` (keys of ``FILES``,
+    plus ``cards``: ``{checkpoint name: card JSON}`` from ``card-*.json``). User error if none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EngramInterpError(f"no measurement folder {folder} (run `bash checkpoints/measure.sh`)")
+    out: dict[str, Any] = {k: json.loads((folder / f).read_text()) for k, f in FILES.items() if (folder / f).is_file()}
+    out["cards"] = {p.stem[len("card-"):]: json.loads(p.read_text()) for p in sorted(folder.glob("card-*.json"))}
+    if not any(v for v in out.values()):
+        raise EngramInterpError(f"{folder} holds no measurement JSON (run `bash checkpoints/measure.sh`)")
+    return out
+
+
+def _bands_by_arm(values: dict[str, float | None]) -> dict[str, Band | None]:
+    grouped: dict[str, list[float | None]] = {}
+    for name, v in values.items():
+        grouped.setdefault(arm_of(name), []).append(v)
+    order = sorted(grouped, key=lambda a: (ARMS.index(a) if a in ARMS else len(ARMS), a))
+    return {arm: band(grouped[arm]) for arm in order}
+
+
+def _n(b: Band | None) -> int:
+    return 0 if b is None else b.n
+
+
+def _few(bs: dict[str, Band | None], arms: tuple[str, ...], counts: dict[str, int] | None = None) -> str | None:
+    n = {a: (counts or {}).get(a, _n(bs.get(a))) for a in arms}
+    few = [f"{a} ({n[a]})" for a in arms if n[a] < MIN_SEEDS]
+    return None if not few else "fewer than %d seeds: %s" % (MIN_SEEDS, ", ".join(few))
+
+
+def _dicts(bs: dict[str, Band | None]) -> dict[str, dict | None]:
+    return {k: (None if v is None else v.to_dict()) for k, v in bs.items()}
+
+
+def _compare(bs: dict[str, Band | None], sign: int, vs: tuple[str, ...], zero_test: bool,
+             counts: dict[str, int] | None = None) -> tuple[str, str]:
+    """Verdict of the Engram band against the bands of ``vs`` (and against 0 when ``zero_test``);
+    ``sign`` = +1 when the paper expects Engram higher, -1 lower; ``counts`` overrides the number of
+    independent seeds of an arm (default: the band's n)."""
+    e = bs.get("engram")
+    few = _few(bs, ("engram", *vs), counts)
+    zero = band([0.0])
+    sides = {a: separated(e, bs.get(a)) * sign for a in vs}
+    if zero_test:
+        sides["zero"] = separated(e, zero) * sign
+    if few:
+        paper = [k for k, v in sides.items() if v == 1]
+        wrong = [k for k, v in sides.items() if v == -1]
+        seen = "; as measured, Engram lies " + ", ".join(
+            x for x in ((f"on the paper's side of {', '.join(paper)}" if paper else ""),
+                        (f"on the wrong side of {', '.join(wrong)}" if wrong else "")) if x) if paper or wrong else ""
+        return "not established", few + seen
+    if all(s == 1 for s in sides.values()):
+        return "reproduced", "every Engram seed lies beyond every seed of " + ", ".join(sides)
+    if any(s == -1 for s in sides.values()):
+        return "not reproduced", "the Engram seeds lie on the wrong side of " + ", ".join(k for k, s in sides.items() if s == -1)
+    return "not established", "the Engram band overlaps " + ", ".join(k for k, s in sides.items() if s == 0)
+
+
+def _lens(m: dict[str, Any]) -> Finding | None:
+    if "lens" not in m:
+        return None
+    curves = m["lens"]["models"]
+    n_points = len(curves[0]["kl"])
+    last = max(1, (n_points - 1) // 2)  # layer points 1 .. L/2: the early half of the stack
+    per_seed = {c["name"]: early_mean(c["kl"], 1, last) for c in curves}
+    bs = _bands_by_arm(per_seed)
+    verdict, reason = _compare(bs, -1, ("moe", "engram-null"), zero_test=False)
+    return Finding("logit_lens", "LogitLens: early layers closer to the final prediction",
+                   "Engram's early layers have lower KL(p_final || q_l) than the MoE baseline's",
+                   f"mean KL over layer points 1..{last}, nats (lower = closer to the final distribution)",
+                   _dicts(bs), verdict, reason, [FILES["lens"]])
+
+
+def _seeds_in_pairs(cka: dict) -> int:
+    """Independent seeds behind a CKA measurement: the fewer of distinct A and distinct B checkpoints."""
+    pairs = cka.get("seed_pairs") or [{"a": cka["name_a"], "b": cka["name_b"]}]
+    return min(len({p["a"] for p in pairs}), len({p["b"] for p in pairs}))
+
+
+def _shift(cka: dict) -> dict[str, float | None]:
+    """Per A-vs-B pair: mean over A's Engram layers of a_j - j (layer points), keyed by the pair."""
+    layers = cka.get("engram_layers_a") or []
+    pairs = cka.get("seed_pairs") or [{"a": cka["name_a"], "b": cka["name_b"], "soft_alignment": cka["soft_alignment"]}]
+    out: dict[str, float | None] = {}
+    for i, p in enumerate(pairs):
+        vals = [p["soft_alignment"][j] - j for j in layers if p["soft_alignment"][j] is not None]
+        out[f"{p['a']}|{p['b']}|{i}"] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _cka(m: dict[str, Any]) -> Finding | None:
+    if "cka" not in m:
+        return None
+    groups = {"engram": _shift(m["cka"])}
+    if "cka_null" in m:
+        groups["engram-null"] = _shift(m["cka_null"])
+    bs = {arm: band(v.values()) for arm, v in groups.items()}
+    counts = {"engram": _seeds_in_pairs(m["cka"])} | ({"engram-null": _seeds_in_pairs(m["cka_null"])} if "cka_null" in m else {})
+    verdict, reason = _compare(bs, +1, ("engram-null",) if "engram-null" in bs else (), zero_test=True, counts=counts)
+    layers = m["cka"].get("engram_layers_a") or []
+    return Finding("cka", "CKA: Engram layers behave like deeper baseline layers",
+                   "the soft alignment index a_j of an Engram layer j exceeds j (an upward shift)",
+                   f"mean of a_j - j over Engram layers {layers}, layer points; one value per Engram-vs-MoE seed pair "
+                   "(control: Engram-null vs MoE)", _dicts(bs), verdict, reason, [FILES["cka"], FILES["cka_null"]])
+
+
+def _contrast_values(g: dict) -> dict[str, float]:
+    sb = g.get("seed_bands")
+    if sb:
+        rows = {name: v for name, v in zip(sb["seeds"], zip(*[b["values"] for b in sb["contrast"]]))}
+    else:
+        rows = {g["name"]: g["contrast"]}
+    return {name: sum(v) / len(v) for name, v in rows.items()}
+
+
+def _gates(m: dict[str, Any]) -> Finding | None:
+    if "gates" not in m:
+        return None
+    values = _contrast_values(m["gates"])
+    if "gates_null" in m:
+        values |= _contrast_values(m["gates_null"])
+    bs = _bands_by_arm(values)
+    verdict, reason = _compare(bs, +1, ("engram-null",) if "engram-null" in bs else (), zero_test=True)
+    g = m["gates"]
+    return Finding("gates", "Gates open where an entity completes",
+                   "the Engram gate is high at the last token of named entities and set phrases",
+                   f"mean gate at entity-final tokens minus at other tokens ({g['n_entity']} / {g['n_other']} tokens of "
+                   "the entity probe set), averaged over Engram layers, gate units", _dicts(bs), verdict, reason,
+                   [FILES["gates"], FILES["gates_null"]])
+
+
+def _ablation(m: dict[str, Any]) -> Finding | None:
+    if "ablate" not in m:
+        return None
+    models = m["ablate"]["models"]
+
+    def suite_band(suite: str, key: str, arm: str) -> Band | None:
+        return band(x["suites"][suite][key] for x in models if arm_of(x["name"]) == arm and suite in x["suites"])
+
+    reading = {a: suite_band("reading", "full", a) for a in ("engram", "moe")}
+    facts = {s: suite_band(s, "full", "engram") for s in ("facts_world", "facts_real")}
+    ret = {"engram reading": suite_band("reading", "retained", "engram"),
+           "engram facts_world": suite_band("facts_world", "retained", "engram"),
+           "engram facts_real": suite_band("facts_real", "retained", "engram")}
+    shown = {**{f"{a} reading full": b for a, b in reading.items()}, **{f"engram {s} full": b for s, b in facts.items()},
+             **{f"{k} retained %": b for k, b in ret.items()}}
+    low_reading = [f"{a} {b.mean:.2f}" for a, b in reading.items() if b is not None and b.mean < READING_TARGET]
+    known = [s for s, b in facts.items() if b is not None and b.mean >= FACT_TARGET]
+    if any(b is None for b in reading.values()):
+        verdict, reason = "not testable at this scale", "the reading suite was not scored for both arms"
+    elif low_reading or not known:
+        parts = []
+        if low_reading:
+            parts.append(f"full-model reading accuracy {', '.join(low_reading)} is below the {READING_TARGET:.0%} the "
+                         "contrast needs (near chance, so 'reading survives' cannot be seen)")
+        if not known:
+            parts.append(f"no closed-book fact suite reaches {FACT_TARGET:.0%} with the full Engram model")
+        verdict, reason = "not testable at this scale", "; ".join(parts)
+    else:
+        diff = {"engram": band([None if r is None or f is None else r - f for r, f in
+                                zip(ret["engram reading"].values, ret["engram facts_world"].values)])
+                if ret["engram reading"] and ret["engram facts_world"] else None}
+        verdict, reason = _compare(diff, +1, (), zero_test=True)
+        shown["engram reading - facts_world retained, points"] = diff["engram"]
+    return Finding("ablation", "Ablation: facts collapse, reading survives",
+                   "suppressing Engram destroys closed-book facts but keeps open-book reading",
+                   "accuracy of the full models (0..1) and retained % under zero-ablation of every Engram layer",
+                   _dicts(shown), verdict, reason, [FILES["ablate"]])
+
+
+def _val_loss(m: dict[str, Any]) -> Finding | None:
+    cards = m.get("cards") or {}
+    if not cards:
+        return None
+    values = {name: (c.get("val_loss") or {}).get("real") for name, c in cards.items()}
+    bs = _bands_by_arm(values)
+    verdict, reason = _compare(bs, -1, ("moe", "engram-null"), zero_test=False)
+    return Finding("val_loss", "Language modelling: held-out loss",
+                   "at equal total parameters, Engram reaches a lower loss than the MoE baseline",
+                   "validation loss on held-out real text, nats/token", _dicts(bs), verdict, reason, ["card-*.json"])
+
+
+def compute_findings(measurements: dict[str, Any]) -> list[Finding]:
+    """The findings that the given measurements (:func:`load_measurements`) allow, in a fixed order:
+    held-out loss, LogitLens, CKA, gates, ablation."""
+    out = [f(measurements) for f in (_val_loss, _lens, _cka, _gates, _ablation)]
+    return [f for f in out if f is not None]
+
+
+def _fmt_band(b: dict | None, digits: int) -> str:
+    if b is None:
+        return "-"
+    s = f"{b['mean']:.{digits}f}"
+    if b["n"] > 1:
+        s += f" [{b['low']:.{digits}f}, {b['high']:.{digits}f}]"
+        s += f", t95 [{b['ci'][0]:.{digits}f}, {b['ci'][1]:.{digits}f}]"
+    return s + f" (n={b['n']})"
+
+
+def render_markdown(findings: list[Finding], header: str = "") -> str:
+    """FINDINGS.md: one section per finding with its band table (mean [min, max over seeds], the 95%
+    t interval of the mean, n seeds) and the verdict. Deterministic for given findings."""
+    lines = ["# Findings on the bundled set", "", "Generated by `bash checkpoints/measure.sh` "
+             "(`engram-interp findings`) from the JSON in `checkpoints/measurements/`; do not edit by hand.", ""]
+    if header:
+        lines += [header, ""]
+    lines += [f"Verdict rule: a band is the min..max of one number over seeds (seed = its own init and data order). "
+              f"**reproduced** needs >= {MIN_SEEDS} seeds per arm and the Engram band entirely beyond the MoE band "
+              "and the Engram-null control band (or zero) in the paper's direction; **not reproduced** the same on the "
+              "other side; **not testable at this scale** when the measurement cannot speak; otherwise "
+              "**not established**.", "", "| finding | verdict |", "|---|---|"]
+    lines += [f"| {f.title} | **{f.verdict}** |" for f in findings]
+    for f in findings:
+        digits = 1 if f.key == "ablation" else 3
+        lines += ["", f"## {f.title}", "", f"Paper: {f.claim}.", "", f"Measured: {f.metric}.", "",
+                  "| arm | mean [min, max], t95 (n seeds) |", "|---|---|"]
+        for arm, b in f.bands.items():
+            d = 3 if (f.key == "ablation" and "full" in arm) else digits
+            lines.append(f"| {arm} | {_fmt_band(b, d)} |")
+        lines += ["", f"**Verdict: {f.verdict}.** {f.reason[0].upper() + f.reason[1:]}.",
+                  "", f"Source: {', '.join(f'`{s}`' for s in f.source)}."]
+    return "\n".join(lines) + "\n"

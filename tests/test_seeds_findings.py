@@ -1,0 +1,150 @@
+"""Across-seed bands, seed grouping of checkpoint arguments, the findings' verdict rule, and
+checkpoints/FINDINGS.md == what `engram-interp findings` makes of checkpoints/measurements/."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from engram_interp.analysis.seeds import arm_of, band, bands, group_by_arm, separated
+from engram_interp.commands._common import arm_groups
+from engram_interp.errors import EngramInterpError
+from engram_interp.findings import compute_findings, load_measurements, render_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_band_matches_hand_computation():
+    b = band([1.0, 2.0, None, 3.0, float("nan")])
+    assert (b.n, b.mean, b.low, b.high) == (3, 2.0, 1.0, 3.0)
+    assert b.sd == pytest.approx(1.0)
+    half = 4.303 / math.sqrt(3)  # t(0.975, df=2) * sd / sqrt(n)
+    assert b.ci == pytest.approx((2.0 - half, 2.0 + half), abs=1e-3)
+    one = band([0.5])
+    assert (one.n, one.sd, one.ci, one.low, one.high) == (1, 0.0, None, 0.5, 0.5)
+    assert band([None]) is None
+    per_layer = bands([[1.0, 4.0], [3.0, 8.0]])
+    assert [x.mean for x in per_layer] == [2.0, 6.0] and per_layer[1].low == 4.0
+
+
+def test_arm_names_and_separation():
+    assert arm_of("moe-seed12") == "moe" and arm_of("engram-null") == "engram-null"
+    assert arm_of("engram-null-seed2") == "engram-null" and arm_of("seedless") == "seedless"
+    assert group_by_arm(["engram", "moe", "engram-seed1"]) == {"engram": ["engram", "engram-seed1"], "moe": ["moe"]}
+    assert separated(band([3, 4]), band([1, 2])) == 1 and separated(band([1, 2]), band([3, 4])) == -1
+    assert separated(band([1, 3]), band([2, 4])) == 0 and separated(None, band([1])) == 0
+
+
+def test_arm_groups_expand_seeds(tmp_path):
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for p in [tmp_path / "moe.ckpt", seeds / "moe-seed2.ckpt", seeds / "moe-seed10.ckpt", seeds / "moe-seedx.ckpt",
+              seeds / "moe-other-seed1.ckpt", tmp_path / "x.ckpt"]:
+        p.write_bytes(b"")
+    groups = arm_groups([str(tmp_path / "moe.ckpt"), f"{tmp_path / 'x.ckpt'},{tmp_path / 'moe.ckpt'}"], str(seeds))
+    assert groups[0] == ("moe", [str(tmp_path / "moe.ckpt"), str(seeds / "moe-seed2.ckpt"), str(seeds / "moe-seed10.ckpt")])
+    assert groups[1][0] == "x" and groups[1][1][:2] == [str(tmp_path / "x.ckpt"), str(tmp_path / "moe.ckpt")]
+    with pytest.raises(EngramInterpError, match="no such checkpoint"):
+        arm_groups([str(tmp_path / "missing.ckpt")])
+    with pytest.raises(EngramInterpError, match="--seeds"):
+        arm_groups([str(tmp_path / "moe.ckpt")], str(tmp_path / "nowhere"))
+
+
+def _lens(kl_early: dict[str, float]) -> dict:
+    """A logit_lens.json whose layer points 1..4 all hold the given KL (point 0 and 5..8 fixed)."""
+    return {"models": [{"name": n, "layers": list(range(9)), "kl": [2.0, v, v, v, v, 0.1, 0.1, 0.1, 0.0]}
+                       for n, v in kl_early.items()]}
+
+
+def _verdict(m: dict, key: str) -> str:
+    return {f.key: f for f in compute_findings(m)}[key].verdict
+
+
+def test_lens_verdicts_follow_the_rule():
+    two = {"engram": 0.4, "engram-seed1": 0.45, "moe": 0.6, "moe-seed1": 0.65, "engram-null": 0.58, "engram-null-seed1": 0.62}
+    f = {x.key: x for x in compute_findings({"lens": _lens(two)})}["logit_lens"]
+    assert f.verdict == "reproduced"
+    assert f.bands["engram"]["mean"] == pytest.approx(0.425) and f.bands["moe"]["values"] == [0.6, 0.65]
+    overlap = dict(two, **{"engram-seed1": 0.61})
+    assert _verdict({"lens": _lens(overlap)}, "logit_lens") == "not established"
+    worse = {k: (0.9 + i * 0.01 if k.startswith("engram") and "null" not in k else v) for i, (k, v) in enumerate(two.items())}
+    assert _verdict({"lens": _lens(worse)}, "logit_lens") == "not reproduced"
+    one = {"engram": 0.1, "moe": 0.9, "engram-null": 0.9}  # a large gap, but one seed each
+    f1 = {x.key: x for x in compute_findings({"lens": _lens(one)})}["logit_lens"]
+    assert f1.verdict == "not established" and "fewer than 2 seeds" in f1.reason
+
+
+def _cka(name_a: str, pairs: list[tuple[str, str, list[float]]]) -> dict:
+    return {"name_a": name_a, "name_b": "moe", "soft_alignment": pairs[0][2], "engram_layers_a": [1, 3],
+            "seed_pairs": [{"a": a, "b": b, "soft_alignment": sa} for a, b, sa in pairs]}
+
+
+def test_cka_counts_independent_seeds_and_uses_the_null_control():
+    up = [0.0, 3.0, 2.5, 5.0, 4.0, 5.0, 6.0, 7.0, 8.0]  # shift at layers 1, 3: (2 + 2) / 2
+    flat = [0.0, 1.2, 2.0, 3.1, 4.0, 5.0, 6.0, 7.0, 8.0]
+    m = {"cka": _cka("engram", [("engram", "moe", up), ("engram-seed1", "moe-seed1", up)]),
+         "cka_null": _cka("engram-null", [("engram-null", "moe", flat), ("engram-null-seed1", "moe-seed1", flat)])}
+    f = {x.key: x for x in compute_findings(m)}["cka"]
+    assert f.verdict == "reproduced" and f.bands["engram"]["mean"] == pytest.approx(2.0)
+    assert f.bands["engram-null"]["mean"] == pytest.approx(0.15)
+    # one Engram seed against two MoE seeds is two pairs but one independent Engram seed
+    m["cka"] = _cka("engram", [("engram", "moe", up), ("engram", "moe-seed1", up)])
+    assert _verdict(m, "cka") == "not established"
+    m["cka"] = _cka("engram", [("engram", "moe", flat), ("engram-seed1", "moe-seed1", flat)])
+    assert _verdict(m, "cka") == "not established"  # the null control covers it
+
+
+def _ablate(reading: float, facts: float, retained_reading: float, retained_facts: float) -> dict:
+    def suites(engram: bool):
+        r = retained_reading if engram else 100.0
+        f = retained_facts if engram else 100.0
+        return {"reading": {"full": reading, "retained": r}, "facts_world": {"full": facts, "retained": f},
+                "facts_real": {"full": facts, "retained": f}}
+    return {"models": [{"name": n, "suites": suites(n.startswith("engram"))} for n in ("engram", "engram-seed1", "moe", "moe-seed1")]}
+
+
+def test_ablation_is_testable_only_when_the_full_models_pass():
+    f = {x.key: x for x in compute_findings({"ablate": _ablate(0.26, 0.12, 77.0, 117.0)})}["ablation"]
+    assert f.verdict == "not testable at this scale" and "0.26" in f.reason and "50%" in f.reason
+    assert _verdict({"ablate": _ablate(0.9, 0.6, 95.0, 20.0)}, "ablation") == "reproduced"
+    assert _verdict({"ablate": _ablate(0.9, 0.6, 20.0, 95.0)}, "ablation") == "not reproduced"
+
+
+def test_findings_md_is_generated_from_the_measurements():
+    """Every figure in FINDINGS.md comes from checkpoints/measurements/ (regenerate: measure.sh)."""
+    measured = load_measurements(ROOT / "checkpoints" / "measurements")
+    expected = render_markdown(compute_findings(measured))
+    assert (ROOT / "checkpoints" / "FINDINGS.md").read_text(encoding="utf-8") == expected
+    lens = {m["name"]: m["kl"] for m in measured["lens"]["models"]}
+    assert f"{sum(lens['engram'][1:5]) / 4:.3f}" in expected  # spot check against the raw JSON
+
+
+def test_findings_command(tmp_path, capsys):
+    from engram_interp.cli import main
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "logit_lens.json").write_text(json.dumps(_lens({"engram": 0.4, "moe": 0.6})))
+    out = tmp_path / "F.md"
+    assert main(["findings", "--measurements", str(tmp_path / "m"), "--out", str(out)]) == 0
+    assert "not established" in capsys.readouterr().out and "0.400" in out.read_text()
+    assert main(["findings", "--measurements", str(tmp_path / "m"), "--out", str(out)]) == 2  # no silent overwrite
+    assert main(["findings", "--measurements", str(tmp_path / "none")]) == 2
+
+
+def test_app_overview_shows_the_same_verdicts(tmp_path, monkeypatch):
+    """The Overview's verdict table is built by engram_interp.findings from the same measurements."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CKPTS", str(ROOT / "checkpoints" / "engram.ckpt"))
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(ROOT)
+    at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[-1].value
+    found = compute_findings(load_measurements(ROOT / "checkpoints" / "measurements"))
+    assert list(table["finding"]) == [f.title for f in found]
+    assert list(table["verdict"]) == [f.verdict for f in found]
