@@ -36,4 +36,6 @@ $E gates $A --text "Alexander the Great met the Princess of Wales. By the way, t
 $E ablate $A $B $N --suites probes --max-items $ITEMS --seed 0 --device cpu --quiet --json > "$OUT/ablate_zero.json"
 $E ablate $A $N --suites probes --max-items $ITEMS --seed 0 --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
   --json > "$OUT/ablate_mean.json"
+$E memory $A --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram.json"
+$E memory $N --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram_null.json"
 echo "wrote $OUT/*.json"

@@ -32,7 +32,7 @@ def load(path, device=None, dtype=None, allow_nonfinite=False):
     """Load a model (eval mode) behind the one interface (``engram_interp.interface.InterpModel``):
     a ``.ckpt`` file -> ``EngramTransformer``; a Hugging Face folder, a ``.gguf`` file or a known name
     such as ``"smollm2"`` -> the Hugging Face backend (docs/MODELS.md). device: None = CUDA if present.
-    ``allow_nonfinite``: load .ckpt weights holding NaN/Inf (refused by default)."""
+    ``.ckpt`` weights holding NaN/Inf are refused unless ``allow_nonfinite``."""
     from engram_interp.backends import is_foreign, load_foreign
 
     if is_foreign(path):

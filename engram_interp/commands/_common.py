@@ -138,7 +138,7 @@ def load_models(paths: list[str], device, allow_nonfinite: bool = False) -> list
 
     models = []
     for p in paths:
-        if not (Path(p).is_file() or is_foreign(p)):
+        if not (Path(p).exists() or is_foreign(p)):  # special files get their own message from the loader
             raise EngramInterpError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
         models.append(ei.load(p, device=device, allow_nonfinite=allow_nonfinite).requires_grad_(False))
     return models

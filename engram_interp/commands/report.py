@@ -40,8 +40,10 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import (
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
+    from engram_interp.analysis.memory import memory_inspect
     from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.io import check_output_dir
+    from engram_interp.memory_tables import open_tables
     from engram_interp.report import REPORT_FILES, write_report
 
     check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
@@ -76,12 +78,17 @@ def run(args: argparse.Namespace) -> int:
     if suites and a.engram_layers:
         say("ablation ...")
         abl = ablation_sensitivity(pair, suites, seed=args.seed, progress=prog)
+    mem = None
+    if a.engram_layers:
+        say("memory ...")
+        mem = memory_inspect(open_tables(args.ckpt_a), texts, max_tokens=args.max_tokens, seed=args.seed, progress=prog)
     notes = [f"A = {args.ckpt_a}" + (f", B = {args.ckpt_b}" if b is not None else " (CKA: A's layers against each other)")
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
     if not a.engram_layers:
-        notes.append(f"{na} has no Engram/PLE layers: no gate statistics and no Engram ablation.")
+        notes.append(f"{na} has no Engram/PLE layers: no gate statistics, no Engram ablation and no memory section.")
     paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""), lens=lens,
-                         token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force)
+                         token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force,
+                         memory=mem)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
@@ -90,5 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if abl:
         for s, sc in abl.suites.items():
             print(f"{'ablate':<12} {s}: retained {'-' if sc.retained is None else f'{sc.retained:.1f}'}%")
+    if mem is not None:
+        top = max((h for L in mem.layers for h in L.heads), key=lambda h: h.collision_share)
+        print(f"{'memory':<12} rows touched {sum(h.touched for L in mem.layers for h in L.heads):,}; highest collision"
+              f" share {top.collision_share:.3f} (uniform hash {top.uniform_collision_share:.3f})")
     print(f"wrote {paths['html']}, {paths['json']} and {len(paths['csv'])} CSV files")
     return 0
