@@ -27,7 +27,7 @@ REPORT_FILES = {"report.html", "results.json", "logit_lens.csv", "cka.csv", "cka
 
 __all__ = ["kl_figure", "token_lens_figure", "cka_figure", "gate_figure", "gate_selectivity_figure",
            "retained_figure", "write_report", "write_csvs", "memory_usage_figure", "memory_norm_figure",
-           "memory_pca_figure", "memory_section"]
+           "memory_pca_figure", "memory_section", "attribution_section"]
 
 
 def kl_figure(res: LogitLensResult) -> go.Figure:
@@ -162,11 +162,34 @@ def write_csvs(out: Path, lens: LogitLensResult | None = None, cka: CKAResult | 
     return written
 
 
+def attribution_section(summaries: Sequence, include_plotlyjs: bool = False) -> str:
+    """HTML of the probe-prompt attribution section: the per-kind figure (``ItemAttribution`` of each
+    model, from ``analysis.attribution_items``) and a table of means with 95 % intervals, each marked
+    "not established" when its interval covers 0. Empty string when there is nothing to show."""
+    from engram_interp.attribution_figures import items_figure
+
+    summaries = [s for s in summaries if s is not None]
+    if not summaries:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(s.model)}</td><td>{html.escape(k.name)}</td><td>{k.mean:+.3f}</td>"
+        f"<td>[{k.ci_low:+.3f}, {k.ci_high:+.3f}]</td><td>{'yes' if k.established else 'not established'}</td></tr>"
+        for s in summaries for k in [s.metric, *s.kinds])
+    head = (f"<h2>Direct logit attribution on {html.escape(summaries[0].suite)} prompts</h2><p>Metric: logit of "
+            "the answer's first token minus that of the first distractor, at the end of the prompt; final norm "
+            "frozen; items (largest |remainder|): " + ", ".join(
+                f"{html.escape(s.model)} {s.n_items} ({s.remainder_max:.1e})" for s in summaries) + ".</p>")
+    fig = items_figure(summaries).to_html(full_html=False, include_plotlyjs=include_plotlyjs, div_id="fig-attribution")
+    table = ("<table><tr><th>model</th><th>component</th><th>mean (logits)</th><th>95 % CI</th><th>CI excludes 0</th>"
+             f"</tr>{rows}</table>")
+    return head + fig + table
+
+
 def write_report(out: str | Path, *, title: str = "engram-interp report", lens: LogitLensResult | None = None,
                  token_lens: Sequence[TokenLens] = (), cka: CKAResult | None = None,
                  gate_maps: Sequence[GateMap] = (), gates: GateCorpusResult | None = None,
                  ablation: AblationResult | None = None, notes: Sequence[str] = (), force: bool = False,
-                 memory=None) -> dict[str, Path]:
+                 memory=None, attribution: Sequence = ()) -> dict[str, Path]:
     """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` (strict JSON)
     and CSVs into ``out``, each file atomically (temporary file + rename). A folder holding an earlier
     report needs ``force``; then the whole earlier set is replaced (its files this report does not
@@ -196,6 +219,7 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
             parts.append(f"<h3>Top n-grams, layer.branch {ch}</h3><table><tr><th>n-gram</th><th>count</th><th>mean gate</th></tr>{top}</table>")
     if memory is not None:  # a MemoryResult (engram_interp.analysis.memory)
         parts.append(memory_section(memory, include_plotlyjs=not figs))
+    parts.append(attribution_section(attribution, include_plotlyjs=not figs and memory is None))
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
@@ -217,6 +241,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         results["ablation"] = ablation.to_dict()
     if memory is not None:
         results["memory"] = memory.to_dict()
+    if any(a is not None for a in attribution):
+        results["attribution"] = [a.to_dict() for a in attribution if a is not None]
     json_path = atomic_write_text(out / "results.json", dumps_strict(results, indent=1), force=True)
     csvs = write_csvs(out, lens, cka, gates, ablation)
     replace_set(out, REPORT_FILES, {p.name for p in [html_path, json_path, *csvs]})

@@ -27,7 +27,10 @@ def _expected_shape(name, model, b, p):
         return {"hook_hash_ids": (b, p, e.n_hash_heads), "hook_memory": (b, p, e.d_mem), "hook_gate": (b, p, m), "hook_out": resid}[last]
     if ".mlp." in name:
         k, n = cfg.moe.top_k, cfg.moe.n_routed_experts
-        return {"hook_router_scores": (b, p, n), "hook_expert_ids": (b, p, k), "hook_expert_weights": (b, p, k)}[last]
+        return {"hook_router_scores": (b, p, n), "hook_expert_ids": (b, p, k), "hook_expert_weights": (b, p, k),
+                "hook_expert_out": (b, p, k, d)}[last]
+    if ".hc_" in name:
+        return {"hook_h_pre": (b, p, m), "hook_h_post": (b, p, m), "hook_h_res": (b, p, m, m)}[last]
     if ".attn." in name:
         return (b, h, p, p) if last == "hook_pattern" else (b, p, h, dh)
     if last == "hook_scale":

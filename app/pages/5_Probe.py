@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import state  # noqa: E402
+from app import probe_views, state  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Probe · engram-interp", layout="wide")
@@ -63,3 +63,7 @@ for col, entry, model, (toks, resid) in zip(cols, pair.entries, pair.models, str
                 row[f"#{rank + 1}"] = f"{model.decode([i])!r} {p:.3f}"
             rows.append(row)
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+st.subheader("Routing and attention")
+for entry in pair.entries:
+    probe_views.render(entry, text)

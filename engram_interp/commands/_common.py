@@ -112,6 +112,17 @@ def check_out(args) -> None:
         check_output_file(args.out, getattr(args, "force", False))
 
 
+def add_device_output(p: argparse.ArgumentParser) -> None:
+    """--device, --allow-nonfinite and --json | --out [--force], for commands that explain one prompt
+    (attribute, patch)."""
+    add_device(p)
+    add_load(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
+    g.add_argument("--out", default=None, help="write the result as JSON to this file (an existing file needs --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
 def add_corpus(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="text file (paragraphs) or .jsonl with a 'text' field; "
                    "default: $ENGRAM_INTERP_CORPUS, else the validation split of the data cache "

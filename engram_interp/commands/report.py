@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
+    p.add_argument("--attribution", default=None, metavar="PROBES",
+                   help="probe items with candidates (e.g. probes/entities.jsonl): add a direct-logit-attribution "
+                        "section (at most --max-items items, default 100)")
     add_common(p, out_is_dir=True)
 
 
@@ -82,13 +85,21 @@ def run(args: argparse.Namespace) -> int:
     if a.engram_layers:
         say("memory ...")
         mem = memory_inspect(open_tables(args.ckpt_a), texts, max_tokens=args.max_tokens, seed=args.seed, progress=prog)
+    attr = []
+    if args.attribution:
+        from engram_interp.analysis.attribution_items import attribution_over_items
+
+        say("attribution ...")
+        suite, items = next(iter(read_suites(args.attribution).items()))
+        attr = [attribution_over_items(m, items, suite=suite, max_items=args.max_items or 100, seed=args.seed,
+                                       progress=prog, name=n) for n, m in pair.items()]
     notes = [f"A = {args.ckpt_a}" + (f", B = {args.ckpt_b}" if b is not None else " (CKA: A's layers against each other)")
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
     if not a.engram_layers:
         notes.append(f"{na} has no Engram/PLE layers: no gate statistics, no Engram ablation and no memory section.")
     paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""), lens=lens,
                          token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes, force=args.force,
-                         memory=mem)
+                         memory=mem, attribution=attr)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")

@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import nn
+from transformer_lens.hook_points import HookPoint
 
 
 def sinkhorn_knopp(positive: torch.Tensor, iters: int) -> torch.Tensor:
@@ -35,6 +36,9 @@ class HyperConnection(nn.Module):
         self.b_pre = nn.Parameter(torch.full((m,), math.log(1.0 / (m - 1))))  # sigmoid -> 1/M: read the mean
         self.b_post = nn.Parameter(torch.zeros(m))  # 2*sigmoid(0) = 1: every stream gets the output
         self.b_res = nn.Parameter(torch.full((m, m), -4.0).fill_diagonal_(0.0))  # near identity mixing
+        self.hook_h_pre = HookPoint()  # [batch, pos, M]
+        self.hook_h_post = HookPoint()  # [batch, pos, M]
+        self.hook_h_res = HookPoint()  # [batch, pos, M, M]: row m = how much of each old stream stream m keeps
 
     def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [batch, pos, M, d] -> H_pre [b,p,M], H_post [b,p,M], H_res [b,p,M,M] (float32)."""
@@ -46,7 +50,7 @@ class HyperConnection(nn.Module):
         h_post = 2 * torch.sigmoid(self.alpha[1] * proj[..., m : 2 * m] + self.b_post)
         logits = self.alpha[2] * proj[..., 2 * m :].unflatten(-1, (m, m)) + self.b_res
         h_res = sinkhorn_knopp(torch.exp(logits - logits.amax((-1, -2), keepdim=True)), self.iters)
-        return h_pre, h_post, h_res
+        return self.hook_h_pre(h_pre), self.hook_h_post(h_post), self.hook_h_res(h_res)
 
     @staticmethod
     def read(x: torch.Tensor, h_pre: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,9 @@ class MoE(nn.Module):
         self.hook_router_scores = HookPoint()  # [batch, pos, expert]: s_i
         self.hook_expert_ids = HookPoint()  # [batch, pos, top_k]
         self.hook_expert_weights = HookPoint()  # [batch, pos, top_k]: g_i
+        # [batch, pos, top_k, d_model]: g_i * expert_i(h) per chosen slot (order of hook_expert_ids);
+        # only materialised while a hook is attached (direct logit attribution per expert)
+        self.hook_expert_out = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, pos, d = x.shape
@@ -51,6 +54,7 @@ class MoE(nn.Module):
         counts = torch.bincount(flat_ids, minlength=self.n_experts).tolist()
         slot_weights = weights.reshape(-1)[order].to(x.dtype)
         out = torch.zeros_like(flat_x)
+        slots = flat_x.new_zeros(flat_ids.numel(), d) if self.hook_expert_out._forward_hooks else None
         start = 0
         for e, count in enumerate(counts):
             if count == 0:
@@ -58,9 +62,14 @@ class MoE(nn.Module):
             idx = token_of[start : start + count]
             xe = flat_x[idx]
             ye = (F.silu(xe @ self.W_gate[e]) * (xe @ self.W_up[e])) @ self.W_down[e]
-            out.index_add_(0, idx, ye * slot_weights[start : start + count, None])
+            weighted = ye * slot_weights[start : start + count, None]
+            out.index_add_(0, idx, weighted)
+            if slots is not None:
+                slots[order[start : start + count]] = weighted
             start += count
         out = out.view(batch, pos, d)
+        if slots is not None:
+            self.hook_expert_out(slots.view(batch, pos, self.top_k, d))
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         return out

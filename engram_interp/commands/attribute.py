@@ -1,0 +1,64 @@
+"""engram-interp attribute CKPT [CKPT ...] --text T --target " Paris" [--contrast " London"]: direct logit attribution."""
+
+from __future__ import annotations
+
+import argparse
+
+from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for
+
+NAME = "attribute"
+HELP = "which component (embedding, attention, FFN/MoE expert, Engram) wrote the next-token logit"
+DESCRIPTION = (
+    "Direct logit attribution at the last position of --text (BOS prepended): the final norm is frozen at "
+    "its scale on the real final stream, so the logit of --target (minus that of --contrast) splits exactly "
+    "into what the embedding, every Engram layer's Y (per stream for mHC), every attention layer and every "
+    "FFN/MoE layer (--per-expert: each chosen routed expert and the shared experts) wrote; sum(contributions) "
+    "+ remainder == logit, remainder = bias terms (0 for bias-free models). Also the target's probability "
+    "and rank through the layers (LogitLens). Target and contrast must be single tokens, leading space "
+    "included. JSON (one model): {target, contrast, logit, components: [{name, contribution, kind, layer, "
+    "branch, expert}], remainder, unexplained, source, probability, tokens, through_layers: {layers, "
+    "probability, rank, logit}}; several models: {models: [...]}. See docs/ATTRIBUTION.md."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ckpts", nargs="+", metavar="MODEL", help="one or more models (.ckpt, Hugging Face folder, .gguf, or a known name), side by side")
+    p.add_argument("--text", required=True, help="the prompt; the next token after it is explained")
+    p.add_argument("--target", required=True, help="the token to explain, e.g. ' Paris' (one token)")
+    p.add_argument("--contrast", default=None, help="explain logit(target) - logit(contrast), e.g. ' London'")
+    p.add_argument("--per-expert", action="store_true", help="split MoE layers into their chosen routed experts")
+    add_device_output(p)
+
+
+def _table(a, trace) -> str:
+    what = f"logit({a.target!r})" + (f" - logit({a.contrast!r})" if a.contrast is not None else "")
+    lines = [f"{a.model}: {what} after {a.text!r} = {a.logit:+.4f}  (p(target) = {a.probability:.4f})",
+             f"{'component':<16}{'contribution':>14}"]
+    scale = max([abs(c.contribution) for c in a.components] + [1e-12])
+    for c in a.components:
+        bar = "#" * round(12 * abs(c.contribution) / scale)
+        lines.append(f"{c.name:<16}{c.contribution:>+14.4f}  {'-' if c.contribution < 0 else '+'}{bar}")
+    lines += [f"{'remainder':<16}{a.remainder:>+14.4f}  (bias terms; 0 for bias-free models)",
+              f"{'sum':<16}{a.total():>+14.4f}  (logit {a.logit:+.4f}; rounding {a.unexplained:.1e})",
+              "target through the layers (LogitLens at the last position):",
+              f"{'layer':>7}{'p(target)':>12}{'rank':>8}"]
+    lines += [f"{l:>7}{p:>12.4f}{r:>8}" for l, p, r in zip(trace.layers, trace.probability, trace.rank)]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engram_interp.analysis.attribution import direct_logit_attribution, target_through_layers
+
+    check_out(args)
+    models = load_models(args.ckpts, args.device, args.allow_nonfinite)
+    names = names_for(args.ckpts)
+    results, tables = [], []
+    for name, model in zip(names, models):
+        a = direct_logit_attribution(model, args.text, args.target, args.contrast, per_expert=args.per_expert, name=name)
+        (trace,) = target_through_layers({name: model}, args.text, args.target)
+        d = a.to_dict()
+        d["through_layers"] = {k: v for k, v in trace.to_dict().items() if k in ("layers", "probability", "rank", "logit")}
+        results.append(d)
+        tables.append(_table(a, trace))
+    out = results[0] if len(results) == 1 else {"models": results}
+    return emit(args, out, "\n\n".join(tables))
