@@ -15,8 +15,9 @@ from app import state
 @torch.no_grad()
 def routing(model, tokens: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
     """``{moe layer: {"ids": [pos, top_k] int64, "weights": [pos, top_k], "n_experts": int}}`` for one
-    text ``tokens`` ``[1, pos]``; empty for a model without MoE layers."""
-    layers = list(model.info.moe_layers)
+    text ``tokens`` ``[1, pos]``; empty for a model without MoE layers or whose backend has no routing
+    hooks (the Hugging Face backend, docs/MODELS.md)."""
+    layers = [l for l in model.info.moe_layers if f"blocks.{l}.mlp.hook_expert_ids" in model.hook_dict]
     names = {f"blocks.{l}.mlp.{h}" for l in layers for h in ("hook_expert_ids", "hook_expert_weights", "hook_router_scores")}
     if not names:
         return {}
@@ -27,9 +28,12 @@ def routing(model, tokens: torch.Tensor) -> dict[int, dict[str, torch.Tensor]]:
 
 
 @torch.no_grad()
-def attention(model, tokens: torch.Tensor) -> torch.Tensor:
-    """Attention patterns ``[layer, head, query_pos, key_pos]`` (float32, rows sum to 1) of one text."""
+def attention(model, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Attention patterns ``[layer, head, query_pos, key_pos]`` (float32, rows sum to 1) of one text;
+    None when the backend has no pattern hooks (the Hugging Face backend, docs/MODELS.md)."""
     names = {f"blocks.{l}.attn.hook_pattern" for l in range(model.info.n_layers)}
+    if not names <= set(model.hook_dict):
+        return None
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
     return torch.stack([cache[f"blocks.{l}.attn.hook_pattern"][0].float().cpu() for l in range(model.info.n_layers)])
 
@@ -70,12 +74,15 @@ def render(entry, text: str) -> None:
     key = f"probe-views-{entry.label}"
     with st.expander(f"Routing (MoE top-k experts) · {entry.label}"):
         if not route:
-            st.info(f"**{entry.label}** has no MoE layers.")
+            st.info(f"**{entry.label}** has no MoE layers with routing hooks.")
         else:
             layer = st.selectbox("MoE layer", sorted(route), key=f"{key}-moe")
             st.plotly_chart(routing_figure(toks, route[layer], layer), width="stretch", key=f"{key}-route-fig")
             st.caption("Each row is a token; a cell is the renormalised gate weight g_i of a chosen expert.")
     with st.expander(f"Attention patterns per head · {entry.label}"):
+        if patterns is None:
+            st.info(f"**{entry.label}** runs Hugging Face's fused attention: no per-head patterns (docs/MODELS.md).")
+            return
         cols = st.columns(2)
         layer = cols[0].selectbox("Layer", range(patterns.shape[0]), key=f"{key}-attn-layer")
         head = cols[1].selectbox("Head", range(patterns.shape[1]), key=f"{key}-attn-head")
