@@ -53,11 +53,11 @@ def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry]
                                   for name, table in tables.items()], mode=mode)
 
 CKA_DEFAULTS = {"tokens": "entities", "n_examples": 2048, "batch": 64, "n_boot": 200, "seed": 0}
-CKA_K = 5  # k of the soft alignment stored with its bootstrap CI (the page recomputes other k)
+# k of the stored soft alignment (with its bootstrap CI): None = the library's default for B's depth
 
 
 # ---- CKA -----------------------------------------------------------------------------------------
-def cka(pair: state.Pair, params: dict[str, Any]) -> dict[str, Any]:
+def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[str, Any]:
     """Cached ``engram_interp.analysis.cka.cka_analysis`` of model A vs B, as its ``to_dict()``
     (plus ``source``). Layer points 0..n_layers; ``cka``/``ci_low``/``ci_high`` ``[L_a][L_b]``."""
 
@@ -73,46 +73,89 @@ def cka(pair: state.Pair, params: dict[str, Any]) -> dict[str, Any]:
         progress(0.1, f"running both models over up to {params['n_examples']} tokens of {source}")
         res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"],
                            probes=None if probes is None else str(probes), batch_size=params["batch"],
-                           max_tokens=params["n_examples"], k=CKA_K, n_boot=params["n_boot"], seed=params["seed"],
+                           max_tokens=params["n_examples"], k=k, n_boot=params["n_boot"], seed=params["seed"],
                            names=(pair.labels[0], pair.labels[1]))
         return dict(res.to_dict(), source=source)
 
-    return state.disk_cached("cka", pair.shas, params, compute, label="CKA")
+    return state.disk_cached("cka", pair.shas, dict(params, k=k), compute, label="CKA")
+
+
+def is_control(e: Entry) -> bool:
+    """True for an Engram-null arm (memory without content): the control of the Engram findings."""
+    return e.ok and e.kind.startswith("engram-null")
+
+
+def reference_entries(a: Entry, b: Entry, entries: Sequence[Entry]) -> dict[str, Entry]:
+    """The references of the A-vs-B soft alignment among the loaded checkpoints: ``control`` = an
+    Engram-null arm other than A; ``noise`` = another checkpoint of B's kind and shape (a second seed)."""
+    out = {}
+    control = [e for e in entries if is_control(e) and e.sha not in (a.sha, b.sha)]
+    if control and not is_control(a):
+        out["control"] = control[0]
+    cfg = b.info.config
+    same = [e for e in entries if e.sha not in (a.sha, b.sha) and e.kind == b.kind
+            and (e.info.config.n_layers, e.info.config.d_model) == (cfg.n_layers, cfg.d_model)]
+    if same:
+        out["noise"] = same[0]
+    return out
+
+
+def cka_with_references(a: Entry, b: Entry, entries: Sequence[Entry], params: dict[str, Any], *,
+                        compute: bool = True, k: int | None = None) -> dict[str, Any] | None:
+    """A-vs-B CKA with ``references`` filled from the loaded Engram-null control and second baseline
+    seed (each the same analysis against B, same k). ``compute=False``: disk cache only (None if
+    A vs B was never computed; a missing reference is left out)."""
+    from engram_interp.analysis.alignment import reference_entry
+
+    def get(x: Entry, kk: int | None):
+        if not compute:
+            return state.cached_result("cka", [x.sha, b.sha], dict(params, k=kk))
+        pair = state.load_pair([x, b])
+        return None if pair is None else cka(pair, params, k=kk)
+
+    res = get(a, k)
+    if not res or "cka" not in res:
+        return None
+    res = dict(res, references={})
+    for kind, e in reference_entries(a, b, entries).items():
+        ref = get(e, k)  # same B, same k rule: the same k as A's index
+        if ref and "cka" in ref:
+            res["references"][kind] = reference_entry(ref)
+    return res
 
 
 # ---- Overview summaries (disk cache only) --------------------------------------------------------
 def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
-    engram = [e for e in entries if e.has_engram]
+    """(Engram model, baseline) pairs; the Engram-null control only where no real Engram arm is loaded."""
+    engram = [e for e in entries if e.has_engram and not is_control(e)] or [e for e in entries if e.has_engram]
     other = [e for e in entries if not e.has_engram]
     return [(a, b) for a in engram for b in other]
 
 
 def cka_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts
+
     lines = []
     for a, b in _pairs(entries):
-        res = state.cached_result("cka", [a.sha, b.sha], CKA_DEFAULTS)
-        if not res or "cka" not in res:
+        res = cka_with_references(a, b, entries, CKA_DEFAULTS, compute=False)
+        if res is None:
             continue
-        align, (lo, hi) = res["soft_alignment"], res["soft_alignment_ci"]
-        shown = [f"layer {j}: a_j = {_num(align[j])} [{_num(lo[j])}, {_num(hi[j])}]"
-                 for j in a.info.config.engram.layer_ids if j < len(align)]
         what = {"entities": "named-entity final tokens", "all": "tokens"}.get(res["tokens"], "tokens")
-        lines.append(f"{a.label} vs {b.label}, soft alignment of the Engram layers ({res['n_examples']} {what}, "
-                     f"k={res['k']}, 95% CI): {'; '.join(shown) or '-'} (a_j > j: like a deeper {b.label} layer)")
+        head = (f"{a.label} vs {b.label}, CKA soft alignment of the Engram layers on {res['n_examples']} {what} "
+                f"({res.get('source', '?')}; 95% bootstrap intervals over {res['n_batches']} minibatches, "
+                "which do not cover seed-to-seed variation unless a second baseline seed is loaded): ")
+        verdicts = alignment_verdicts(res)
+        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"]) for v in verdicts) or "-"))
     return lines
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1f}"
 
 
 def summaries(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
     out = []
     for title, page, fn in (
         ("1 · LogitLens: KL(final || lens) per layer", "LogitLens", lens_summary),
-        ("2 · CKA: Engram layers align with deeper baseline layers", "CKA", cka_summary),
-        ("3 · Gates: which n-grams open the memory", "Gates", gates_summary),
-        ("4 · Ablation: retained performance without Engram", "Ablation", ablation_summary),
+        ("2 · CKA: soft alignment of the Engram layers against the Engram-null control", "CKA", cka_summary),
+        ("3 · Gates: gate selectivity against a permutation baseline", "Gates", gates_summary),
+        ("4 · Ablation: accuracy retained with Engram suppressed", "Ablation", ablation_summary),
     ):
         try:
             lines = fn(entries) if fn else []

@@ -29,6 +29,8 @@ __all__ = [
     "u_centred_grams",
     "minibatch_cka",
     "soft_alignment",
+    "default_k",
+    "soft_alignment_range",
     "cka_argmax",
     "percentile_ci",
     "CKAResult",
@@ -245,15 +247,31 @@ def minibatch_cka(
     return acc.result()
 
 
+def default_k(n_points: int) -> int:
+    """Default top-k of the soft alignment index for a baseline with ``n_points`` layer points:
+    about one sixth of them, at least 1 (the paper uses k = 5 on a far deeper model). With a fixed k = 5 a
+    9-point model can only show indices between 2 and 6 (see :func:`soft_alignment_range`)."""
+    return max(1, min(n_points, round(n_points / 6)))
+
+
+def soft_alignment_range(k: int, n_points: int) -> tuple[float, float]:
+    """The range the soft alignment index can take when its top-k CKA values are about equal (as
+    they are when CKA is high and flat): the mean of k distinct layer indices of ``0..n_points-1``,
+    i.e. ``((k - 1) / 2, n_points - 1 - (k - 1) / 2)``, in B's layer units. Only a row whose top-k
+    values differ a lot can leave it (hard bounds ``0`` and ``n_points - 1``)."""
+    k = max(1, min(int(k), n_points))
+    return (k - 1) / 2, n_points - 1 - (k - 1) / 2
+
+
 def soft_alignment(cka: torch.Tensor, k: int | None = None) -> torch.Tensor:
     """Soft alignment index per row (paper eq. 9): ``a_j = sum_{i in top-k} S_ji * i / sum S_ji``.
 
     ``cka``: ``[L_a, L_b]`` (rows: the Engram model's layers; columns: the baseline's). ``k``
-    defaults to ``min(5, L_b)``. Returns ``[L_a]`` float64, in units of B's layer index; NaN where
-    the top-k values sum to <= 0.
+    defaults to :func:`default_k` of ``L_b``. Returns ``[L_a]`` float64, in units of B's layer
+    index; NaN where the top-k values sum to <= 0.
     """
     cka = cka.to(torch.float64)
-    k = min(5, cka.shape[-1]) if k is None else max(1, min(int(k), cka.shape[-1]))
+    k = default_k(cka.shape[-1]) if k is None else max(1, min(int(k), cka.shape[-1]))
     vals, idx = torch.topk(torch.nan_to_num(cka, nan=-torch.inf), k, dim=-1)
     vals = torch.nan_to_num(vals, neginf=0.0)
     total = vals.sum(dim=-1)
@@ -278,6 +296,10 @@ class CKAResult:
     ``soft_alignment_ci``: its bootstrap interval; ``argmax``: B's most similar layer per row.
     ``n_examples``: tokens used; ``n_batches``: minibatches; ``tokens``: the token selection.
     ``noise_band``: optional diagonal of baseline-vs-baseline(other seed) CKA (set by the caller).
+    ``soft_alignment_range``: ``[low, high]`` the index can take with equal top-k weights
+    (:func:`soft_alignment_range`). ``references``: the same index of reference models against the
+    same B (``{"control": ..., "noise": ...}``, each ``{"name", "soft_alignment",
+    "soft_alignment_ci"}``; set by the caller, read by ``engram_interp.analysis.alignment``).
     """
 
     name_a: str
@@ -297,6 +319,8 @@ class CKAResult:
     tokens: str
     engram_layers_a: list[int] = field(default_factory=list)
     noise_band: list[float] | None = None
+    soft_alignment_range: list[float] | None = None
+    references: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return _nan_to_none(asdict(self))
@@ -434,7 +458,7 @@ def cka_analysis(
         raise EngramInterpError("too few tokens for CKA (need more than 3); give more text or a larger --max-tokens")
     m = acc.result()
     lo, hi = acc.ci()
-    kk = min(5, lb) if k is None else max(1, min(k, lb))
+    kk = default_k(lb) if k is None else max(1, min(k, lb))
     sa = soft_alignment(m, kk)
     sa_boot = soft_alignment(acc.bootstrap(), kk)
     sa_lo, sa_hi = percentile_ci(sa_boot)
@@ -444,6 +468,7 @@ def cka_analysis(
         soft_alignment_ci=[sa_lo.tolist(), sa_hi.tolist()], argmax=cka_argmax(m).tolist(), k=kk,
         n_examples=acc.n_examples, n_batches=acc.n_batches, batch_size=batch_size, tokens=selection,
         engram_layers_a=list(getattr(model_a, "engram_layers", [])),
+        soft_alignment_range=list(soft_alignment_range(kk, lb)),
     )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_common, add_corpus, emit, load_models, names_for, seed_all, texts_from
+from engram_interp.commands._common import (
+    add_common, add_corpus, emit, load_models, names_for, seed_all, source_dict, texts_from,
+)
 
 NAME = "cka"
 HELP = "minibatch unbiased linear CKA between the layers of two models (or one model with itself)"
@@ -24,33 +26,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="all tokens of the corpus, or the final token of each named entity of --probes")
     p.add_argument("--probes", default=None, help="entity probe set (default probes/entities_ner.jsonl)")
     p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch (default 256)")
-    p.add_argument("--k", type=int, default=None, help="top-k of the soft alignment index (default min(5, layers))")
+    p.add_argument("--k", type=int, default=None,
+                   help="top-k of the soft alignment index (default: about 1/6 of B's layer points, at least 1)")
     p.add_argument("--noise", default=None, metavar="CKPT",
-                   help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) as a reference")
+                   help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) and the soft "
+                        "alignment of noise vs B as a reference (references.noise)")
+    p.add_argument("--control", default=None, metavar="CKPT",
+                   help="the Engram-null control: its soft alignment vs B is the reference (references.control) "
+                        "an Engram layer's shift must clear before it is called established (docs/ANALYSES.md s.2)")
     add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import cka_analysis
+    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
 
     seed_all(args.seed)
-    paths = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + ([args.noise] if args.noise else [])
+    extra = ([args.control] if args.control else []) + ([args.noise] if args.noise else [])
+    paths = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + extra
     models = load_models(paths, args.device)
     names = names_for(paths)
     a = models[0]
     b = models[1] if args.ckpt_b else None
+    base, base_name = (b, names[1]) if b is not None else (a, names[0])
     texts = None if args.tokens == "entities" else texts_from(args)
     kw = dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
               text_batch_size=args.batch_size, k=args.k, seed=args.seed, progress=not args.quiet)
     res = cka_analysis(a, b, texts, names=(names[0], names[1] if b is not None else names[0]), **kw)
+    kw["k"] = res.k  # references use the same k
+    if args.control:
+        i = paths.index(args.control)
+        res.references["control"] = reference_entry(cka_analysis(models[i], base, texts, names=(names[i], base_name), **kw))
     if args.noise:
-        base = b if b is not None else a
-        noise = cka_analysis(base, models[-1], texts, names=(names[1] if b is not None else names[0], names[-1]), **kw)
+        noise = cka_analysis(base, models[-1], texts, names=(base_name, names[-1]), **kw)
         res.noise_band = [noise.cka[i][i] for i in range(min(len(noise.cka), len(noise.cka[0])))]
+        res.references["noise"] = reference_entry(cka_analysis(models[-1], base, texts, names=(names[-1], base_name), **kw))
     lines = [f"CKA {res.name_a} (rows) vs {res.name_b} (columns); {res.n_examples} {res.tokens} tokens, "
              f"{res.n_batches} minibatches of <= {res.batch_size}"]
     lines.append("     " + "".join(f"{j:>6}" for j in res.layers_b) + "   soft  argmax")
     for i, row in enumerate(res.cka):
         sa = res.soft_alignment[i]
         lines.append(f"{i:>4} " + "".join(f"{v:>6.2f}" for v in row) + f"  {sa if sa == sa else float('nan'):>5.2f}  {res.argmax[i]:>5}")
-    return emit(args, res.to_dict(), "\n".join(lines))
+    for v in alignment_verdicts(res):
+        lines.append(alignment_sentence(v, res.name_a, res.name_b, res.k))
+    return emit(args, source_dict(res.to_dict(), args, res.n_examples), "\n".join(lines))
