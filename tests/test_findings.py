@@ -90,3 +90,75 @@ def test_cka_cli_control_reference_and_source(ckpts, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert table.count("shift not established") == len(d["engram_layers_a"]) > 0
+
+
+# ---- item 4: gate selectivity against its permutation baseline --------------------------------------
+def _grams(tokens: torch.Tensor) -> list[tuple[int, int, int]]:
+    return [tuple(tokens[b, t - 2: t + 1].tolist()) for b in range(tokens.shape[0]) for t in range(2, tokens.shape[1])]
+
+
+def _reference_stats(tokens, gates, min_count):
+    """eta^2 and omega^2 of channel 0 from the raw per-token values (float64, by hand)."""
+    import collections
+
+    groups = collections.defaultdict(list)
+    for g, (b, t) in zip(_grams(tokens), [(b, t) for b in range(tokens.shape[0]) for t in range(2, tokens.shape[1])]):
+        groups[g].append(float(gates[b, t, 0]))
+    groups = {k: v for k, v in groups.items() if len(v) >= min_count}
+    vals = [x for v in groups.values() for x in v]
+    n, g = len(vals), len(groups)
+    grand = sum(vals) / n
+    ss_t = sum((x - grand) ** 2 for x in vals)
+    ss_b = sum(len(v) * (sum(v) / len(v) - grand) ** 2 for v in groups.values())
+    ms_w = (ss_t - ss_b) / (n - g)
+    return ss_b / ss_t, (ss_b - (g - 1) * ms_w) / (ss_t + ms_w), n, g
+
+
+def _accumulate(tokens, gates, n_perm=19, seed=0):
+    from engram_interp.analysis.gates import GateNgramAccumulator
+
+    acc = GateNgramAccumulator(gates.shape[-1], 16, orders=(3,), n_perm=n_perm, seed=seed)
+    mask = torch.ones_like(tokens, dtype=torch.bool)
+    for b in range(0, tokens.shape[0], 4):  # several batches: the shuffles stay within each batch
+        acc.update(tokens[b:b + 4], mask[b:b + 4], gates[b:b + 4])
+    return acc
+
+
+def test_selectivity_matches_a_by_hand_reference_and_the_null_is_flagged():
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 12, (16, 120), generator=gen)  # 1,728 possible 3-grams in ~1,900 tokens: small groups
+    noise = torch.rand(16, 120, 1, generator=gen, dtype=torch.float64)
+    acc = _accumulate(tokens, noise)
+    st = acc.selectivity_stats(min_count=2, order=3)
+    eta2, omega2, n, g = _reference_stats(tokens, noise, 2)
+    assert float(st["eta2"][0]) == pytest.approx(eta2, abs=1e-10)
+    assert float(st["omega2"][0]) == pytest.approx(omega2, abs=1e-10)
+    assert (int(st["tokens"]), int(st["groups"])) == (n, g)
+    # pure noise: eta^2 is large by construction, but no larger than shuffled labels give
+    assert eta2 > 0.3
+    assert float(st["perm_mean"][0]) == pytest.approx((g - 1) / (n - 1), abs=0.05)  # the null expectation
+    assert float(st["p"][0]) > 0.05 and abs(omega2) < 0.1
+
+
+def test_selectivity_signal_beats_every_shuffle():
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 6, (16, 120), generator=gen)
+    grams = torch.zeros(16, 120, 1, dtype=torch.float64)
+    effect = torch.rand(6, 6, 6, generator=gen, dtype=torch.float64)
+    grams[:, 2:, 0] = effect[tokens[:, :-2], tokens[:, 1:-1], tokens[:, 2:]]
+    gates = 0.3 * grams + torch.rand(16, 120, 1, generator=gen, dtype=torch.float64)
+    st = _accumulate(tokens, gates).selectivity_stats(min_count=3, order=3)
+    assert float(st["p"][0]) == pytest.approx(1 / 20)
+    assert float(st["eta2"][0]) > float(st["perm_max"][0]) and float(st["omega2"][0]) > 0.02
+
+
+def test_gate_corpus_reports_the_baseline_and_ranks_by_omega2(ckpts, capsys):
+    d = _json(capsys, ["gates", str(ckpts["engram"]), "--corpus", str(ckpts["corpus"]), "--device", "cpu", "--quiet",
+                       "--json", "--min-count", "2"])
+    C = len(d["channels"])
+    for key in ("selectivity_omega2", "selectivity_perm_mean", "selectivity_perm_max", "selectivity_p", "tracks_ngrams"):
+        assert len(d[key]) == C, key
+    om = {tuple(c): o for c, o in zip(d["channels"], d["selectivity_omega2"])}
+    ranked = [om[tuple(c)] for c in d["branch_ranking"]]
+    assert ranked == sorted(ranked, reverse=True)
+    assert d["source"]["corpus"] == str(ckpts["corpus"]) and d["source"]["tokens"] == d["n_tokens"]
