@@ -235,21 +235,30 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
     return out
 
 
+def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry | None]:
+    """(Engram models, the Engram-null control, the first baseline without Engram) among the entries."""
+    engram = [e for e in entries if e.has_engram and not is_control(e)]
+    control = next((e for e in entries if is_control(e)), None)
+    baseline = next((e for e in entries if not e.has_engram), None)
+    return engram, control, baseline
+
+
 def lens_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.findings import lens_sentences
+
+    curves = [dict(c, name=e.label) for e in entries if (c := state.cached_result("logit_lens", [e.sha], LENS_DEFAULTS))]
+    engram, control, baseline = _roles(entries)
     lines = []
-    for e in entries:
-        res = state.cached_result("logit_lens", [e.sha], LENS_DEFAULTS)
-        if res:
-            kl = res["kl"]
-            early = kl[: max(1, len(kl) // 3)]
-            lines.append(f"{e.label}: mean KL over layers {sum(kl[:-1]) / max(1, len(kl) - 1):.3f} nats, "
-                         f"early third {sum(early) / len(early):.3f} nats ({res['n_tokens']} tokens; "
-                         f"last-layer KL {kl[-1]:.1e}, self-check)")
+    for e in engram or [e for e in entries if e.has_engram]:
+        lines += lens_sentences(curves, e.label, control.label if control else None, baseline.label if baseline else None)
+    if curves and not lines:
+        lines = [f"{c['name']}: mean KL over layers {sum(c['kl'][:-1]) / max(1, len(c['kl']) - 1):.3f} nats "
+                 f"({c['n_tokens']} tokens); no Engram model loaded" for c in curves]
     return lines
 
 
 # ---- Gates -----------------------------------------------------------------------------------------
-GATES_DEFAULTS = {"max_tokens": 8192, "min_count": 3, "top_n": 20, "batch_size": 8}
+GATES_DEFAULTS = {"max_tokens": 8192, "min_count": 3, "top_n": 20, "batch_size": 8, "n_perm": 19, "seed": 0}
 
 
 def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +270,8 @@ def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
         texts, source = corpus_texts()
         progress(0.05, f"{entry.label}: gates over {params['max_tokens']} tokens of {source}")
         res = run(entry.model(), texts, batch_size=params["batch_size"], max_tokens=params["max_tokens"],
-                  min_count=params["min_count"], top_n=params["top_n"], name=entry.label)
+                  min_count=params["min_count"], top_n=params["top_n"], name=entry.label, n_perm=params["n_perm"],
+                  seed=params["seed"])
         return dict(res.to_dict(), source=source)
 
     return state.disk_cached("gates", [entry.sha], params, compute, label=f"Gate statistics {entry.label}")
@@ -282,20 +292,34 @@ def gate_tables(entry: Entry) -> None:
     ranking = [tuple(c) for c in res["branch_ranking"]]
     st.caption(f"{res['n_tokens']} tokens, {res['n_ngrams']} distinct suffix n-grams · data: {res['source']}"
                + (" · rare n-grams were pruned" if res.get("pruned") else ""))
+    r3 = lambda xs: [None if v is None else round(v, 3) for v in xs]  # noqa: E731
+    tracks = res.get("tracks_ngrams") or [False] * len(channels)
     sel = pd.DataFrame({
-        "layer": [c[0] for c in channels], "branch": [c[1] for c in channels],
-        "mean gate": [round(v, 3) for v in res["mean_gate"]],
-        "selectivity (eta^2 of 3-gram identity)": [None if v is None else round(v, 3) for v in res["selectivity"]],
+        "layer.branch": [f"{c[0]}.{c[1]}" for c in channels],
+        "mean gate": r3(res["mean_gate"]),
+        "eta^2": r3(res["selectivity"]),
+        "shuffled": [f"{m:.3f} / {x:.3f}" if m is not None and x is not None else "-"
+                     for m, x in zip(res["selectivity_perm_mean"], res["selectivity_perm_max"])],
+        "p": r3(res["selectivity_p"]),
+        "omega^2": r3(res["selectivity_omega2"]),
+        "beats shuffles": ["yes" if t else "no" for t in tracks],
     })
     from engram_interp.analysis.gates import GateCorpusResult
     from engram_interp.report import gate_selectivity_figure
 
-    c1, c2 = st.columns([2, 3])
-    c1.dataframe(sel, hide_index=True, width="stretch")
-    c2.plotly_chart(gate_selectivity_figure(as_result(GateCorpusResult, dict(res, channels=channels))), width="stretch")
+    st.dataframe(sel, hide_index=True, width="stretch", column_config={
+        "eta^2": st.column_config.NumberColumn(help="share of gate variance explained by 3-gram identity (inflated by small groups)"),
+        "shuffled": st.column_config.TextColumn(help=f"eta^2 with the n-gram labels shuffled: mean / max over {res['n_perm']} shuffles"),
+        "p": st.column_config.NumberColumn(help="permutation p-value: (1 + shuffles >= eta^2) / (1 + shuffles)"),
+        "omega^2": st.column_config.NumberColumn(help="bias-adjusted share of variance (about 0 when labels carry nothing)"),
+    })
+    st.caption(f"Selectivity over {res['selectivity_groups']} 3-grams seen at least {res['min_count']} times "
+               f"({res['selectivity_tokens']} tokens). A channel tracks n-grams only when its eta^2 beats every shuffle.")
+    st.plotly_chart(gate_selectivity_figure(as_result(GateCorpusResult, dict(res, channels=channels))), width="stretch")
     best = ranking[0] if ranking else channels[0]
+    best_note = "  (highest omega^2" + ("" if tracks[channels.index(best)] else "; not above its shuffles") + ")"
     choice = st.selectbox("Layer · branch", channels, index=channels.index(best), key="gates-channel",
-                          format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + ("  (most selective)" if c == best else ""))
+                          format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + (best_note if c == best else ""))
     key = f"{choice[0]}.{choice[1]}"
     if not res["top"].get(key):
         st.info(f"No n-gram occurs at least {params['min_count']} times in this corpus; lower the minimum count.")
@@ -309,17 +333,17 @@ def gate_tables(entry: Entry) -> None:
 
 
 def gates_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.findings import gate_sentence
+
+    engram, control, _ = _roles(entries)
+    ctl = state.cached_result("gates", [control.sha], GATES_DEFAULTS) if control else None
     lines = []
-    for e in entries:
-        if not e.has_engram:
-            continue
+    for e in engram or ([control] if control else []):
         res = state.cached_result("gates", [e.sha], GATES_DEFAULTS)
-        if not res:
-            continue
-        best = tuple(res["branch_ranking"][0])
-        top = [repr(s["text"]) for s in res["top"].get(f"{best[0]}.{best[1]}", [])[:5]]
-        lines.append(f"{e.label}: layer {best[0]} branch {best[1]} tracks n-grams best; highest mean gate: "
-                     f"{', '.join(top) or '-'}")
+        if res:
+            other = ctl if e is not control else None
+            lines.append(gate_sentence(res, e.label, other, control.label if other else None)
+                         + f" Data: {res.get('source', '?')}.")
     return lines
 
 
@@ -354,11 +378,13 @@ def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]
 
 
 def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
-    """Retained % per suite with its bootstrap CI, for every Engram model, plus a chart."""
+    """Per Engram model and suite: full and ablated accuracy (n, chance level), retained % with its
+    bootstrap CI, and a chart; models without Engram are named once (100% by construction)."""
     import pandas as pd
     import streamlit as st
 
     from engram_interp.errors import EngramInterpError
+    from engram_interp.findings import chance_level, wilson_interval
 
     try:
         tables = {e.label: ablation(e, suites, ABLATION_DEFAULTS) for e in entries}
@@ -367,34 +393,40 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
         return
     from engram_interp.report import retained_figure
 
+    chance = {name: chance_level(items) for name, items in suites.items()}
     rows = []
     for label, table in tables.items():
         for suite, s in sorted(table.items()):
             ci = s.get("ci")
-            rows.append({"model": label, "suite": suite, "n": s["n"], "full acc": round(s["full"], 3),
+            lo, hi = wilson_interval(s["full"] * s["n"], s["n"])
+            rows.append({"model": label, "suite": suite, "n": s["n"], "chance": round(chance.get(suite, float("nan")), 3),
+                         "full acc [95% CI]": f"{s['full']:.3f} [{lo:.2f}, {hi:.2f}]",
                          "ablated acc": round(s["ablated"], 3),
-                         "retained %": None if s["retained"] is None else round(s["retained"], 1),
+                         "retained %": "full model scores 0" if s["retained"] is None else f"{s['retained']:.1f}",
                          "95% CI": "-" if not ci or None in ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]",
                          **{f"retained % (layer {l} only)": None if v.get("retained") is None else round(v["retained"], 1)
                             for l, v in sorted(s.get("per_layer", {}).items())}})
     st.plotly_chart(retained_figure(ablation_result(tables, entries, ABLATION_DEFAULTS["mode"])), width="stretch")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Retained = 100 x ablated accuracy / full accuracy (empty when the full model scores 0). "
-               "CI: paired Poisson bootstrap over items.")
+    st.caption("Retained = 100 x ablated accuracy / full accuracy (not defined when the full model scores 0). "
+               "CI of retained: paired Poisson bootstrap over items; CI of full accuracy: Wilson interval. Chance: "
+               "1 / number of candidates for multiple-choice items, 0 for exact-match items. A retained % means "
+               "little while the full accuracy's interval reaches the chance level.")
 
 
 def ablation_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.findings import ablation_sentences, chance_level
+
     scored, _ = probe_suites()
-    lines = []
-    for e in entries:
-        if not e.has_engram or not scored:
-            continue
-        res = state.cached_result("ablation", [e.sha], dict(ABLATION_DEFAULTS, suites=_suites_key(scored)))
-        if not res:
-            continue
-        parts = [f"{name} {s['retained']:.0f}%" + (f" [{s['ci'][0]:.0f}, {s['ci'][1]:.0f}]" if s.get("ci") and None not in s["ci"] else "")
-                 for name, s in sorted(res.items()) if s.get("retained") is not None]
-        lines.append(f"{e.label}: retained " + (", ".join(parts) or "n/a (full model scores 0)"))
+    if not scored:
+        return []
+    engram, control, _ = _roles(entries)
+    key = dict(ABLATION_DEFAULTS, suites=_suites_key(scored))
+    tables = {e.label: t for e in engram + ([control] if control else [])
+              if (t := state.cached_result("ablation", [e.sha], key))}
+    chance = {name: chance_level(items) for name, items in scored.items()}
+    lines = ablation_sentences(tables, chance, [e.label for e in engram], control.label if control else None)
+    without = [e.label for e in entries if not e.has_engram]
+    if lines and without:
+        lines.append(f"{', '.join(without)}: no Engram layers, so it retains 100% by construction.")
     return lines
-
-

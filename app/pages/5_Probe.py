@@ -55,17 +55,16 @@ pos = st.select_slider(
 st.markdown(f"Predicting the token after position {pos} ({tokens[pos]!r}) of {len(tokens)} tokens; "
             f"context ends with **{''.join(tokens[max(0, pos - 8): pos + 1])!r}**")
 
-cols = st.columns(len(pair.models))
-for col, entry, model, (toks, resid) in zip(cols, pair.entries, pair.models, streams):
-    with col:
+for entry, model, (toks, resid) in zip(pair.entries, pair.models, streams):  # one full-width table per model
+    with st.container():
         st.markdown(f"#### {entry.label} · {entry.kind}")
         with torch.no_grad():
             probs = torch.softmax(model.lens_logits(resid[:, pos : pos + 1].to(model.device)).float(), dim=-1)[:, 0]
         top = probs.topk(k, dim=-1)
         rows = []
         for layer, (vals, ids) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            row = {"layer": state.layer_names(model.cfg.n_layers)[layer]}
+            row = {"layer": state.layer_names(model.info.n_layers)[layer]}
             for rank, (p, i) in enumerate(zip(vals, ids)):
-                row[f"#{rank + 1}"] = f"{model.tokenizer.decode([i], skip_special_tokens=False)!r} {p:.3f}"
+                row[f"#{rank + 1}"] = f"{model.decode_token(i)!r} {p:.3f}"
             rows.append(row)
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
