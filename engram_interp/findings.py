@@ -68,7 +68,7 @@ def lens_sentences(curves: Sequence[dict[str, Any]], engram: str, control: str |
             lower.append(layers[j])
     verdict = (f"Engram's KL is lower than the control's at layer(s) {', '.join(map(str, lower))} (95% intervals apart and "
                f"the gap larger than the control-vs-baseline difference there)" if lower
-               else "a lower KL than the control's is not established at any layer")
+               else "A lower KL than the control's is not established at any layer")
     tail = f" The control and the baseline differ by up to {noise:.2f} nats: one seed per arm." if b is not None else ""
     return [head + "). " + verdict + "." + tail]
 

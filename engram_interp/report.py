@@ -227,10 +227,12 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
                  token_lens: Sequence[TokenLens] = (), cka: CKAResult | None = None,
                  gate_maps: Sequence[GateMap] = (), gates: GateCorpusResult | None = None,
                  ablation: AblationResult | None = None, notes: Sequence[str] = (), findings: Sequence[str] = (),
-                 probe_text: str | None = None, source: dict | None = None) -> dict[str, Path]:
+                 probe_text: str | None = None, source: dict | None = None,
+                 extra_gates: Sequence[GateCorpusResult] = ()) -> dict[str, Path]:
     """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` and CSVs into
     ``out``. ``findings``: measured sentences shown first; ``probe_text``: printed with the per-token
-    figures; ``source``: stored as ``results.json["source"]``. Returns ``{"html": path, "json": path, "csv": [paths]}``."""
+    figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the control's gate
+    statistics (figures and ``results.json["gates_control"]``). Returns ``{"html": path, "json": path, "csv": [paths]}``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figs: list[tuple[str, go.Figure]] = []
@@ -245,6 +247,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         figs.append((f"Gates: {g.name}", gate_figure(g)))
     if gates:
         figs.append(("Gate selectivity", gate_selectivity_figure(gates)))
+    for g in extra_gates:
+        figs.append((f"Gate selectivity (control): {g.name}", gate_selectivity_figure(g)))
     if ablation:
         figs.append(("Ablation", retained_figure(ablation)))
     parts = []
@@ -278,6 +282,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         results["gate_maps"] = [g.to_dict() for g in gate_maps]
     if gates:
         results["gates"] = gates.to_dict()
+    if extra_gates:
+        results["gates_control"] = [g.to_dict() for g in extra_gates]
     if ablation:
         results["ablation"] = ablation.to_dict()
     json_path = out / "results.json"

@@ -66,6 +66,12 @@ def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("findings")
     paths = {kind: ei.save(tiny_model(kind, seed=i), d / f"{kind}.ckpt", provenance={"test": True})
              for i, kind in enumerate(("engram", "moe"))}
+    paths["null"] = ei.save(tiny_model("engram-null", seed=2), d / "engram-null.ckpt", provenance={"test": True})
+    items = [{"id": "mc", "suite": "mc", "prompt": "The capital of France is", "answer": " Paris",
+              "candidates": [" Paris", " Rome", " Madrid"]},
+             {"id": "g", "suite": "gen", "prompt": "Alexander the", "answer": " Great"}]
+    paths["suite"] = d / "suite.jsonl"
+    paths["suite"].write_text("\n".join(json.dumps(x) for x in items) + "\n")
     paths["corpus"] = d / "corpus.txt"
     paths["corpus"].write_text("\n\n".join([TEXT, "The capital of France is Paris. It was the best of times."] * 3))
     return paths
@@ -162,3 +168,24 @@ def test_gate_corpus_reports_the_baseline_and_ranks_by_omega2(ckpts, capsys):
     ranked = [om[tuple(c)] for c in d["branch_ranking"]]
     assert ranked == sorted(ranked, reverse=True)
     assert d["source"]["corpus"] == str(ckpts["corpus"]) and d["source"]["tokens"] == d["n_tokens"]
+
+
+# ---- item 6: report with the Engram-null control -----------------------------------------------------
+def test_report_takes_the_control_and_states_findings_against_it(ckpts, capsys, tmp_path):
+    out = tmp_path / "rep"
+    rc = main(["report", str(ckpts["engram"]), str(ckpts["moe"]), str(ckpts["null"]), "--out", str(out),
+               "--corpus", str(ckpts["corpus"]), "--suites", str(ckpts["suite"]), "--device", "cpu", "--quiet",
+               "--cka-batch", "16", "--max-tokens", "300"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    res = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in res["logit_lens"]["models"]] == ["engram", "moe", "engram-null"]
+    assert res["cka"]["references"]["control"]["name"] == "engram-null"
+    assert res["gates_control"][0]["name"] == "engram-null"
+    assert [m["name"] for m in res["ablation"]["models"]] == ["engram", "moe", "engram-null"]
+    assert res["source"]["corpus"] == str(ckpts["corpus"]) and res["source"]["seed"] == 0
+    text = " ".join(res["findings"])
+    assert "Engram-null control engram-null" in text and "retains 100% by construction" in text
+    assert "chance 0.33" in text  # the multiple-choice suite's chance level is stated
+    html = (out / "report.html").read_text()
+    assert "Findings (each against its control)" in html and "Gate selectivity (control): engram-null" in html
