@@ -1,4 +1,4 @@
-"""Gate-activation maps (ANALYSES.md s.3): alpha_t per token, Engram layer and branch.
+"""Gate-activation maps (docs/ANALYSES.md section 3): alpha_t per token, Engram layer and branch.
 
 ``gate_map(model, text)``: every token's gates (``blocks.{l}.engram.hook_gate``, ``[batch, pos, branch]``).
 ``GateNgramAccumulator``: over a corpus, per suffix n-gram (the 2- and 3-gram of raw token ids

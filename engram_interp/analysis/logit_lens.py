@@ -1,4 +1,4 @@
-"""LogitLens KL per layer (ANALYSES.md s.1): KL(p_final || q_l), one layer at a time, in token chunks.
+"""LogitLens KL per layer (docs/ANALYSES.md section 1): KL(p_final || q_l), one layer at a time, in token chunks.
 
 ``q_l = softmax(unembed(ln_final(readout(h_l))))`` with the final norm's statistics recomputed on
 ``h_l`` (``model.lens_logits``); ``p = softmax(final logits)``. log_softmax in float32; nats.

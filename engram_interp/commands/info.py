@@ -9,7 +9,7 @@ NAME = "info"
 HELP = "show a checkpoint's config, parameter accounting (P_tot, P_act, rho), hook names and compression"
 DESCRIPTION = (
     "Reads a .ckpt file (never unpickles anything), checks it, and prints its config, the parameter accounting "
-    "of ENGRAM.md section 6 (P_tot excludes embedding and LM head; rho = routed-expert share of the sparse "
+    "of docs/ENGRAM.md section 6 (P_tot excludes embedding and LM head; rho = routed-expert share of the sparse "
     "parameters), the tokenizer compression figure (V -> V'), its training provenance, and every hook name."
 )
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         rows = ", ".join(f"layer {l}: {e.rows(l):,} rows" for l in e.layer_ids)
         print(f"  Engram at layers {list(e.layer_ids)}: N={e.max_ngram_size}, K={e.n_head_per_ngram}, "
               f"d_mem={e.d_mem}, {rows}{' (NULL memory control)' if e.null_memory else ''}")
-    print("  parameters (ENGRAM.md s.6):")
+    print("  parameters (docs/ENGRAM.md section 6):")
     for key in ("P_tot", "P_act", "P_sparse", "engram", "routed", "embedding"):
         print(f"    {key:<10} {getattr(params, key):>14,}")
     print(f"    {'rho':<10} {'-' if params.rho is None else f'{params.rho:.4f}':>14}")
