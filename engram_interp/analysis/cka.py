@@ -438,11 +438,17 @@ def cka_analysis(
     la, lb = model_a.cfg.n_layers + 1, mb.cfg.n_layers + 1
     acc = CKAAccumulator(la, None if self_mode else lb, device=model_a.device, n_boot=n_boot, seed=seed)
     buf = _ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed)
-    it = batches
-    if progress:
-        from tqdm import tqdm
+    total = None
+    if progress and selection == "all":
+        from engram_interp.analysis.progress import count_tokens
 
-        it = tqdm(batches, desc=f"cka {na} vs {nb}", unit="batch", leave=False)
+        total = count_tokens(model_a, check_texts(texts), max_tokens)
+    elif progress and selection == "entities":
+        n_ent = sum(len(it["entity_end_positions"]) for it in read_entity_probes(probes))
+        total = n_ent if max_tokens is None else min(n_ent, max_tokens)
+    from engram_interp.analysis.progress import token_progress
+
+    it = token_progress(batches, total, f"cka {na} vs {nb}", lambda b: int(selected_mask(b).sum()), progress)
     with torch.no_grad():
         for batch in it:
             sel = selected_mask(batch)

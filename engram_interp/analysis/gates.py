@@ -31,6 +31,7 @@ import torch
 
 from engram_interp.analysis._dist import all_gather_objects
 from engram_interp.analysis.common import check_texts, model_name, require_engram, token_batches
+from engram_interp.analysis.progress import count_tokens, token_progress
 
 __all__ = ["GateMap", "gate_map", "GateNgramAccumulator", "NgramStat", "GateCorpusResult", "gate_corpus"]
 
@@ -335,11 +336,9 @@ def gate_corpus(
     channels = [(l, b) for l in model.engram_layers for b in range(M)]
     acc = GateNgramAccumulator(len(channels), model.cfg.vocab_size, orders, n_perm=n_perm, seed=seed)
     gate_sum = torch.zeros(len(channels), dtype=torch.float64)
-    it = token_batches(model, texts, batch_size, max_tokens)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=f"gates {name or model_name(model)}", unit="batch", leave=False)
+    it = token_progress(token_batches(model, texts, batch_size, max_tokens),
+                        count_tokens(model, texts, max_tokens) if progress else None,
+                        f"gates {name or model_name(model)}", lambda b: int(b.mask.sum()), progress)
     for batch in it:
         _, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in names, return_type=None)
         g = torch.cat([cache[n] for n in names], dim=-1)  # [b, p, layers*M], layer-major
