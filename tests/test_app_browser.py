@@ -44,6 +44,7 @@ return {
   running: q('[data-testid="stStatusWidgetRunningIcon"]') + q('[data-testid="stSpinner"]')
            + q('[data-testid="stProgress"]') + q('[data-testid="stSkeleton"]'),
   exceptions: q('[data-testid="stException"]'),
+  deploy: q('[data-testid="stAppDeployButton"]'),
   errors: Array.from(document.querySelectorAll('[data-testid="stAlertContentError"]')).map(e => e.innerText),
   h1: Array.from(document.querySelectorAll('h1')).map(e => e.innerText),
   text: document.body ? document.body.innerText : "",
@@ -213,6 +214,7 @@ def test_page_renders_without_errors(server, browser, shots, path, shot, marker)
     assert not state["errors"], state["errors"]
     assert "Traceback" not in state["text"]
     assert state["h1"], "no page title rendered"
+    assert not state["deploy"] and "Deploy" not in state["text"], "Streamlit's Deploy button is shown"
     time.sleep(1.0)  # let plotly finish drawing before the picture
     shots.mkdir(parents=True, exist_ok=True)
     browser.screenshot(shots / shot)
