@@ -189,3 +189,23 @@ def test_report_takes_the_control_and_states_findings_against_it(ckpts, capsys, 
     assert "chance 0.33" in text  # the multiple-choice suite's chance level is stated
     html = (out / "report.html").read_text()
     assert "Findings (each against its control)" in html and "Gate selectivity (control): engram-null" in html
+
+
+def test_cka_table_shows_intervals_engram_layers_and_corpus(ckpts, capsys):
+    assert main(["cka", str(ckpts["engram"]), str(ckpts["moe"]), "--corpus", str(ckpts["corpus"]), "--device", "cpu",
+                 "--quiet", "--cka-batch", "16"]) == 0
+    table = capsys.readouterr().out
+    assert str(ckpts["corpus"]) in table and "95% CI" in table
+    rows = [line for line in table.splitlines() if line[:5].strip().rstrip("*").isdigit()]
+    assert len(rows) == 5 and [r[4] == "*" for r in rows] == [False, True, True, False, False]  # tiny Engram layers 1, 2
+    assert all(r.count("[") == 2 for r in rows)  # soft alignment and diagonal CKA, each with its interval
+
+
+def test_every_analysis_json_has_a_source(ckpts, capsys):
+    common = ["--device", "cpu", "--quiet", "--json", "--seed", "5"]
+    lens = _json(capsys, ["logit-lens", str(ckpts["engram"]), "--corpus", str(ckpts["corpus"]), "--max-tokens", "100", *common])
+    assert lens["source"] == {"corpus": str(ckpts["corpus"]), "tokens": 100, "seed": 5}
+    gm = _json(capsys, ["gates", str(ckpts["engram"]), "--text", TEXT, *common])
+    assert gm["source"]["corpus"] == "--text" and gm["source"]["tokens"] == len(gm["tokens"])
+    abl = _json(capsys, ["ablate", str(ckpts["engram"]), "--suites", str(ckpts["suite"]), "--boot", "20", *common])
+    assert abl["source"] == {"corpus": str(ckpts["suite"]), "tokens": 2, "seed": 5, "unit": "items"}

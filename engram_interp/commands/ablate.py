@@ -51,4 +51,6 @@ def run(args: argparse.Namespace) -> int:
             per = " ".join(f"L{l}:{fmt(r['retained'], '.1f')}" for l, r in s.per_layer.items())
             lines.append(f"{m['name'][:15]:<16}{suite[:15]:<16}{s.n:>5}{s.full:>8.3f}{s.ablated:>9.3f}"
                          f"{fmt(s.retained, '.1f'):>10}  {ci} {per}")
-    return emit(args, res.to_dict(), "\n".join(lines))
+    source = {"corpus": " ".join(map(str, args.suites)), "tokens": sum(len(v) for v in suites.values()), "seed": args.seed,
+              "unit": "items"}
+    return emit(args, dict(res.to_dict(), source=source), "\n".join(lines))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, emit, load_models, names_for, seed_all, source_dict, texts_from,
+    add_common, add_corpus, corpus_name, emit, fmt, load_models, names_for, seed_all, source_dict, texts_from,
 )
 
 NAME = "cka"
@@ -61,12 +61,18 @@ def run(args: argparse.Namespace) -> int:
         noise = cka_analysis(base, models[-1], texts, names=(base_name, names[-1]), **kw)
         res.noise_band = [noise.cka[i][i] for i in range(min(len(noise.cka), len(noise.cka[0])))]
         res.references["noise"] = reference_entry(cka_analysis(models[-1], base, texts, names=(names[-1], base_name), **kw))
-    lines = [f"CKA {res.name_a} (rows) vs {res.name_b} (columns); {res.n_examples} {res.tokens} tokens, "
-             f"{res.n_batches} minibatches of <= {res.batch_size}"]
-    lines.append("     " + "".join(f"{j:>6}" for j in res.layers_b) + "   soft  argmax")
+    lines = [f"CKA {res.name_a} (rows) vs {res.name_b} (columns); {res.n_examples} {res.tokens} tokens of "
+             f"{corpus_name(args)}, {res.n_batches} minibatches of <= {res.batch_size}; seed {args.seed}",
+             "* = Engram layer of A; [low, high] = 95% bootstrap interval over minibatches; soft alignment with "
+             f"k = {res.k} can only lie in {res.soft_alignment_range[0]:.1f}..{res.soft_alignment_range[1]:.1f} while CKA is flat"]
+    lines.append("      " + "".join(f"{j:>6}" for j in res.layers_b) + "   soft alignment [95% CI]  argmax  CKA at diagonal [95% CI]")
+    lo, hi = res.soft_alignment_ci
     for i, row in enumerate(res.cka):
-        sa = res.soft_alignment[i]
-        lines.append(f"{i:>4} " + "".join(f"{v:>6.2f}" for v in row) + f"  {sa if sa == sa else float('nan'):>5.2f}  {res.argmax[i]:>5}")
+        d = min(i, len(row) - 1)
+        mark = "*" if i in res.engram_layers_a else " "
+        soft = f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]"
+        diag = f"{row[d]:.3f} [{res.ci_low[i][d]:.3f}, {res.ci_high[i][d]:.3f}]"
+        lines.append(f"{i:>4}{mark} " + "".join(f"{v:>6.2f}" for v in row) + f"   {soft:<23} {res.argmax[i]:>6}  {diag}")
     for v in alignment_verdicts(res):
         lines.append(alignment_sentence(v, res.name_a, res.name_b, res.k))
     return emit(args, source_dict(res.to_dict(), args, res.n_examples), "\n".join(lines))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_common, add_corpus, emit, fmt, load_models, names_for, seed_all, texts_from
+from engram_interp.commands._common import (
+    add_common, add_corpus, emit, fmt, load_models, names_for, seed_all, source_dict, texts_from,
+)
 
 NAME = "logit-lens"
 HELP = "LogitLens KL(p_final || q_layer) per layer of one or more models (nats)"
@@ -40,4 +42,5 @@ def run(args: argparse.Namespace) -> int:
     rows = [f"{l:>5}" + "".join(f"{fmt(m.kl[l]):>20}" for m in res.models) for l in range(max(len(m.kl) for m in res.models))
             if all(l < len(m.kl) for m in res.models)]
     foot = "tokens" + "".join(f"{m.n_tokens:>20}" for m in res.models)
+    d = source_dict(d, args, res.models[0].n_tokens if res.models else 0)
     return emit(args, d, "KL(p_final || q_layer), nats\n" + "\n".join([head, *rows, foot]))
