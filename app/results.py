@@ -77,7 +77,13 @@ def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[
                            names=(pair.labels[0], pair.labels[1]))
         return dict(res.to_dict(), source=source)
 
-    return state.disk_cached("cka", pair.shas, dict(params, k=k), compute, label="CKA")
+    return state.disk_cached("cka", pair.shas, cka_key(params, k), compute, label="CKA")
+
+
+def cka_key(params: dict[str, Any], k: int | None) -> dict[str, Any]:
+    """The CKA cache key: the parameters, k, and the identity of the data (probe set or corpus)."""
+    data = data_id(state.probes_dir() / "entities_ner.jsonl") if params["tokens"] == "entities" else corpus_id()
+    return dict(params, k=k, data=data)
 
 
 def is_control(e: Entry) -> bool:
@@ -109,7 +115,7 @@ def cka_with_references(a: Entry, b: Entry, entries: Sequence[Entry], params: di
 
     def get(x: Entry, kk: int | None):
         if not compute:
-            return state.cached_result("cka", [x.sha, b.sha], dict(params, k=kk))
+            return state.cached_result("cka", [x.sha, b.sha], cka_key(params, kk))
         pair = state.load_pair([x, b])
         return None if pair is None else cka(pair, params, k=kk)
 
@@ -190,6 +196,26 @@ def library(module: str, what: str, stop: bool = True):
         return None
 
 
+def data_id(path) -> str:
+    """Identity of the data a cached result was computed from, for its cache key: path, size and
+    mtime of a file, or of every file in a folder (cheap: nothing is read). A result computed on
+    other data (another ``ENGRAM_INTERP_CORPUS``, an edited probe file) never answers for this one."""
+    import hashlib
+    from pathlib import Path
+
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    blob = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists())
+    return hashlib.sha256(f"{p.resolve()}|{blob}".encode()).hexdigest()[:16]
+
+
+def corpus_id() -> str:
+    """:func:`data_id` of the library's default corpus (``default_corpus_path``)."""
+    from engram_interp.analysis.common import default_corpus_path
+
+    return data_id(default_corpus_path())
+
+
 def corpus_texts() -> tuple[list[str], str]:
     """The library's default corpus (``engram_interp.analysis.common.default_texts``) and where it
     came from. Raises EngramInterpError when there is none (the page shows the message)."""
@@ -231,7 +257,8 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
                              max_tokens=params["max_tokens"])
             return dict(res.to_dict()["models"][0], source=source)
 
-        out.append(state.disk_cached("logit_lens", [entry.sha], params, compute, label=f"LogitLens {entry.label}"))
+        key = dict(params, data=corpus_id())
+        out.append(state.disk_cached("logit_lens", [entry.sha], key, compute, label=f"LogitLens {entry.label}"))
     return out
 
 
@@ -246,7 +273,7 @@ def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry |
 def lens_summary(entries: Sequence[Entry]) -> list[str]:
     from engram_interp.findings import lens_sentences
 
-    curves = [dict(c, name=e.label) for e in entries if (c := state.cached_result("logit_lens", [e.sha], LENS_DEFAULTS))]
+    curves = [dict(c, name=e.label) for e in entries if (c := state.cached_result("logit_lens", [e.sha], dict(LENS_DEFAULTS, data=corpus_id())))]
     engram, control, baseline = _roles(entries)
     lines = []
     for e in engram or [e for e in entries if e.has_engram]:
@@ -274,7 +301,8 @@ def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
                   seed=params["seed"])
         return dict(res.to_dict(), source=source)
 
-    return state.disk_cached("gates", [entry.sha], params, compute, label=f"Gate statistics {entry.label}")
+    return state.disk_cached("gates", [entry.sha], dict(params, data=corpus_id()), compute,
+                             label=f"Gate statistics {entry.label}")
 
 
 def gate_tables(entry: Entry) -> None:
@@ -336,10 +364,10 @@ def gates_summary(entries: Sequence[Entry]) -> list[str]:
     from engram_interp.findings import gate_sentence
 
     engram, control, _ = _roles(entries)
-    ctl = state.cached_result("gates", [control.sha], GATES_DEFAULTS) if control else None
+    ctl = state.cached_result("gates", [control.sha], dict(GATES_DEFAULTS, data=corpus_id())) if control else None
     lines = []
     for e in engram or ([control] if control else []):
-        res = state.cached_result("gates", [e.sha], GATES_DEFAULTS)
+        res = state.cached_result("gates", [e.sha], dict(GATES_DEFAULTS, data=corpus_id()))
         if res:
             other = ctl if e is not control else None
             lines.append(gate_sentence(res, e.label, other, control.label if other else None)

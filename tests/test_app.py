@@ -313,3 +313,22 @@ def test_cli_app_defaults_demo_and_errors(monkeypatch, capsys, tmp_path):
     assert all(ei.load(p, device="cpu").cfg.n_layers == 4 for p in demo[:1])
     with pytest.raises(EngramInterpError):
         app_cmd.run(argparse.Namespace(ckpts=[str(tmp_path)], demo=False, **base))
+
+
+def test_disk_cache_never_answers_for_other_data(app_env, tmp_path, monkeypatch):
+    """Issue 9, item 1: a result cached for one corpus is not returned for another (the key holds the
+    data's identity), so a session never sees a result computed on someone else's data."""
+    from app import results
+
+    app_env("engram", "moe")
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))
+    from app import state
+
+    entry = state.entries()[0]
+    got = {}
+    for name, text in (("a", "The Milky Way is a galaxy. " * 20), ("b", "Alexander the Great was a king. " * 20)):
+        corpus = tmp_path / f"{name}.txt"
+        corpus.write_text(text)
+        monkeypatch.setenv("ENGRAM_INTERP_CORPUS", str(corpus))
+        got[name] = results.lens_curves([entry], dict(results.LENS_DEFAULTS, max_tokens=64))[0]
+    assert got["a"]["source"] != got["b"]["source"] and got["a"]["kl"] != got["b"]["kl"]
