@@ -332,3 +332,38 @@ def test_disk_cache_never_answers_for_other_data(app_env, tmp_path, monkeypatch)
         monkeypatch.setenv("ENGRAM_INTERP_CORPUS", str(corpus))
         got[name] = results.lens_curves([entry], dict(results.LENS_DEFAULTS, max_tokens=64))[0]
     assert got["a"]["source"] != got["b"]["source"] and got["a"]["kl"] != got["b"]["kl"]
+
+
+def test_cached_result_is_not_computed_under_another_sessions_ablation(app_env, tmp_path, monkeypatch):
+    """Issue 9, item 1 at the app level: while one session holds ``engram_suppressed`` on the shared
+    model, another session's gate statistics (stored in the disk cache) are those of the full model."""
+    import threading
+    import time
+
+    import torch
+
+    from app import results, state
+
+    app_env("engram")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("The Milky Way is a galaxy. By the way, the Princess of Wales came. " * 10)
+    monkeypatch.setenv("ENGRAM_INTERP_CORPUS", str(corpus))
+    entry = state.entries()[0]
+    params = dict(results.GATES_DEFAULTS, max_tokens=128, n_perm=3)
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "ref"))
+    reference = results.gate_corpus(entry, params)
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "shared"))
+    model = entry.model()
+    inside = threading.Event()
+
+    def other_session():
+        with model.engram_suppressed(replacement={l: torch.full((model.info.d_model,), 5.0) for l in model.engram_layers}):
+            inside.set()
+            time.sleep(1.0)
+
+    t = threading.Thread(target=other_session)
+    t.start()
+    inside.wait(10)
+    got = results.gate_corpus(entry, params)
+    t.join()
+    assert got["mean_gate"] == reference["mean_gate"] and got["selectivity"] == reference["selectivity"]
