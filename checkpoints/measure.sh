@@ -27,13 +27,21 @@ mkdir -p "$OUT"
 done
 [ "$SECTION" = cards ] && exit 0
 $E logit-lens $A $B $N --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/logit_lens.json"
-$E cka $A $B --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_all_tokens.json"
-$E cka $A $B --tokens entities --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_entities.json"
+$E cka $A $B --control $N --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_all_tokens.json"
+$E cka $A $B --control $N --tokens entities --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_entities.json"
 $E cka $N $B --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_null_vs_moe.json"
 $E gates $A --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram.json"
+$E gates $N --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram_null.json"
 $E gates $A --text "Alexander the Great met the Princess of Wales. By the way, the Milky Way is a galaxy." \
   --device cpu --quiet --json > "$OUT/gates_engram_text.json"
 $E ablate $A $B $N --suites probes --max-items $ITEMS --seed 0 --device cpu --quiet --json > "$OUT/ablate_zero.json"
 $E ablate $A $N --suites probes --max-items $ITEMS --seed 0 --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
   --json > "$OUT/ablate_mean.json"
+# the findings of checkpoints/README.md, each against the Engram-null control (report's results.json)
+REPORT=$(mktemp -d)
+$E report $A $B $N --corpus $CORPUS --suites probes --max-items $ITEMS --max-tokens $TOKENS --seed 0 --device cpu \
+  --quiet --out "$REPORT" > /dev/null
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); json.dump({'source': d['source'], 'findings': d['findings']}, open(sys.argv[2], 'w'), indent=1)" \
+  "$REPORT/results.json" "$OUT/findings.json"
+rm -rf "$REPORT"
 echo "wrote $OUT/*.json"

@@ -126,16 +126,16 @@ def gate_figure(g: GateMap) -> go.Figure:
 
 def gate_selectivity_figure(r: GateCorpusResult) -> go.Figure:
     """Per (layer, branch): eta^2 of the gate explained by 3-gram identity (bars), the same statistic
-    with shuffled n-gram labels (mean, bar to the maximum over the shuffles) and omega^2 (bias-adjusted)."""
+    with shuffled n-gram labels (grey bar: mean, whisker: maximum over the shuffles) and omega^2 (bias-adjusted)."""
     labels = [f"L{l} b{b}" for l, b in r.channels]
     z = lambda xs: [None if v is None else v for v in xs] if xs else [None] * len(labels)  # noqa: E731
     fig = go.Figure(go.Bar(x=labels, y=z(r.selectivity), name="eta^2 (3-gram identity)", marker_color="#1f77b4"))
     if r.selectivity_perm_mean:
         mean, top = z(r.selectivity_perm_mean), z(r.selectivity_perm_max)
-        fig.add_trace(go.Scatter(x=labels, y=mean, mode="markers", name=f"eta^2, labels shuffled (mean; bar: max of {r.n_perm})",
-                                 marker=dict(color="black", symbol="line-ew-open", size=18, line=dict(width=2)),
-                                 error_y=dict(type="data", symmetric=False, arrayminus=[0] * len(labels),
-                                              array=[None if m is None or t is None else t - m for m, t in zip(mean, top)])))
+        fig.add_trace(go.Bar(x=labels, y=mean, name=f"eta^2 with labels shuffled (mean; whisker: max of {r.n_perm})",
+                             marker_color="#9e9e9e",
+                             error_y=dict(type="data", symmetric=False, arrayminus=[0] * len(labels),
+                                          array=[None if m is None or t is None else t - m for m, t in zip(mean, top)])))
     if r.selectivity_omega2:
         fig.add_trace(go.Bar(x=labels, y=z(r.selectivity_omega2), name="omega^2 (adjusted)", marker_color="#ff7f0e"))
     fig.update_layout(title=f"Gate selectivity by branch: {html.escape(r.name)} ({r.n_tokens} tokens, "
