@@ -18,6 +18,7 @@ from engram_interp.config import EngramConfig, ModelConfig, MoEConfig
 from engram_interp.errors import CheckpointError, ConfigError, EngramInterpError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 __version__ = "0.1.0"
@@ -28,7 +29,13 @@ __all__ = [
 
 
 def load(path, device=None, dtype=None):
-    """Load a .ckpt file into a ready ``EngramTransformer`` (eval mode). device: None = CUDA if present."""
+    """Load a model (eval mode) behind the one interface (``engram_interp.interface.InterpModel``):
+    a ``.ckpt`` file -> ``EngramTransformer``; a Hugging Face folder, a ``.gguf`` file or a known name
+    such as ``"smollm2"`` -> the Hugging Face backend (docs/MODELS.md). device: None = CUDA if present."""
+    from engram_interp.backends import is_foreign, load_foreign
+
+    if is_foreign(path):
+        return load_foreign(path, device=device, dtype=dtype)
     from engram_interp.checkpoint import load as _load
 
     return _load(path, device=device, dtype=dtype)

@@ -23,12 +23,22 @@ import torch
 
 from engram_interp.config import ModelConfig
 from engram_interp.errors import CheckpointError, EngramInterpError
+from engram_interp.io import loads_strict, open_regular, quote
 from engram_interp.tokenizer import Compression
 
 FORMAT = "engram-interp"
 FORMAT_VERSION = "1"
 SUPPORTED_VERSIONS = {"1"}
 _MAX_HEADER = 256 * 1024 * 1024
+
+
+# safetensors dtype name -> bytes per element. Every tensor of a model is floating point.
+DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+MAX_DIM = 2**40  # no tensor dimension is larger; bounds every size computed from a header
+EXTRA_MEMORY = 64 * 2**20  # bytes a load may need beyond twice the file size (RoPE tables, id tables)
+_CHUNK = 1 << 22  # elements per step of the streaming non-finite check
 
 
 @dataclass
@@ -42,22 +52,58 @@ class CheckpointInfo:
     provenance: dict[str, Any]
     format_version: str
     tensors: dict[str, tuple[str, list[int]]] = field(default_factory=dict)  # name -> (dtype, shape)
+    size: int = 0  # file size in bytes
 
     def tokenizer(self):
+        """The ``tokenizers.Tokenizer`` of the checkpoint (None when it has none); CheckpointError
+        when the stored tokenizer JSON is damaged."""
         from tokenizers import Tokenizer
 
-        return Tokenizer.from_str(self.tokenizer_json) if self.tokenizer_json else None
+        if not self.tokenizer_json:
+            return None
+        try:
+            return Tokenizer.from_str(self.tokenizer_json)
+        except Exception as exc:  # the tokenizers library raises a bare Exception for bad JSON
+            raise CheckpointError(f"{self.path} has a damaged tokenizer: {quote(str(exc))}") from None
 
 
-def _raw_header(path: Path) -> tuple[dict[str, Any], int]:
-    """Validate the container and return (header JSON, byte offset of the data)."""
-    if not path.exists():
-        raise CheckpointError(f"no such file: {path}")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a directory, not a .ckpt file")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(9)  # u64 header length, then the header JSON, which starts with '{'
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_entry(path: Path, name: str, entry: Any) -> int:
+    """Check one header tensor entry; returns its end offset."""
+    where = f"{path}: tensor {quote(name)}"
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{where}: the header entry is not an object")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPE_SIZES:
+        raise CheckpointError(f"{where} has no known dtype (got {quote(dtype)})")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape):
+        raise CheckpointError(f"{where} has an invalid shape {quote(shape)}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1] <= 2**62):
+        raise CheckpointError(f"{where} has invalid data_offsets {quote(offsets)}")
+    numel = 1
+    for d in shape:
+        numel *= d
+    if numel * DTYPE_SIZES[dtype] != offsets[1] - offsets[0]:
+        raise CheckpointError(f"{where}: shape {shape} of {dtype} needs {numel * DTYPE_SIZES[dtype]} bytes,"
+                              f" data_offsets span {offsets[1] - offsets[0]}")
+    return offsets[1]
+
+
+def _raw_header(path: str | os.PathLike) -> tuple[dict[str, Any], int, int]:
+    """Validate the container. Returns (header JSON, byte offset of the data, file size)."""
+    try:
+        fd, size = open_regular(path, "file")
+    except CheckpointError:
+        raise
+    except EngramInterpError as exc:
+        raise CheckpointError(str(exc)) from None
+    path = Path(path)
+    try:
+        head = os.pread(fd, 9, 0)
         if len(head) == 9 and head[8:9] == b"{":
             (n,) = struct.unpack("<Q", head[:8])
         elif head[:2] == b"PK":
@@ -73,62 +119,83 @@ def _raw_header(path: Path) -> tuple[dict[str, Any], int]:
             raise CheckpointError(f"{path} is not a safetensors file")
         if n < 2 or n > _MAX_HEADER or n > size - 8:
             raise CheckpointError(f"{path} is not a safetensors file (or its header is truncated)")
-        f.seek(8)
-        raw = f.read(n)
+        raw = os.pread(fd, n, 8)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) != n:
+        raise CheckpointError(f"{path} is truncated (it changed while being read?)")
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} has a corrupt header: not a safetensors file or damaged") from None
+        header = loads_strict(raw, f"the header of {path}")
+    except EngramInterpError as exc:
+        raise CheckpointError(f"{exc} (not a safetensors file, or damaged)") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path} has a corrupt header")
+        raise CheckpointError(f"{path} has a corrupt header (not a JSON object)")
     data_end = 0
     for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            data_end = max(data_end, int(entry["data_offsets"][1]))
-        except (KeyError, TypeError, IndexError, ValueError):
-            raise CheckpointError(f"{path} has a corrupt entry for tensor {name!r}") from None
+        if name != "__metadata__":
+            data_end = max(data_end, _check_entry(path, name, entry))
     if 8 + n + data_end > size:
         raise CheckpointError(f"{path} is truncated: the header promises {8 + n + data_end} bytes, the file has {size}")
-    return header, 8 + n
+    return header, 8 + n, size
+
+
+def _meta_json(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> Any:
+    text = meta.get(key, default)
+    if text is None:
+        raise CheckpointError(f"{path} lacks the metadata field {key!r}")
+    return loads_strict(text, f"{path}: metadata field {key!r}")
+
+
+def _compression(path: Path, raw: Any, vocab_size: int) -> Compression:
+    if not isinstance(raw, list) or len(raw) != vocab_size or not all(_is_int(v) and 0 <= v < vocab_size for v in raw):
+        raise CheckpointError(f"{path}: the compression table does not map the {vocab_size}-token vocabulary to ids"
+                              f" in 0..{vocab_size - 1}")
+    table = np.asarray(raw, dtype=np.int64)
+    n_canonical = int(table.max()) + 1 if table.size else 0
+    if len(np.unique(table)) != n_canonical:
+        raise CheckpointError(f"{path}: the compression table is not onto 0..V'-1")
+    return Compression(table=table, n_canonical=n_canonical)
 
 
 def read_info(path: str | os.PathLike) -> CheckpointInfo:
-    """Read and check a checkpoint's metadata without loading its tensors."""
+    """Read and check a checkpoint's container and metadata without loading its tensors. Returns a
+    CheckpointInfo; every defect is one CheckpointError line quoting at most ~200 characters of
+    the file's own content."""
+    header, _, size = _raw_header(path)
     path = Path(path)
-    header, _ = _raw_header(path)
-    meta = header.get("__metadata__") or {}
+    meta = header.get("__metadata__", {})
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise CheckpointError(f"{path}: __metadata__ must be an object of strings")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an engram-interp checkpoint (no '{FORMAT}' metadata)")
     version = meta.get("format_version")
     if version not in SUPPORTED_VERSIONS:
         raise CheckpointError(
-            f"{path} has format version {version!r}; this engram-interp reads {sorted(SUPPORTED_VERSIONS)}"
+            f"{path} has format version {quote(version)}; this engram-interp reads {sorted(SUPPORTED_VERSIONS)}"
             " (upgrade engram-interp)"
         )
     try:
-        config = ModelConfig.from_json(meta["config"])
-        table = np.asarray(json.loads(meta["compression"]), dtype=np.int64)
-        provenance = json.loads(meta.get("provenance") or "{}")
-    except KeyError as exc:
-        raise CheckpointError(f"{path} lacks the metadata field {exc.args[0]!r}") from None
-    except (json.JSONDecodeError, ValueError, TypeError) as exc:
+        config = ModelConfig.from_dict(_meta_json(path, meta, "config"))
+        compression = _compression(path, _meta_json(path, meta, "compression"), config.vocab_size)
+        provenance = _meta_json(path, meta, "provenance", "{}")
+    except CheckpointError:
+        raise
+    except EngramInterpError as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc}") from None
-    if table.ndim != 1 or table.shape[0] != config.vocab_size or (table.size and table.min() < 0):
-        raise CheckpointError(f"{path}: the compression table does not cover the {config.vocab_size}-token vocabulary")
-    n_canonical = int(table.max()) + 1 if table.size else 0
-    if len(np.unique(table)) != n_canonical:
-        raise CheckpointError(f"{path}: the compression table is not onto 0..V'-1")
+    if not isinstance(provenance, dict):
+        raise CheckpointError(f"{path}: the provenance metadata must be a JSON object, got {type(provenance).__name__}")
     tensors = {k: (v["dtype"], list(v["shape"])) for k, v in header.items() if k != "__metadata__"}
     return CheckpointInfo(
         path=path,
         config=config,
         tokenizer_json=meta.get("tokenizer", ""),
-        compression=Compression(table=table, n_canonical=n_canonical),
+        compression=compression,
         provenance=provenance,
         format_version=version,
         tensors=tensors,
+        size=size,
     )
 
 
@@ -155,44 +222,128 @@ def save(model, path: str | os.PathLike, provenance: dict[str, Any] | None = Non
     return path
 
 
-def load(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None):
-    """Load a .ckpt into a ready EngramTransformer (eval mode) on ``device`` (default: CUDA if available)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def load(path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None,
+         allow_nonfinite: bool = False):
+    """Load a .ckpt into a ready EngramTransformer (eval mode) on ``device`` (default: CUDA if available).
 
+    Checks everything before allocating: the container, the metadata, the config (bounded sizes),
+    the tokenizer, and every tensor name and shape against a model built on the ``meta`` device;
+    the weights are then streamed in one tensor at a time, each checked for NaN/Inf (refused, naming
+    the tensor, unless ``allow_nonfinite``). Memory is about the model's own size plus one tensor.
+    """
+    target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
+    info = read_info(path)
+    tokenizer = info.tokenizer()
+    _check_layers(info)
+    expected = _expected_tensors(info, tokenizer)
+    _check_tensors(info, expected)
+    model = _build(info, tokenizer, torch.device("cpu"))
+    _stream_weights(path, model, allow_nonfinite)
+    model.provenance = info.provenance
+    model.checkpoint_path = info.path
+    return model.to(device=target_device, dtype=target_dtype).eval()
+
+
+def _build(info: CheckpointInfo, tokenizer, device: torch.device):
     from engram_interp.model import EngramTransformer
 
-    info = read_info(path)
-    model = EngramTransformer(info.config, tokenizer=info.tokenizer(), compression=info.compression)
-    expected = {k: list(v.shape) for k, v in model.state_dict().items()}
+    try:
+        with torch.device(device):
+            return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression)
+    except CheckpointError:
+        raise
+    except EngramInterpError as exc:
+        raise CheckpointError(f"{info.path}: {exc}") from None
+
+
+def _check_layers(info: CheckpointInfo) -> None:
+    """Cheap first check: the blocks named in the header are exactly 0..n_layers-1 (before anything
+    is built from n_layers)."""
+    layers = set()
+    for name in info.tensors:
+        if name.startswith("blocks."):
+            head = name.split(".", 2)[1]
+            if not head.isdigit() or len(head) > 6:
+                raise CheckpointError(f"{info.path} has a tensor of no block: {quote(name)}")
+            layers.add(int(head))
+    n = info.config.n_layers
+    if layers != set(range(n)):
+        raise CheckpointError(f"{info.path}: the config has n_layers={n} but the file holds tensors of"
+                              f" {len(layers)} block(s)")
+
+
+def _expected_tensors(info: CheckpointInfo, tokenizer) -> dict[str, tuple[list[int], int]]:
+    """Name -> (shape, bytes at float32) of every tensor the config needs, from a model built on the
+    ``meta`` device (no memory). Refuses a config whose model would need far more memory than the
+    file holds (e.g. a huge max_seq_len: RoPE tables are not stored)."""
+    probe = _build(info, tokenizer, torch.device("meta"))
+    state = probe.state_dict()
+    expected = {k: (list(v.shape), v.numel() * 4) for k, v in state.items()}
+    need = sum(t.numel() * (8 if t.dtype == torch.int64 else 4) for t in [*probe.parameters(), *probe.buffers()])
+    if need > 2 * info.size + EXTRA_MEMORY:
+        raise CheckpointError(f"{info.path}: its config needs {need / 2**20:,.0f} MiB of memory for a"
+                              f" {info.size / 2**20:,.1f} MiB file (max_seq_len, vocab or widths too large)")
+    return expected
+
+
+def _check_tensors(info: CheckpointInfo, expected: dict[str, tuple[list[int], int]]) -> None:
+    path = info.path
     missing = sorted(set(expected) - set(info.tensors))
     extra = sorted(set(info.tensors) - set(expected))
     if missing:
-        raise CheckpointError(f"{path} lacks {len(missing)} tensor(s) the config needs, e.g. {missing[:3]}")
+        raise CheckpointError(f"{path} lacks {len(missing)} tensor(s) the config needs, e.g. {quote(missing[:3])}")
     if extra:
-        raise CheckpointError(f"{path} has {len(extra)} tensor(s) the config does not know, e.g. {extra[:3]}")
-    for name, shape in expected.items():
-        if info.tensors[name][1] != shape:
-            raise CheckpointError(f"{path}: tensor {name} has shape {info.tensors[name][1]}, the config needs {shape}")
+        raise CheckpointError(f"{path} has {len(extra)} tensor(s) the config does not know, e.g. {quote(extra[:3])}")
+    for name, (shape, _) in expected.items():
+        dtype, stored = info.tensors[name]
+        if stored != shape:
+            raise CheckpointError(f"{path}: tensor {name} has shape {quote(stored)}, the config needs {shape}")
+        if dtype not in FLOAT_DTYPES:
+            raise CheckpointError(f"{path}: tensor {name} is {dtype}; model weights are floating point"
+                                  f" ({', '.join(sorted(FLOAT_DTYPES))})")
+
+
+def _nonfinite_count(t: torch.Tensor) -> int:
+    flat = t.reshape(-1)
+    return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(_CHUNK))
+
+
+def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> None:
+    """Copy the file's tensors into ``model`` one at a time (peak memory: model + one tensor)."""
+    from safetensors import SafetensorError, safe_open
+
+    state = model.state_dict()
     try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is corrupt: {exc}") from None
-    model.load_state_dict(state, strict=True)
-    model.provenance = info.provenance
-    model.checkpoint_path = info.path
-    return model.to(device=resolve_device(device), dtype=resolve_dtype(dtype)).eval()
+        with safe_open(os.fspath(path), framework="pt") as f, torch.no_grad():
+            for name, target in state.items():
+                t = f.get_tensor(name)
+                if not allow_nonfinite:
+                    bad = _nonfinite_count(t)
+                    if bad:
+                        raise CheckpointError(f"{path}: tensor {name} holds {bad:,} NaN/Inf value(s); the model"
+                                              " would output NaN (pass --allow-nonfinite to load it anyway)")
+                target.copy_(t)
+                del t
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path} is corrupt: {quote(str(exc))}") from None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
+    """None/'auto' -> CUDA when present else CPU; 'cpu', 'cuda', 'cuda:N' -> that device. Anything
+    else (mps, meta, a typo, a GPU index that does not exist) is a one-line user error."""
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(device)
-    except RuntimeError:
-        raise EngramInterpError(f"unknown device {device!r} (use cpu, cuda, cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EngramInterpError("device 'cuda' requested but no CUDA GPU is available")
+    except (RuntimeError, TypeError, ValueError):
+        raise EngramInterpError(f"unknown device {quote(device)} (use cpu, cuda, cuda:N)") from None
+    if device.type not in {"cpu", "cuda"}:
+        raise EngramInterpError(f"device {quote(str(device))} is not supported (use cpu, cuda, cuda:N)")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EngramInterpError("device 'cuda' requested but no CUDA GPU is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise EngramInterpError(f"no GPU {device.index}: this machine has {torch.cuda.device_count()}")
     return device
 
 
@@ -202,7 +353,7 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
     if dtype not in names:
-        raise EngramInterpError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
+        raise EngramInterpError(f"unknown dtype {quote(dtype)}; use one of {sorted(names)}")
     return names[dtype]
 
 

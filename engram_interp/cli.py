@@ -26,8 +26,17 @@ def _command_modules():
             yield module
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are ONE line on stderr (exit 2), like every other error."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        message = message if len(message) <= 400 else message[:400] + "..."
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="engram-interp",
         description=(
             "Look inside language models with Engram conditional memory: inspect checkpoints, "

@@ -13,10 +13,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from engram_interp.errors import ConfigError
+
+# Upper bounds of the size fields: generous for any model this workbench can hold, small enough that
+# a hostile config cannot ask for terabytes or loop for hours before its tensors are compared.
+MAX_VOCAB = 2**24
+MAX_WIDTH = 2**18  # d_model, d_ffn, d_expert, n_embed_per_ngram
+MAX_LAYERS = 1024
+MAX_HEADS = 4096
+MAX_SEQ_LEN = 2**20
+MAX_BRANCHES = 64
+MAX_SINKHORN = 10_000
+MAX_EXPERTS = 4096
+MAX_NGRAM = 16
+MAX_HASH_HEADS = 256
+MAX_KERNEL = 256
+MAX_TABLE = 2**40  # rows of one hash table
 
 
 @dataclass(frozen=True)
@@ -32,7 +48,10 @@ class MoEConfig:
 
     def validate(self, prefix: str = "moe") -> None:
         _positive(self, prefix, "n_routed_experts", "top_k", "d_expert")
-        _non_negative(self, prefix, "n_shared_experts", "n_dense_layers", "balance_rate")
+        _non_negative(self, prefix, "n_shared_experts", "n_dense_layers")
+        _bounded(self, prefix, n_routed_experts=MAX_EXPERTS, d_expert=MAX_WIDTH, n_shared_experts=MAX_EXPERTS,
+                 n_dense_layers=MAX_LAYERS)
+        _finite(self, prefix, "balance_rate", minimum=0.0)
         if self.top_k > self.n_routed_experts:
             raise ConfigError(f"{prefix}.top_k={self.top_k} exceeds {prefix}.n_routed_experts={self.n_routed_experts}")
 
@@ -103,9 +122,16 @@ class EngramConfig:
         )
 
     def validate(self, n_layers: int, prefix: str = "engram") -> None:
-        _positive(self, prefix, "n_head_per_ngram", "n_embed_per_ngram", "kernel_size")
+        _positive(self, prefix, "n_head_per_ngram", "n_embed_per_ngram", "kernel_size", "max_ngram_size")
         if self.max_ngram_size < 2:
             raise ConfigError(f"{prefix}.max_ngram_size must be >= 2, got {self.max_ngram_size}")
+        _bounded(self, prefix, max_ngram_size=MAX_NGRAM, n_head_per_ngram=MAX_HASH_HEADS, n_embed_per_ngram=MAX_WIDTH,
+                 kernel_size=MAX_KERNEL)
+        _int_or_none(self, prefix, "pad_id", "seed", "compressed_vocab_size")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"{prefix}.seed must be in 0..2**63-1, got {_short(self.seed)}")
+        _int_tuple(self, prefix, "layer_ids")
+        _int_tuple(self, prefix, "engram_vocab_size")
         if not self.layer_ids:
             raise ConfigError(f"{prefix}.layer_ids is empty; use engram=None for a model without Engram")
         if len(set(self.layer_ids)) != len(self.layer_ids):
@@ -118,8 +144,8 @@ class EngramConfig:
                 f"{prefix}.engram_vocab_size needs {self.n_orders} entries (orders 2..{self.max_ngram_size}),"
                 f" got {len(self.engram_vocab_size)}"
             )
-        if any(v < 2 for v in self.engram_vocab_size):
-            raise ConfigError(f"{prefix}.engram_vocab_size entries must be >= 2")
+        if any(not 2 <= v <= MAX_TABLE for v in self.engram_vocab_size):
+            raise ConfigError(f"{prefix}.engram_vocab_size entries must be in 2..{MAX_TABLE}")
         if self.n_embed_per_ngram % self.n_head_per_ngram:
             raise ConfigError(
                 f"{prefix}.n_embed_per_ngram={self.n_embed_per_ngram} is not divisible by"
@@ -127,14 +153,16 @@ class EngramConfig:
             )
         if self.pad_id < 0:
             raise ConfigError(f"{prefix}.pad_id must be >= 0")
+        if self.compressed_vocab_size is not None and self.compressed_vocab_size < 1:
+            raise ConfigError(f"{prefix}.compressed_vocab_size must be >= 1, got {self.compressed_vocab_size}")
         if self.multipliers is not None:
-            if len(self.multipliers) != len(self.layer_ids) or any(len(m) != self.max_ngram_size for m in self.multipliers):
-                raise ConfigError(f"{prefix}.multipliers must hold {self.max_ngram_size} values per Engram layer")
-            if any(m % 2 == 0 or m <= 0 for ms in self.multipliers for m in ms):
-                raise ConfigError(f"{prefix}.multipliers must be positive odd integers")
+            _int_matrix(self, prefix, "multipliers", len(self.layer_ids), self.max_ngram_size)
+            # the demo's range: x * m must not overflow int64 for every canonical id x < V'
+            top = (2**63 - 1) // (self.compressed_vocab_size or 1)
+            if any(m % 2 == 0 or not 0 < m <= top for ms in self.multipliers for m in ms):
+                raise ConfigError(f"{prefix}.multipliers must be odd integers in 1..{top} (int64 max // V')")
         if self.table_sizes is not None:
-            if len(self.table_sizes) != len(self.layer_ids) or any(len(s) != self.n_hash_heads for s in self.table_sizes):
-                raise ConfigError(f"{prefix}.table_sizes must hold {self.n_hash_heads} primes per Engram layer")
+            _check_table_sizes(self, prefix)
 
 
 @dataclass(frozen=True)
@@ -173,18 +201,28 @@ class ModelConfig:
 
     def validate(self) -> "ModelConfig":
         _positive(self, "", "vocab_size", "d_model", "n_layers", "n_heads", "d_ffn", "max_seq_len", "n_branches")
+        _non_negative(self, "", "sinkhorn_iters")
+        _bounded(self, "", vocab_size=MAX_VOCAB, d_model=MAX_WIDTH, n_layers=MAX_LAYERS, n_heads=MAX_HEADS,
+                 d_ffn=MAX_WIDTH, max_seq_len=MAX_SEQ_LEN, n_branches=MAX_BRANCHES, sinkhorn_iters=MAX_SINKHORN)
+        _finite(self, "", "rope_theta", "norm_eps", minimum=0.0, strict=True)
+        _finite(self, "", "init_std", minimum=0.0)
+        _int_or_none(self, "", "bos_token_id")
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.d_head % 2:
             raise ConfigError(f"d_head={self.d_head} must be even for RoPE")
-        if self.norm_eps <= 0 or self.rope_theta <= 0:
-            raise ConfigError("norm_eps and rope_theta must be > 0")
         if self.bos_token_id is not None and not 0 <= self.bos_token_id < self.vocab_size:
             raise ConfigError(f"bos_token_id={self.bos_token_id} is outside the vocabulary")
         if self.moe is not None:
+            if not isinstance(self.moe, MoEConfig):
+                raise ConfigError("moe must be a JSON object or null")
             self.moe.validate()
         if self.engram is not None:
+            if not isinstance(self.engram, EngramConfig):
+                raise ConfigError("engram must be a JSON object or null")
             self.engram.validate(self.n_layers)
+            if self.engram.compressed_vocab_size is not None and self.engram.compressed_vocab_size > self.vocab_size:
+                raise ConfigError(f"engram.compressed_vocab_size={self.engram.compressed_vocab_size} exceeds vocab_size")
             if self.engram.pad_id >= self.vocab_size:
                 raise ConfigError(f"engram.pad_id={self.engram.pad_id} is outside the vocabulary")
         return self
@@ -198,6 +236,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         moe = data.pop("moe", None)
         engram = data.pop("engram", None)
@@ -210,7 +250,15 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelConfig":
-        return cls.from_dict(json.loads(text))
+        """Parse untrusted config JSON (NaN/Infinity tokens, deep nesting: ConfigError)."""
+        from engram_interp.errors import EngramInterpError
+        from engram_interp.io import loads_strict
+
+        try:
+            data = loads_strict(text, "the config")
+        except EngramInterpError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls.from_dict(data)
 
 
 def _build(cls, data: dict[str, Any], prefix: str):
@@ -219,7 +267,7 @@ def _build(cls, data: dict[str, Any], prefix: str):
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"unknown config field {prefix}{unknown[0]}")
+        raise ConfigError(f"unknown config field {prefix}{_short(unknown[0])}")
     kwargs = {}
     for name, value in data.items():
         if isinstance(value, list):  # JSON lists back to (nested) tuples
@@ -230,20 +278,86 @@ def _build(cls, data: dict[str, Any], prefix: str):
             raise ConfigError(f"{prefix}{name} must be true or false, got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{prefix}{name} must be a number, got {value!r}")
+                raise ConfigError(f"{prefix}{name} must be a number, got {_short(value)}")
             if isinstance(default, int) and not isinstance(value, int):
-                raise ConfigError(f"{prefix}{name} must be an integer, got {value!r}")
+                raise ConfigError(f"{prefix}{name} must be an integer, got {_short(value)}")
     return cls(**kwargs)
+
+
+def _short(value: Any) -> str:
+    from engram_interp.io import quote
+
+    return quote(value)
+
+
+def _dot(prefix: str) -> str:
+    return prefix + "." if prefix else ""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _positive(obj, prefix: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{prefix + '.' if prefix else ''}{name} must be a positive integer, got {value!r}")
+        if not _is_int(value) or value <= 0:
+            raise ConfigError(f"{_dot(prefix)}{name} must be a positive integer, got {_short(value)}")
 
 
 def _non_negative(obj, prefix: str, *names: str) -> None:
     for name in names:
-        if getattr(obj, name) < 0:
-            raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(obj, name)!r}")
+        value = getattr(obj, name)
+        if not _is_int(value) or value < 0:
+            raise ConfigError(f"{_dot(prefix)}{name} must be an integer >= 0, got {_short(value)}")
+
+
+def _bounded(obj, prefix: str, **limits: int) -> None:
+    """Size fields have an upper bound: no config may ask for an absurd allocation."""
+    for name, limit in limits.items():
+        if getattr(obj, name) > limit:
+            raise ConfigError(f"{_dot(prefix)}{name}={_short(getattr(obj, name))} exceeds the limit {limit:,}")
+
+
+def _finite(obj, prefix: str, *names: str, minimum: float, strict: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
+            value > minimum if strict else value >= minimum)
+        if not ok:
+            raise ConfigError(f"{_dot(prefix)}{name} must be a finite number {'>' if strict else '>='} {minimum:g},"
+                              f" got {_short(value)}")
+
+
+def _int_or_none(obj, prefix: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not _is_int(value):
+            raise ConfigError(f"{_dot(prefix)}{name} must be an integer, got {_short(value)}")
+
+
+def _int_tuple(obj, prefix: str, name: str) -> None:
+    value = getattr(obj, name)
+    if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
+        raise ConfigError(f"{_dot(prefix)}{name} must be a list of integers, got {_short(value)}")
+
+
+def _int_matrix(obj, prefix: str, name: str, rows: int, cols: int) -> None:
+    value = getattr(obj, name)
+    if not (isinstance(value, tuple) and len(value) == rows
+            and all(isinstance(r, tuple) and len(r) == cols and all(_is_int(v) for v in r) for r in value)):
+        raise ConfigError(f"{_dot(prefix)}{name} must hold {cols} integers for each of the {rows} Engram layer(s)")
+
+
+def _check_table_sizes(cfg: "EngramConfig", prefix: str) -> None:
+    """Table sizes follow the hashing rule: per layer (N-1)*K sizes, every one a prime in
+    2..MAX_TABLE, all distinct over the whole model (one global walk hands each prime out once)."""
+    from engram_interp.model.hashing import is_prime
+
+    _int_matrix(cfg, prefix, "table_sizes", len(cfg.layer_ids), cfg.n_hash_heads)
+    flat = [v for row in cfg.table_sizes for v in row]
+    bad = next((v for v in flat if not 2 <= v <= MAX_TABLE or not is_prime(v)), None)
+    if bad is not None:
+        raise ConfigError(f"{prefix}.table_sizes must be primes in 2..{MAX_TABLE}, got {_short(bad)}")
+    if len(set(flat)) != len(flat):
+        raise ConfigError(f"{prefix}.table_sizes must be distinct primes (each head has its own table)")

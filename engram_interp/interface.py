@@ -97,10 +97,30 @@ class InterpModel:
         """One token as text; a token that is an incomplete UTF-8 sequence is shown as its bytes
         (e.g. ``<0xE2>``), never as U+FFFD."""
 
-    @abstractmethod
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids -> text (special tokens kept), as the tokenizer joins them."""
+        return "".join(self.decode_token(int(i)) for i in ids)
+
     def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
         """Text (or texts) -> LongTensor ``[batch, pos]`` on ``device``, right-padded with
         ``info.pad_token_id``; a user error for empty text or text longer than ``info.max_seq_len``."""
+        from engram_interp.errors import EngramInterpError
+
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or any(not isinstance(t, str) for t in texts):
+            raise EngramInterpError("to_tokens needs a string or a non-empty list of strings")
+        info = self.info
+        bos = [info.bos_token_id] if prepend_bos and info.bos_token_id is not None else []
+        ids = [bos + self.encode(t) for t in texts]
+        if any(len(i) == len(bos) for i in ids):
+            raise EngramInterpError("empty text: nothing to tokenize")
+        longest = max(len(i) for i in ids)
+        if longest > info.max_seq_len:
+            raise EngramInterpError(f"text is {longest} tokens long; this model handles at most {info.max_seq_len}")
+        out = torch.full((len(ids), longest), info.pad_token_id, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return out.to(self.device)
 
     def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
         """One text or a 1-D id sequence -> the display string of every token."""
@@ -175,9 +195,39 @@ class InterpModel:
                 yield model
 
     # ---- interventions -------------------------------------------------------------------------
-    @abstractmethod
+    @contextlib.contextmanager
     def engram_suppressed(
         self, layers: Sequence[int] | None = None, replacement: dict[int, torch.Tensor] | None = None
-    ) -> contextlib.AbstractContextManager:
-        """Context in which the Engram output Y is 0 (or ``replacement[layer]``) at ``layers`` (all if
-        None). Holds :meth:`exclusive` for its duration."""
+    ) -> Iterator["InterpModel"]:
+        """Context in which the Engram output Y (``blocks.{l}.engram.hook_out``) is 0, or
+        ``replacement[layer]`` broadcast to Y's shape (mean-ablation), at ``layers`` (all if None).
+        Holds :meth:`exclusive` for its duration; a user error for a layer without Engram."""
+        from engram_interp.errors import EngramInterpError
+
+        if not self.engram_layers:
+            raise EngramInterpError(f"this {self.info.kind} model has no Engram layers to suppress")
+        chosen = self.engram_layers if layers is None else list(layers)
+        missing = sorted(set(chosen) - set(self.engram_layers))
+        if missing:
+            raise EngramInterpError(f"layers {missing} have no Engram (Engram layers: {self.engram_layers})")
+        replacement = replacement or {}
+
+        def make_hook(layer: int):
+            def hook(module, inputs, y: torch.Tensor) -> torch.Tensor:
+                if layer in replacement:
+                    return replacement[layer].to(y.device, y.dtype).expand_as(y).clone()
+                return torch.zeros_like(y)
+
+            return hook
+
+        # plain torch hooks on the hook point: they survive the reset_hooks() of run_with_cache /
+        # run_with_hooks and run before any caching hook added later, so a cache taken inside shows
+        # the suppressed Y.
+        with self.exclusive():
+            points = [self.hook_dict[f"blocks.{l}.engram.hook_out"] for l in chosen]
+            handles = [point.register_forward_hook(make_hook(l)) for point, l in zip(points, chosen)]
+            try:
+                yield self
+            finally:
+                for handle in handles:
+                    handle.remove()

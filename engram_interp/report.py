@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import html
-import json
+import io as _stdio
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +19,11 @@ from engram_interp.analysis.ablation import AblationResult
 from engram_interp.analysis.cka import CKAResult
 from engram_interp.analysis.gates import GateCorpusResult, GateMap
 from engram_interp.analysis.logit_lens import LogitLensResult, TokenLens
+from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, replace_set
+
+# every file a report may write: an earlier report's files are replaced as one set (no stale CSVs)
+REPORT_FILES = {"report.html", "results.json", "logit_lens.csv", "cka.csv", "cka_alignment.csv", "gate_ngrams.csv",
+                "gate_selectivity.csv", "ablation.csv"}
 
 __all__ = ["kl_figure", "token_lens_figure", "shared_kl_max", "token_label", "cka_figure", "gate_figure",
            "gate_selectivity_figure", "retained_figure", "write_report", "write_csvs"]
@@ -183,12 +188,11 @@ def write_csvs(out: Path, lens: LogitLensResult | None = None, cka: CKAResult | 
     written = []
 
     def w(name, header, rows):
-        p = out / name
-        with p.open("w", newline="") as f:
-            cw = csv.writer(f)
-            cw.writerow(header)
-            cw.writerows(rows)
-        written.append(p)
+        buf = _stdio.StringIO(newline="")
+        cw = csv.writer(buf)
+        cw.writerow(header)
+        cw.writerows(rows)
+        written.append(atomic_write_text(out / name, buf.getvalue(), force=True))
 
     if lens:
         w("logit_lens.csv", ["model", "layer", "kl_nats", "kl_sem", "entropy_nats", "n_tokens"],
@@ -228,12 +232,15 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
                  gate_maps: Sequence[GateMap] = (), gates: GateCorpusResult | None = None,
                  ablation: AblationResult | None = None, notes: Sequence[str] = (), findings: Sequence[str] = (),
                  probe_text: str | None = None, source: dict | None = None,
-                 extra_gates: Sequence[GateCorpusResult] = ()) -> dict[str, Path]:
-    """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` and CSVs into
-    ``out``. ``findings``: measured sentences shown first; ``probe_text``: printed with the per-token
-    figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the control's gate
-    statistics (figures and ``results.json["gates_control"]``). Returns ``{"html": path, "json": path, "csv": [paths]}``."""
-    out = Path(out)
+                 extra_gates: Sequence[GateCorpusResult] = (), force: bool = False) -> dict[str, Path]:
+    """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` (strict JSON)
+    and CSVs into ``out``, each file atomically (temporary file + rename). A folder holding an earlier
+    report needs ``force``; then the whole earlier set is replaced (its files this report does not
+    write are removed). ``findings``: measured sentences shown first; ``probe_text``: printed with the
+    per-token figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the
+    control's gate statistics (figures and ``results.json["gates_control"]``).
+    Returns ``{"html": path, "json": path, "csv": [paths]}``."""
+    out = check_output_dir(out, REPORT_FILES, force)
     out.mkdir(parents=True, exist_ok=True)
     figs: list[tuple[str, go.Figure]] = []
     if lens:
@@ -267,8 +274,7 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>{note_html}{''.join(parts)}</body></html>")
-    html_path = out / "report.html"
-    html_path.write_text(page, encoding="utf-8")
+    html_path = atomic_write_text(out / "report.html", page, force=True)
     results: dict = {} if source is None else {"source": source}
     if findings:
         results["findings"] = list(findings)
@@ -286,7 +292,7 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         results["gates_control"] = [g.to_dict() for g in extra_gates]
     if ablation:
         results["ablation"] = ablation.to_dict()
-    json_path = out / "results.json"
-    json_path.write_text(json.dumps(results, indent=1), encoding="utf-8")
+    json_path = atomic_write_text(out / "results.json", dumps_strict(results, indent=1), force=True)
     csvs = write_csvs(out, lens, cka, gates, ablation)
+    replace_set(out, REPORT_FILES, {p.name for p in [html_path, json_path, *csvs]})
     return {"html": html_path, "json": json_path, "csv": csvs}

@@ -18,72 +18,26 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
-from engram_interp.analysis.common import model_name, require_engram, token_batches
+from engram_interp.analysis.common import require_engram, token_batches
+from engram_interp.analysis.scoring import plan_scoring, run_plan
 from engram_interp.errors import EngramInterpError
 
 __all__ = ["score_items", "AblationAccumulator", "SuiteScore", "AblationResult",
            "ablation_sensitivity", "mean_engram_output"]
 
 
-def _pack(model, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-    """(prompt, continuation) pairs -> padded tokens and, per row, the continuation's [start, stop)."""
-    tok = model.tokenizer
-    bos = model.cfg.bos_token_id
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
-    seqs, spans = [], []
-    for prompt, cont in pairs:
-        p = ([bos] if bos is not None else []) + tok.encode(prompt, add_special_tokens=False).ids
-        c = tok.encode(cont, add_special_tokens=False).ids
-        if not c:
-            raise EngramInterpError(f"empty answer/candidate for prompt {prompt[:40]!r}")
-        seq = (p + c)[-model.cfg.max_seq_len:]
-        start = len(seq) - len(c)
-        if start < 1:
-            raise EngramInterpError("an answer is longer than the model's context")
-        seqs.append(seq)
-        spans.append((start, len(seq)))
-    longest = max(len(s) for s in seqs)
-    out = torch.full((len(seqs), longest), pad, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s)
-    return out.to(model.device), spans
-
-
 @torch.no_grad()
 def score_items(model, items: Sequence[dict], batch_size: int = 16) -> torch.Tensor:
-    """1.0/0.0 per item (see module doc for the two scoring rules): ``[n_items]`` float64, CPU."""
-    scores = torch.zeros(len(items), dtype=torch.float64)
-    gen = [i for i, it in enumerate(items) if not it.get("candidates")]
-    mc = [i for i, it in enumerate(items) if it.get("candidates")]
-    for start in range(0, len(gen), batch_size):
-        idx = gen[start:start + batch_size]
-        tokens, spans = _pack(model, [(items[i]["prompt"], items[i]["answer"]) for i in idx])
-        pred = model(tokens).argmax(-1)  # [b, pos]
-        for row, (i, (s, e)) in enumerate(zip(idx, spans)):
-            scores[i] = float(bool((pred[row, s - 1:e - 1] == tokens[row, s:e]).all()))
-    # multiple choice: flatten (item, candidate) pairs
-    pairs = [(i, c) for i in mc for c in items[i]["candidates"]]
-    logps: dict[int, list[float]] = {i: [] for i in mc}
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        tokens, spans = _pack(model, [(items[i]["prompt"], c) for i, c in chunk])
-        logp = F.log_softmax(model(tokens).float(), dim=-1)
-        for row, ((i, _), (s, e)) in enumerate(zip(chunk, spans)):
-            lp = logp[row, s - 1:e - 1].gather(-1, tokens[row, s:e, None]).sum()
-            logps[i].append(float(lp))
-    for i in mc:
-        cands = items[i]["candidates"]
-        lp = torch.tensor(logps[i])
-        a = cands.index(items[i]["answer"])
-        others = torch.cat([lp[:a], lp[a + 1:]])
-        scores[i] = float(others.numel() == 0 or bool(lp[a] > others.max()))
-    return scores
+    """1.0/0.0 per item (see module doc for the two scoring rules): ``[n_items]`` float64, CPU.
+
+    Packed scoring (``engram_interp.analysis.scoring``): each prompt runs once for all of its
+    candidates, forward passes hold at most ``batch_size * min(max_seq_len, 1024)`` padded tokens."""
+    return run_plan(model, plan_scoring(model, items, batch_size))
 
 
 class AblationAccumulator:
@@ -98,11 +52,12 @@ class AblationAccumulator:
         """Add per-example scores (same examples, same order); ``first_index``: global index of the
         first example (keys its bootstrap weights)."""
         full, ablated = full.double().cpu(), ablated.double().cpu()
-        for j in range(len(full)):
-            w = poisson_weights(self.seed, first_index + j, self.n_boot)
-            v = torch.tensor([1.0, float(full[j]), float(ablated[j])], dtype=torch.float64)
-            self.boot += w[:, None] * v
-            self.sums += v
+        if len(full) == 0:
+            return
+        v = torch.stack([torch.ones_like(full), full, ablated], dim=1)  # [n, 3]
+        w = torch.stack([poisson_weights(self.seed, first_index + j, self.n_boot) for j in range(len(full))])
+        self.boot += w.T @ v  # [n_boot, 3]; integer-valued sums, exact in float64
+        self.sums += v.sum(0)
 
     def all_reduce(self, group=None) -> "AblationAccumulator":
         all_reduce_sum_([self.sums, self.boot], group)
@@ -187,47 +142,81 @@ def ablation_sensitivity(
     seed: int = 0,
     progress: bool = False,
     names: Sequence[str] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
 ) -> AblationResult:
     """Score each suite with each model: full, Engram suppressed at all Engram layers and (if
     ``per_layer``) at each alone. ``mode``: ``"zero"`` (Y = 0) or ``"mean"`` (Y = its mean over
-    ``reference_texts``). Models without Engram report ablated = full (retained 100%)."""
+    ``reference_texts``). Models without Engram report ablated = full (retained 100%).
+
+    All suites of a model are scored together: one packed plan (``scoring.plan_scoring``) run once
+    per variant. ``progress`` shows a bar over every forward pass of every model and variant;
+    ``on_progress(done, total, what)`` is called after each one (the app's progress bar).
+    Returns an AblationResult."""
     from engram_interp.analysis.logit_lens import _named
 
     if mode not in ("zero", "mean"):
         raise EngramInterpError(f"unknown ablation mode {mode!r}: use 'zero' or 'mean'")
     if not suites or not any(suites.values()):
         raise EngramInterpError("no task items to score")
+    named = _named(models, names)
+    order = list(suites.items())
+    flat = [it for _, items in order for it in items]
+    jobs = []  # (name, model, plan, variants)
+    for name, model in named:
+        variants: list[tuple[str, list[int] | None]] = [("full", [])]
+        if model.engram_layers:
+            variants.append(("all", None))
+            if per_layer and len(model.engram_layers) > 1:
+                variants += [(str(l), [l]) for l in model.engram_layers]
+        jobs.append((name, model, plan_scoring(model, flat, batch_size), variants))
+    total = sum(plan.n_forwards * len(variants) for _, _, plan, variants in jobs)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc="ablate", unit="forward", leave=False)
+    done = 0
     out = []
-    for name, model in _named(models, names):
+    for name, model, plan, variants in jobs:
         repl = None
         if mode == "mean" and model.engram_layers:
             if not reference_texts:
                 raise EngramInterpError("mean-ablation needs a reference corpus")
             repl = mean_engram_output(model, reference_texts, max_tokens=max_tokens)
-        variants: list[tuple[str, list[int] | None]] = [("all", None)]
-        if per_layer and len(model.engram_layers) > 1:
-            variants += [(str(l), [l]) for l in model.engram_layers]
-        table = {}
-        it = suites.items()
-        if progress:
-            from tqdm import tqdm
+        scores: dict[str, torch.Tensor] = {}
+        for label, layers in variants:
+            what = f"{name}: {'full model' if label == 'full' else 'Engram off at ' + ('all layers' if layers is None else f'layer {label}')}"
+            if bar is not None:
+                bar.set_description(f"ablate {what}")
 
-            it = tqdm(list(it), desc=f"ablate {name}", unit="suite", leave=False)
-        for suite, items in it:
-            full = score_items(model, items, batch_size)
+            def tick(i: int, n: int, base: int = done, what: str = what) -> None:
+                if bar is not None:
+                    bar.update(1)
+                if on_progress is not None:
+                    on_progress(base + i, total, what)
+
+            if label == "full":
+                scores[label] = run_plan(model, plan, tick)
+            else:
+                r = None if repl is None else {l: repl[l] for l in (layers or model.engram_layers)}
+                with model.engram_suppressed(layers=layers, replacement=r):
+                    scores[label] = run_plan(model, plan, tick)
+            done += plan.n_forwards
+        if not model.engram_layers:
+            scores["all"] = scores["full"]
+        table, first = {}, 0
+        for suite, items in order:
+            part = {k: v[first:first + len(items)] for k, v in scores.items()}
+            first += len(items)
             res = {}
-            for label, layers in variants:
-                if model.engram_layers:
-                    r = None if repl is None else {l: repl[l] for l in (layers or model.engram_layers)}
-                    with model.engram_suppressed(layers=layers, replacement=r):
-                        abl = score_items(model, items, batch_size)
-                else:
-                    abl = full.clone()
+            for label in [k for k in scores if k != "full"]:
                 acc = AblationAccumulator(n_boot, seed)
-                acc.update(full, abl)
+                acc.update(part["full"], part[label])
                 res[label] = acc.result()
             a = res.pop("all")
             table[suite] = SuiteScore(full=a["full"], ablated=a["ablated"], retained=a["retained"], ci=a["ci"],
                                       n=a["n"], per_layer=res)
         out.append({"name": name, "engram_layers": list(model.engram_layers), "mode": mode, "suites": table})
+    if bar is not None:
+        bar.close()
     return AblationResult(models=out, mode=mode)

@@ -449,6 +449,8 @@ def cka_analysis(
     from engram_interp.analysis.progress import token_progress
 
     it = token_progress(batches, total, f"cka {na} vs {nb}", lambda b: int(selected_mask(b).sum()), progress)
+    varies_a = torch.zeros(la, dtype=torch.bool)
+    varies_b = torch.zeros(lb, dtype=torch.bool)
     with torch.no_grad():
         for batch in it:
             sel = selected_mask(batch)
@@ -456,17 +458,20 @@ def cka_analysis(
                 continue
             a = torch.stack([h[sel] for h in layer_activations(model_a, batch.tokens)])  # [L_a, n, d]
             b = a if self_mode else torch.stack([h[sel].to(a.device) for h in layer_activations(mb, batch.tokens.to(mb.device))])
+            varies_a |= _varies(a)
+            varies_b |= varies_a if self_mode else _varies(b)
             for xa, xb in buf.add(a, b):
                 acc.update(xa, None if self_mode else xb)
         for xa, xb in buf.flush():
             acc.update(xa, None if self_mode else xb)
     if acc.n_batches == 0:
         raise EngramInterpError("too few tokens for CKA (need more than 3); give more text or a larger --max-tokens")
-    m = acc.result()
-    lo, hi = acc.ci()
+    _warn_constant(na, varies_a, nb if not self_mode else None, varies_b)
+    m = _defined(acc.result(), varies_a, varies_b)
+    lo, hi = (_defined(x, varies_a, varies_b) for x in acc.ci())
     kk = default_k(lb) if k is None else max(1, min(k, lb))
     sa = soft_alignment(m, kk)
-    sa_boot = soft_alignment(acc.bootstrap(), kk)
+    sa_boot = soft_alignment(_defined(acc.bootstrap(), varies_a, varies_b), kk)
     sa_lo, sa_hi = percentile_ci(sa_boot)
     return CKAResult(
         name_a=na, name_b=nb, layers_a=list(range(la)), layers_b=list(range(lb)), cka=m.tolist(),
@@ -476,6 +481,34 @@ def cka_analysis(
         engram_layers_a=list(getattr(model_a, "engram_layers", [])),
         soft_alignment_range=list(soft_alignment_range(kk, lb)),
     )
+
+
+def _varies(acts: torch.Tensor) -> torch.Tensor:
+    """``[L, n, d]`` -> ``[L]`` bool: does the layer's representation vary across the n examples
+    (by more than float32 rounding of its scale)? CKA is undefined for a constant layer."""
+    x = acts.float()
+    spread = (x.amax(dim=1) - x.amin(dim=1)).amax(dim=-1)
+    scale = x.abs().amax(dim=(1, 2))
+    return (spread > 1e-5 * scale.clamp_min(1e-30)).cpu() & (x.shape[1] > 1)
+
+
+def _defined(cka: torch.Tensor, varies_a: torch.Tensor, varies_b: torch.Tensor) -> torch.Tensor:
+    """CKA ``[..., L_a, L_b]`` with NaN where either layer has zero variance, and every value clamped
+    to [-1, 1] (the float64 ratio can exceed 1 by rounding, e.g. 1.0000000000000027)."""
+    ok = varies_a.to(cka.device)[:, None] & varies_b.to(cka.device)[None, :]
+    return torch.where(ok, cka.clamp(-1.0, 1.0), torch.full_like(cka, float("nan")))
+
+
+def _warn_constant(name_a: str, varies_a: torch.Tensor, name_b: str | None, varies_b: torch.Tensor) -> None:
+    from engram_interp.io import warn
+
+    for name, varies in ((name_a, varies_a), (name_b, varies_b)):
+        if name is None:
+            continue
+        dead = [i for i, v in enumerate(varies.tolist()) if not v]
+        if dead:
+            warn(f"CKA is undefined (NaN) for layer(s) {dead} of {name}: the representation does not vary over"
+                 " the selected tokens (e.g. one repeated token)")
 
 
 def _position_batches(model, texts, positions, batch_size):

@@ -50,20 +50,25 @@ def same_tokenizer(*models) -> None:
 # ------------------------------------------------------------------------------------------- texts
 def read_texts(path: str | os.PathLike) -> list[str]:
     """A corpus file -> texts. ``.jsonl``: the ``text`` field of each line; otherwise plain text split
-    at blank lines (paragraphs). Raises a user error for a missing or empty file."""
+    at blank lines (paragraphs). Raises a user error for a missing, special (FIFO, folder), non-UTF-8
+    or empty file, or a ``.jsonl`` line without a string ``text``."""
+    from engram_interp.io import loads_strict, read_regular_text
+
     p = Path(path)
-    if not p.is_file():
-        raise EngramInterpError(f"no such corpus file: {p}")
+    content = read_regular_text(p, "corpus file")
     if p.suffix == ".jsonl":
         texts = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(content.splitlines()):
             if line.strip():
                 try:
-                    texts.append(json.loads(line)["text"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise EngramInterpError(f"{p}:{i + 1}: expected a JSON object with a 'text' field") from None
+                    obj = loads_strict(line, f"{p}:{i + 1}")
+                except EngramInterpError:
+                    obj = None
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise EngramInterpError(f"{p}:{i + 1}: expected a JSON object with a 'text' string")
+                texts.append(obj["text"])
     else:
-        texts = [" ".join(par.split()) for par in p.read_text(encoding="utf-8").split("\n\n")]
+        texts = [" ".join(par.split()) for par in content.split("\n\n")]
     texts = [t for t in texts if t.strip()]
     if not texts:
         raise EngramInterpError(f"{p} holds no text")
@@ -212,14 +217,16 @@ def read_entity_probes(path: str | os.PathLike | None = None) -> list[dict]:
     p = Path(path) if path else ENTITY_PROBES
     if not p.is_file():
         raise EngramInterpError(f"no entity probe set at {p}; pass --probes FILE or use --tokens all")
+    from engram_interp.io import read_regular_text
+
     items = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+    for i, line in enumerate(read_regular_text(p, "probe file").splitlines()):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
             items.append({"text": str(item["text"]), "entity_end_positions": [int(c) for c in item["entity_end_positions"]]})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError):
             raise EngramInterpError(f"{p}:{i + 1}: expected {{'text': ..., 'entity_end_positions': [...]}}") from None
     if not items:
         raise EngramInterpError(f"{p} holds no probe items")

@@ -1,27 +1,115 @@
-"""Arguments and helpers shared by the analysis subcommands (logit-lens, cka, gates, ablate, report)."""
+"""Arguments and checks shared by the subcommands: the ONE place for flag types (positive
+integers, ports, devices), output-path checks made before any analysis runs, and result output
+(strict JSON, atomic writes, never replacing a file without ``--force``)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from engram_interp.errors import EngramInterpError
+from engram_interp.io import atomic_write_text, check_output_file, dumps_strict, open_regular
+
+
+# ------------------------------------------------------------------------------ flag value types
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = _int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port 1..65535."""
+    v = _int(text)
+    if not 1 <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1..65535, got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def device(text: str) -> str:
+    """argparse type: cpu, cuda, cuda:N or auto (checked against this machine when a model loads)."""
+    import re
+
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", text):
+        raise argparse.ArgumentTypeError(f"unsupported device {text!r} (use cpu, cuda, cuda:N)")
+    return text
+
+
+def input_file(text: str) -> Path:
+    """argparse type: an existing, readable regular file (FIFOs, folders, devices refused)."""
+    import os
+
+    try:
+        fd, _ = open_regular(text)
+    except EngramInterpError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    os.close(fd)
+    return Path(text)
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+
+
+def add_load(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="load checkpoints whose weights hold NaN/Inf (refused by default: outputs would be NaN)")
 
 
 def add_common(p: argparse.ArgumentParser, *, out_is_dir: bool = False, batch_default: int = 8) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
-    p.add_argument("--batch-size", type=int, default=batch_default, help=f"texts/items per forward pass (default {batch_default})")
-    p.add_argument("--max-tokens", type=int, default=20000, help="analyse at most this many tokens (default 20000)")
+    add_device(p)
+    p.add_argument("--batch-size", type=positive_int, default=batch_default,
+                   help=f"texts/items per forward pass (default {batch_default})")
+    p.add_argument("--max-tokens", type=positive_int, default=20000, help="analyse at most this many tokens (default 20000)")
     p.add_argument("--seed", type=int, default=0, help="seed for shuffling and bootstrap (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_load(p)
     if out_is_dir:
-        p.add_argument("--out", required=True, help="output folder (report.html, results.json, CSVs)")
+        p.add_argument("--out", required=True, help="output folder (report.html, results.json, CSVs); "
+                       "a folder holding an earlier report needs --force, which replaces that whole set")
     else:
         g = p.add_mutually_exclusive_group()
         g.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
-        g.add_argument("--out", default=None, help="write the result as JSON to this file")
+        g.add_argument("--out", default=None, help="write the result as JSON to this file (an existing file needs --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+
+
+def check_out(args) -> None:
+    """Check ``args.out`` (a result file) BEFORE the analysis: not a folder, writable, and not an
+    existing file unless ``--force``. A one-line user error otherwise."""
+    if getattr(args, "out", None):
+        check_output_file(args.out, getattr(args, "force", False))
 
 
 def add_corpus(p: argparse.ArgumentParser) -> None:
@@ -41,15 +129,37 @@ def texts_from(args) -> list[str]:
     return default_texts()
 
 
-def load_models(paths: list[str], device) -> list:
+def load_models(paths: list[str], device, allow_nonfinite: bool = False) -> list:
+    """Load every checkpoint (inference only). Returns the models in order."""
     from engram_interp.checkpoint import load
 
     models = []
     for p in paths:
-        if not Path(p).is_file():
+        if not Path(p).exists():
             raise EngramInterpError(f"no such checkpoint: {p}")
-        models.append(load(p, device=device).requires_grad_(False))  # inference only; no global grad switch
+        models.append(load(p, device=device, allow_nonfinite=allow_nonfinite).requires_grad_(False))
     return models
+
+
+def check_text_fits(models: list, text: str, flag: str) -> None:
+    """Raise a user error now (not after the analysis) if ``text`` is empty or longer than a
+    model's context."""
+    for m in models:
+        try:
+            m.to_tokens(text)  # the interface's own check: empty text or longer than max_seq_len
+        except EngramInterpError as exc:
+            raise EngramInterpError(f"{flag}: {exc}") from None
+
+
+def warn_overlong(models: list, suites: dict) -> None:
+    """One warning line per model and suite whose items do not fit the context (counted, not silent)."""
+    from engram_interp.data.suites import overlong_items
+    from engram_interp.io import warn
+
+    for m in models:
+        for suite, n in overlong_items(m, suites).items():
+            warn(f"{n} of {len(suites[suite])} items of suite {suite} are longer than the {m.info.max_seq_len}-token"
+                 f" context of {m.info.name}; their prompts are cut from the left")
 
 
 def names_for(paths: list[str]) -> list[str]:
@@ -68,14 +178,14 @@ def seed_all(seed: int) -> None:
 
 
 def emit(args, result_dict: dict, table: str) -> int:
-    """--json: JSON on stdout; --out: JSON to the file (table still printed); else the table."""
+    """--json: strict JSON on stdout; --out: strict JSON to the file, written atomically (table still
+    printed); else the table. Non-finite values become null with a warning."""
     if getattr(args, "json", False):
-        print(json.dumps(result_dict))
+        print(dumps_strict(result_dict))
         return 0
     print(table)
     if getattr(args, "out", None):
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result_dict, indent=1), encoding="utf-8")
+        atomic_write_text(args.out, dumps_strict(result_dict, indent=1), force=getattr(args, "force", False))
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_common, emit, fmt, load_models, names_for, seed_all
+from engram_interp.commands._common import (add_common, check_out, emit, fmt, load_models, names_for, non_negative_int,
+                                            positive_int, seed_all, warn_overlong)
+from engram_interp.data.suites import DEFAULT_SUITES
 
 NAME = "ablate"
 HELP = "Engram-ablation sensitivity: task-suite scores with Engram suppressed (retained %%, bootstrap CIs)"
@@ -19,11 +21,12 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpts", nargs="+", help=".ckpt files (Engram and baseline)")
-    p.add_argument("--suites", nargs="+", required=True, help="suite .jsonl files or folders of them")
+    p.add_argument("--suites", nargs="+", default=[str(DEFAULT_SUITES)],
+                   help="suite .jsonl files or folders of them (default: the bundled probes/)")
     p.add_argument("--mode", choices=["zero", "mean"], default="zero", help="Y = 0 (default) or Y = its corpus mean")
     p.add_argument("--reference", default=None, help="reference corpus for --mode mean (default: the default corpus)")
-    p.add_argument("--boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
-    p.add_argument("--max-items", type=int, default=None,
+    p.add_argument("--boot", type=non_negative_int, default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--max-items", type=positive_int, default=None,
                    help="score at most N items per suite, a seeded subsample (default: every item)")
     add_common(p, batch_default=16)
 
@@ -33,13 +36,15 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.common import default_texts, read_texts
     from engram_interp.data.suites import read_suites, subsample_suites
 
+    check_out(args)
     seed_all(args.seed)
     suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed)
-    models = load_models(args.ckpts, args.device)
-    names = names_for(args.ckpts)
     ref = None
     if args.mode == "mean":
         ref = read_texts(args.reference) if args.reference else default_texts()
+    models = load_models(args.ckpts, args.device, args.allow_nonfinite)
+    names = names_for(args.ckpts)
+    warn_overlong(models, suites)
     res = ablation_sensitivity(dict(zip(names, models)), suites, mode=args.mode, reference_texts=ref,
                                batch_size=args.batch_size, max_tokens=args.max_tokens, n_boot=args.boot,
                                seed=args.seed, progress=not args.quiet)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engram_interp.commands._common import port as port_number
 from engram_interp.errors import EngramInterpError
 
 NAME = "app"
@@ -25,7 +26,7 @@ DEFAULT_CKPTS = ("checkpoints/engram.ckpt", "checkpoints/moe.ckpt", "checkpoints
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpts", nargs="*", help="checkpoints to open (default: the bundled set in checkpoints/)")
-    p.add_argument("--port", type=int, default=None, help="port to serve on (default: the first free one from 8501)")
+    p.add_argument("--port", type=port_number, default=None, help="port to serve on (default: the first free one from 8501)")
     p.add_argument("--host", default="localhost", help="address to bind (default: localhost)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="where results are cached (default: ~/.cache/engram-interp/app)")
@@ -90,12 +91,11 @@ def run(args: argparse.Namespace) -> int:
     for p in ckpts:
         if p.is_dir():
             raise EngramInterpError(f"{p} is a directory, not a .ckpt file")
-    missing = [p for p in ckpts if not p.exists()]
-    if missing:  # the app explains this too; say it here so a terminal user sees it at once
-        print("warning: missing checkpoint(s): " + ", ".join(str(p) for p in missing), file=sys.stderr)
-        if not args.ckpts and not args.demo:
-            print("  the bundled checkpoints are made by the recipes in checkpoints/recipes/; "
-                  "or pass your own .ckpt files, or try `engram-interp app --demo`", file=sys.stderr)
+    missing = [p for p in ckpts if not p.is_file()]
+    if missing:  # refuse before a server starts on nothing
+        hint = ("; the bundled checkpoints are made by the recipes in checkpoints/recipes/, or pass your own .ckpt"
+                " files, or try `engram-interp app --demo`") if not args.ckpts and not args.demo else ""
+        raise EngramInterpError("no such checkpoint: " + ", ".join(str(p) for p in missing) + hint)
     port = args.port or free_port(host=args.host)
     env = dict(os.environ)
     env["ENGRAM_INTERP_APP_CKPTS"] = os.pathsep.join(str(p) for p in ckpts)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from engram_interp.commands._common import add_device, positive_int
+from engram_interp.data.suites import DEFAULT_SUITES
+from engram_interp.io import dumps_strict
 
 NAME = "card"
 HELP = "re-measure a checkpoint's model card (validation loss, suite scores, P_tot/P_act/rho) and write it"
@@ -20,25 +23,22 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", type=Path, help="path to a .ckpt file")
     p.add_argument("--data", type=Path, default=None, help="token-stream dir (default: the data dir in the provenance)")
-    p.add_argument("--suites", type=Path, default=Path("probes"), help="suite JSONL file or folder (default probes/)")
-    p.add_argument("--max-items", type=int, default=200, help="items scored per suite, seeded subsample (default 200)")
+    p.add_argument("--suites", type=Path, default=DEFAULT_SUITES, help="suite JSONL file or folder (default: the bundled probes/)")
+    p.add_argument("--max-items", type=positive_int, default=200, help="items scored per suite, seeded subsample (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample (default 0)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    add_device(p)
     p.add_argument("--out", type=Path, default=None, help="card file (default: NAME.card.md next to the checkpoint)")
     p.add_argument("--force", action="store_true", help="replace a card that engram-interp did not generate")
     p.add_argument("--json", action="store_true", help="also print the measurements as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.errors import EngramInterpError
     from engram_interp.train.card import make_card
 
-    if args.max_items < 1:
-        raise EngramInterpError("--max-items must be >= 1")
     path, m = make_card(args.ckpt, out=args.out, force=args.force, data=args.data, suites=args.suites,
                         max_items=args.max_items, seed=args.seed, device=args.device)
     if args.json:
-        print(json.dumps({**m, "card": str(path)}, indent=2))
+        print(dumps_strict({**m, "card": str(path)}, indent=2))
     else:
         val = ", ".join(f"val_{k} {v:.4f}" for k, v in m["val_loss"].items()) or "no validation data"
         suites = ", ".join(f"{k} {s['accuracy']:.3f}" for k, s in m["suites"].items()) or "no suites"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, corpus_name, emit, fmt, load_models, names_for, seed_all, source_dict, texts_from,
+    add_common, add_corpus, check_out, corpus_name, emit, fmt, load_models, names_for, positive_int, seed_all,
+    source_dict, texts_from,
 )
 
 NAME = "cka"
@@ -25,8 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", choices=["all", "entities"], default="all",
                    help="all tokens of the corpus, or the final token of each named entity of --probes")
     p.add_argument("--probes", default=None, help="entity probe set (default probes/entities_ner.jsonl)")
-    p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch (default 256)")
-    p.add_argument("--k", type=int, default=None,
+    p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch (default 256)")
+    p.add_argument("--k", type=positive_int, default=None,
                    help="top-k of the soft alignment index (default: about 1/6 of B's layer points, at least 1)")
     p.add_argument("--noise", default=None, metavar="CKPT",
                    help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) and the soft "
@@ -41,15 +42,16 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import cka_analysis
     from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
 
+    check_out(args)
     seed_all(args.seed)
     extra = ([args.control] if args.control else []) + ([args.noise] if args.noise else [])
     paths = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + extra
-    models = load_models(paths, args.device)
+    texts = None if args.tokens == "entities" else texts_from(args)
+    models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
     a = models[0]
     b = models[1] if args.ckpt_b else None
     base, base_name = (b, names[1]) if b is not None else (a, names[0])
-    texts = None if args.tokens == "entities" else texts_from(args)
     kw = dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
               text_batch_size=args.batch_size, k=args.k, seed=args.seed, progress=not args.quiet)
     res = cka_analysis(a, b, texts, names=(names[0], names[1] if b is not None else names[0]), **kw)

@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from engram_interp.commands._common import input_file, non_negative_int, positive_int
+
 NAME = "data"
 HELP = "build the real-text corpus cache, train the BPE tokenizer, write token streams, make task suites"
 DESCRIPTION = """Training data for paired Engram / MoE models.
@@ -27,9 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--cache", type=Path, default=None, help="cache dir (default $ENGRAM_INTERP_CACHE or ~/.cache/engram-interp/data)")
     b.add_argument("--downloads", type=Path, default=None, help="raw download dir (default CACHE/../downloads)")
     b.add_argument("--sources", nargs="*", default=None, help="only these sources (default: all, in priority order)")
-    b.add_argument("--text", action="append", type=Path, default=[], metavar="FILE",
+    b.add_argument("--text", action="append", type=input_file, default=[], metavar="FILE",
                    help="add a local UTF-8 text file as a source (repeatable); without --sources, only these files")
-    b.add_argument("--doc-chars", type=int, default=2000, help="characters per document of a --text file (default 2000)")
+    b.add_argument("--doc-chars", type=positive_int, default=2000, help="characters per document of a --text file (default 2000)")
     b.add_argument("--force", action="store_true", help="rebuild over an existing cache")
     b.add_argument("--val-fraction", type=float, default=0.02, help="share of each source's documents held out (default 0.02)")
     b.add_argument("--seed", type=int, default=0, help="seed of the validation split (default 0)")
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     t = sub.add_parser("tokenizer", help="train the cased byte-level BPE on the cache")
     t.add_argument("--cache", type=Path, default=None)
-    t.add_argument("--vocab-size", type=int, default=8192)
+    t.add_argument("--vocab-size", type=positive_int, default=8192)
     t.add_argument("--out", type=Path, default=Path("checkpoints/tokenizer/tokenizer.json"))
     t.add_argument("--world-mb", type=float, default=4.0, help="MB of generated-world text added to the training text")
     t.add_argument("--force", action="store_true", help="overwrite an existing tokenizer file")
@@ -51,10 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--real-fraction", type=float, default=0.5, help="share of training tokens from real text")
     k.add_argument("--fact-fraction", type=float, default=0.02, help="share of training tokens of real-fact sentences")
     k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--people", type=int, default=20000, help="people in the generated world")
+    k.add_argument("--people", type=positive_int, default=20000, help="people in the generated world")
     k.add_argument("--world-seed", type=int, default=0, help="seed of the generated world (entities); fixed by the suites")
     k.add_argument("--probes", type=Path, default=Path("probes"), help="suite dir whose eval prompts must not leak")
-    k.add_argument("--workers", type=int, default=0, help="processes (default: all cores)")
+    k.add_argument("--workers", type=non_negative_int, default=0, help="processes (default: all cores)")
     k.add_argument("--force", action="store_true")
 
     s = sub.add_parser("suites", help="regenerate the task suites (JSONL) in probes/")
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--cache", type=Path, default=None, help="corpus cache (for entities/idioms/NER windows)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--world-seed", type=int, default=0)
-    s.add_argument("--people", type=int, default=20000)
+    s.add_argument("--people", type=positive_int, default=20000)
     s.add_argument("--only", nargs="*", default=None, help="only these suites")
 
 
@@ -120,10 +122,19 @@ def _tokenize(args) -> int:
 
 
 def _suites(args) -> int:
-    from engram_interp.data.suites import write_suites
+    from engram_interp.data.suites import SUITES, write_suites
+    from engram_interp.errors import EngramInterpError
 
-    counts = write_suites(args.out, cache=_cache(args), seed=args.seed, world_seed=args.world_seed, people=args.people,
-                          only=args.only)
+    known = (*SUITES, "entities_ner")
+    unknown = [s for s in args.only or [] if s not in known]
+    if unknown:
+        raise EngramInterpError(f"--only: unknown suite(s) {', '.join(map(repr, unknown[:5]))}; known: {', '.join(known)}")
+    try:
+        counts = write_suites(args.out, cache=_cache(args), seed=args.seed, world_seed=args.world_seed,
+                              people=args.people, only=args.only)
+    except ImportError as exc:
+        raise EngramInterpError(f"data suites needs the knowledge package {exc.name or exc}: "
+                                "pip install 'engram-interp[data]'") from None
     for name, n in counts.items():
         print(f"{name:16s} {n:6d} items")
     return 0

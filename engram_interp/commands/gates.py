@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, emit, fmt, load_models, names_for, seed_all, source_dict, texts_from,
+    add_common, add_corpus, check_out, emit, fmt, load_models, names_for, positive_int, seed_all, source_dict,
+    texts_from,
 )
 
 NAME = "gates"
@@ -23,9 +24,9 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="an Engram model .ckpt")
     add_corpus(p)
-    p.add_argument("--min-count", type=int, default=3, help="minimum count of an n-gram in the top/bottom lists")
-    p.add_argument("--top", type=int, default=20, help="length of the top/bottom lists")
-    p.add_argument("--perms", type=int, default=19,
+    p.add_argument("--min-count", type=positive_int, default=3, help="minimum count of an n-gram in the top/bottom lists")
+    p.add_argument("--top", type=positive_int, default=20, help="length of the top/bottom lists")
+    p.add_argument("--perms", type=positive_int, default=19,
                    help="label shuffles of the selectivity's permutation baseline (default 19: p >= 0.05)")
     add_common(p)
 
@@ -33,8 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import gate_corpus, gate_map
 
+    check_out(args)
+    texts = None if args.text is not None else texts_from(args)
     seed_all(args.seed)
-    (model,) = load_models([args.ckpt], args.device)
+    (model,) = load_models([args.ckpt], args.device, args.allow_nonfinite)
     name = names_for([args.ckpt])[0]
     if args.text is not None:
         g = gate_map(model, args.text, name=name)
@@ -43,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         for i, t in enumerate(g.tokens):
             lines.append(f"{i:>4} {t!r:<16}" + "".join(f"{g.gates[l][i][b]:>8.3f}" for l in g.layers for b in range(g.n_branches)))
         return emit(args, source_dict(g.to_dict(), args, len(g.tokens)), "\n".join(lines))
-    r = gate_corpus(model, texts_from(args), batch_size=args.batch_size, max_tokens=args.max_tokens,
+    r = gate_corpus(model, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=name,
                     n_perm=args.perms, seed=args.seed)
     lines = [f"gates of {name} over {r.n_tokens} tokens, {r.n_ngrams} distinct n-grams (min count {r.min_count}); "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from engram_interp.commands._common import add_load
+from engram_interp.io import dumps_strict
 
 NAME = "info"
 HELP = "show a checkpoint's config, parameter accounting (P_tot, P_act, rho), hook names and compression"
@@ -17,18 +19,19 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", help="path to a .ckpt file")
     p.add_argument("--json", action="store_true", help="print one JSON object: config, params, hooks, compression, provenance")
+    add_load(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.checkpoint import load
     from engram_interp.params import count_params
 
-    model = load(args.ckpt, device="cpu")
+    model = load(args.ckpt, device="cpu", allow_nonfinite=args.allow_nonfinite)
     cfg, params = model.cfg, count_params(model.cfg)
     comp = model.compression
     compression = {"vocab_size": comp.vocab_size, "canonical_vocab_size": comp.n_canonical, "reduction": comp.reduction}
     if args.json:
-        print(json.dumps({
+        print(dumps_strict({
             "config": cfg.to_dict(), "params": params.to_dict(), "hooks": model.hook_names(),
             "compression": compression, "provenance": model.provenance,
         }, indent=2))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, emit, fmt, load_models, names_for, seed_all, source_dict, texts_from,
+    add_common, add_corpus, check_out, check_text_fits, emit, fmt, load_models, names_for, positive_int, seed_all,
+    source_dict, texts_from,
 )
 
 NAME = "logit-lens"
@@ -22,17 +23,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpts", nargs="+", help=".ckpt files")
     add_corpus(p)
     p.add_argument("--per-token", action="store_true", help="also compute the per-token view of --text (or the first text)")
-    p.add_argument("--top-k", type=int, default=5, help="top tokens per cell in the per-token view")
+    p.add_argument("--top-k", type=positive_int, default=5, help="top tokens per cell in the per-token view")
     add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import logit_lens, logit_lens_tokens
 
-    seed_all(args.seed)
-    models = load_models(args.ckpts, args.device)
-    names = names_for(args.ckpts)
+    check_out(args)
     texts = texts_from(args)
+    seed_all(args.seed)
+    models = load_models(args.ckpts, args.device, args.allow_nonfinite)
+    names = names_for(args.ckpts)
+    if args.per_token:
+        check_text_fits(models, texts[0], "--per-token text")
     res = logit_lens(dict(zip(names, models)), texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                      progress=not args.quiet)
     d = res.to_dict()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from engram_interp.commands._common import positive_int
+from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, quote, read_regular_text
 
 NAME = "plan"
 HELP = "plan the iso-parameter Engram / MoE / Engram-null arms and print P_tot, P_act, rho per arm"
@@ -24,12 +26,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rho", type=float, default=None, help="target routed share of P_sparse (default: the recipe's)")
     p.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: the recipe's data.tokenizer)")
     p.add_argument("--layers", default=None, help="Engram layer ids, comma-separated (e.g. 1,5)")
-    p.add_argument("--ngram", type=int, default=None, help="max_ngram_size N")
-    p.add_argument("--heads", type=int, default=None, help="n_head_per_ngram K")
-    p.add_argument("--n-embed", type=int, default=None, help="n_embed_per_ngram")
+    p.add_argument("--ngram", type=positive_int, default=None, help="max_ngram_size N")
+    p.add_argument("--heads", type=positive_int, default=None, help="n_head_per_ngram K")
+    p.add_argument("--n-embed", type=positive_int, default=None, help="n_embed_per_ngram")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
     p.add_argument("--json", action="store_true", help="print the configs and the table as JSON")
     p.add_argument("--out", type=Path, default=None, help="also write moe.json, engram.json, engram-null.json here")
+    p.add_argument("--force", action="store_true", help="replace those files in --out if they exist")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,20 +46,24 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.train.planner import plan_pair
     from engram_interp.train.recipe import load_recipe
 
+    if args.rho is not None and not 0 < args.rho <= 1:
+        raise EngramInterpError(f"--rho must be in (0, 1], got {args.rho}")
+    if args.out is not None:
+        check_output_dir(args.out, {"moe.json", "engram.json", "engram-null.json"}, args.force)
     recipe = None
     if args.recipe is not None or args.config is None:
         recipe = load_recipe(args.recipe or DEFAULT_RECIPE, overrides=args.set)
     tok_path = args.tokenizer or (recipe.data.tokenizer if recipe else None)
     if tok_path is None:
         raise EngramInterpError("--tokenizer is required with --config (V' comes from its compression)")
-    if not Path(tok_path).is_file():
-        raise EngramInterpError(f"no tokenizer at {tok_path}")
-    tokenizer = Tokenizer.from_file(str(tok_path))
+    tokenizer_text = read_regular_text(tok_path, "tokenizer file")
+    try:
+        tokenizer = Tokenizer.from_str(tokenizer_text)
+    except Exception as exc:  # the tokenizers library raises a bare Exception for bad JSON
+        raise EngramInterpError(f"{tok_path} is not a valid tokenizer.json: {quote(str(exc))}") from None
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     if args.config is not None:
-        if not args.config.is_file():
-            raise EngramInterpError(f"no such config file: {args.config}")
-        baseline = ModelConfig.from_json(args.config.read_text())
+        baseline = ModelConfig.from_json(read_regular_text(args.config, "config file"))
         if baseline.vocab_size != vocab:
             raise EngramInterpError(f"{args.config} has vocab_size {baseline.vocab_size}, the tokenizer {vocab}")
     else:
@@ -81,11 +88,10 @@ def run(args: argparse.Namespace) -> int:
     compression = build_compression(tokenizer)
     plan = plan_pair(baseline, engram, rho, compression.n_canonical)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         for kind, cfg in plan.configs.items():
-            (args.out / f"{kind}.json").write_text(cfg.to_json() + "\n")
+            atomic_write_text(args.out / f"{kind}.json", cfg.to_json() + "\n", force=args.force)
     if args.json:
-        print(json.dumps({"rho_target": rho, "compressed_vocab_size": compression.n_canonical, "rows": plan.rows(),
+        print(dumps_strict({"rho_target": rho, "compressed_vocab_size": compression.n_canonical, "rows": plan.rows(),
                           "configs": {k: c.to_dict() for k, c in plan.configs.items()}}, indent=2))
         return 0
     source = f"recipe {recipe.name}" if args.config is None else str(args.config)

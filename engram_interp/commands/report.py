@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engram_interp.commands._common import add_common, add_corpus, load_models, names_for, seed_all, texts_from
+from engram_interp.commands._common import (add_common, add_corpus, check_text_fits, load_models, names_for, positive_int,
+                                            seed_all, texts_from, warn_overlong)
 from engram_interp.errors import EngramInterpError
 
 NAME = "report"
@@ -27,11 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "stated against it; without it no difference is called established")
     add_corpus(p)
     p.add_argument("--suites", nargs="*", default=None, help="task suite .jsonl files/folders for the ablation")
-    p.add_argument("--max-items", type=int, default=None,
+    p.add_argument("--max-items", type=positive_int, default=None,
                    help="ablation: at most N items per suite, a seeded subsample (default: every item)")
     p.add_argument("--probe-text", default="Alexander the Great visited the Milky Way. By the way, the Princess of Wales came too.",
                    help="text shown in the gate heatmap and the per-token LogitLens")
-    p.add_argument("--cka-batch", type=int, default=256, help="examples per CKA minibatch")
+    p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
     add_common(p, out_is_dir=True)
@@ -45,11 +46,15 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.commands._common import corpus_name
     from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.findings import ablation_sentences, chance_level, gate_sentence, lens_sentences
-    from engram_interp.report import write_report
+    from engram_interp.io import check_output_dir
+    from engram_interp.report import REPORT_FILES, write_report
 
+    check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
+    texts = texts_from(args)
+    suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed) if args.suites else None
     seed_all(args.seed)
     paths = [args.ckpt_a, args.ckpt_b] + ([args.ckpt_control] if args.ckpt_control else [])
-    models = load_models(paths, args.device)
+    models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
     (a, b), (na, nb) = models[:2], names[:2]
     c, nc = (models[2], names[2]) if args.ckpt_control else (None, None)
@@ -57,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
         raise EngramInterpError(f"{args.ckpt_a} has no Engram layers; the report needs the Engram model first")
     if c is not None and not c.engram_layers:
         raise EngramInterpError(f"{args.ckpt_control} has no Engram layers; the third model must be the Engram-null control")
+    check_text_fits(models, args.probe_text, "--probe-text")
+    if suites:
+        warn_overlong(models, suites)
     named = dict(zip(names, models))
-    texts = texts_from(args)
     prog = not args.quiet
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     say("logit lens ...")
@@ -77,10 +84,9 @@ def run(args: argparse.Namespace) -> int:
     gk = dict(batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, seed=args.seed)
     gc = gate_corpus(a, texts, name=na, **gk)
     gc_control = gate_corpus(c, texts, name=nc, **gk) if c is not None else None
-    abl, suites = None, {}
-    if args.suites:
+    abl = None
+    if suites:
         say("ablation ...")
-        suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed)
         abl = ablation_sensitivity(named, suites, seed=args.seed, progress=prog)
     findings = lens_sentences(lens.to_dict()["models"], na, nc, nb)
     findings += [f"CKA {na} vs {nb}: " + alignment_sentence(v, na, nb, cka.k) for v in alignment_verdicts(cka)]
@@ -98,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     paths_out = write_report(args.out, title=f"engram-interp: {na} vs {nb}" + (f" (control {nc})" if c else ""),
                              lens=lens, token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes,
                              findings=findings, probe_text=args.probe_text, source=source,
-                             extra_gates=[gc_control] if gc_control is not None else [])
+                             extra_gates=[gc_control] if gc_control is not None else [], force=args.force)
     for line in findings:
         print("- " + line)
     print(f"wrote {paths_out['html']}, {paths_out['json']} and {len(paths_out['csv'])} CSV files")

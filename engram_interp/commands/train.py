@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from engram_interp.commands._common import add_device, positive_float, positive_int
+
 NAME = "train"
 HELP = "train a recipe's paired arms (engram, moe, engram-null, ...) to OUT/ARM.ckpt, resumably"
 DESCRIPTION = (
@@ -19,11 +21,11 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", type=Path, required=True, help="recipe TOML (see checkpoints/recipes/README.md)")
     p.add_argument("--arms", default=None, help="comma-separated arm names (default: all arms of the recipe)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop cleanly before this much wall time")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
+    add_device(p)
+    p.add_argument("--max-minutes", type=positive_float, default=None, help="stop cleanly before this much wall time")
+    p.add_argument("--max-steps", type=positive_int, default=None, help="stop after this many steps in this call")
     p.add_argument("--resume", action="store_true", help="continue arms from their resume state")
-    p.add_argument("--profile-steps", type=int, default=None, metavar="N",
+    p.add_argument("--profile-steps", type=positive_int, default=None, metavar="N",
                    help="run 3 warmup + N steps per arm, print tokens/s, save nothing")
     p.add_argument("--compile", dest="compile", action="store_true", default=None, help="force torch.compile on")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="force torch.compile off")

@@ -19,11 +19,13 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from engram_interp.data.facts import RELATIONS, Fact, collect_real_facts, render
 from engram_interp.data.world import (ATTRIBUTES, CITIES, EVAL_CLOZE, EVAL_QUESTIONS, MAJORS, MONTHS, TRAIN_QUESTIONS,
                                       Person, World, syllable_word, unseen_name)
 from engram_interp.errors import EngramInterpError
+from engram_interp.io import atomic_write_text, loads_strict, quote, read_regular_text
 
 SCORING = {
     "facts_real": "greedy exact match of the whole answer (greedy decode len(answer tokens) tokens); "
@@ -290,52 +292,92 @@ def write_jsonl(path: Path, items: list[dict]) -> None:
     """Validate every item and write one JSON object per line (UTF-8, sorted meta keys)."""
     for it in items:
         validate_item(it)
-    path.write_text("".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), encoding="utf-8")
+    atomic_write_text(path, "".join(json.dumps(it, ensure_ascii=False) + "\n" for it in items), force=True)
+
+
+DEFAULT_SUITES = Path(__file__).resolve().parents[2] / "probes"  # the bundled suites (default of every command)
+
+
+def _suite_item(raw: Any, where: str, stem: str, line: int) -> dict:
+    """One JSONL line's object -> a checked item (see :func:`read_suites`)."""
+    if not isinstance(raw, dict):
+        raise EngramInterpError(f"{where}: expected a JSON object with 'prompt' and 'answer'")
+    for key in ("prompt", "answer"):
+        if not isinstance(raw.get(key), str) or not raw[key].strip():
+            raise EngramInterpError(f"{where}: {key!r} must be a non-empty string, got {quote(raw.get(key))}")
+    item = dict(raw)
+    item["id"] = str(item.get("id", f"{stem}:{line}"))
+    item["suite"] = str(item.get("suite") or stem)
+    cands = item.get("candidates")
+    if cands is not None:
+        if not isinstance(cands, list) or not all(isinstance(c, str) and c.strip() for c in cands):
+            raise EngramInterpError(f"{where}: 'candidates' must be a list of non-empty strings, got {quote(cands)}")
+        if len(set(cands)) != len(cands):
+            raise EngramInterpError(f"{where}: 'candidates' has duplicates")
+        cands = cands if item["answer"] in cands else [item["answer"], *cands]
+        if len(cands) < 2:
+            raise EngramInterpError(f"{where}: 'candidates' needs at least one candidate besides the answer")
+        item["candidates"] = cands
+    return item
 
 
 def read_suites(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, list[dict]]:
     """The one suite reader: JSONL files (or folders of them) -> ``{suite name: [items]}``.
 
     In a folder, every ``*.jsonl`` whose first item has a ``prompt`` is read (probe sets such as
-    ``entities_ner.jsonl`` are skipped). Items keep all their fields; they need ``prompt`` and
-    ``answer`` (strings). ``suite`` defaults to the file stem, ``id`` to ``stem:line``; when
-    ``candidates`` is given it becomes a list of strings that contains the answer (prepended if
-    missing). Raises EngramInterpError for a missing path, a malformed line, or no items at all.
+    ``entities_ner.jsonl`` are skipped). Items keep all their fields; ``prompt`` and ``answer`` must
+    be non-empty strings. ``suite`` defaults to the file stem, ``id`` to ``stem:line``; when
+    ``candidates`` is given it must be a list of distinct non-empty strings, and the answer is
+    prepended if missing (at least two candidates in all). Raises EngramInterpError for a missing
+    path, a file that is not UTF-8, a malformed line, or no items at all.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    files: list[Path] = []
+    files: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(p.glob("*.jsonl")):
-                first = next((line for line in f.read_text(encoding="utf-8").splitlines() if line.strip()), "")
+                text = read_regular_text(f, "suite file")
+                first = next((line for line in text.splitlines() if line.strip()), "")
                 try:
                     if "prompt" in json.loads(first):
-                        files.append(f)
-                except (json.JSONDecodeError, TypeError):
+                        files.append((f, text))
+                except (json.JSONDecodeError, TypeError, ValueError, RecursionError):
                     continue
-        elif p.is_file():
-            files.append(p)
+        elif p.exists():
+            files.append((p, read_regular_text(p, "suite file")))
         else:
             raise EngramInterpError(f"no such suite file or folder: {p}")
     out: dict[str, list[dict]] = {}
-    for f in files:
-        for i, line in enumerate(f.read_text(encoding="utf-8").splitlines()):
+    for f, text in files:
+        for i, line in enumerate(text.splitlines()):
             if not line.strip():
                 continue
+            where = f"{f}:{i + 1}"
             try:
-                item = json.loads(line)
-                item["prompt"], item["answer"] = str(item["prompt"]), str(item["answer"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise EngramInterpError(f"{f}:{i + 1}: expected a JSON object with 'prompt' and 'answer'") from None
-            item["id"] = str(item.get("id", f"{f.stem}:{i + 1}"))
-            item["suite"] = str(item.get("suite") or f.stem)
-            if item.get("candidates") is not None:
-                cands = [str(c) for c in item["candidates"]]
-                item["candidates"] = cands if item["answer"] in cands else [item["answer"], *cands]
+                raw = loads_strict(line, where)
+            except EngramInterpError:
+                raise EngramInterpError(f"{where}: expected a JSON object with 'prompt' and 'answer'") from None
+            item = _suite_item(raw, where, f.stem, i + 1)
             out.setdefault(item["suite"], []).append(item)
     if not any(out.values()):
         raise EngramInterpError("the task suites hold no items")
+    return out
+
+
+def overlong_items(model, suites: dict[str, list[dict]]) -> dict[str, int]:
+    """Per suite, how many items do not fit the model's context (BOS + prompt + the longest of
+    answer and candidates > ``model.info.max_seq_len``; scoring cuts their prompts from the left).
+    Returns ``{suite: count}`` for the suites with at least one."""
+    limit = model.info.max_seq_len - (1 if model.info.bos_token_id is not None else 0)
+    out = {}
+    for name, items in suites.items():
+        n = 0
+        for it in items:
+            cont = max((len(model.encode(c)) for c in it.get("candidates") or [it["answer"]]), default=0)
+            n += len(model.encode(it["prompt"])) + cont > limit
+        if n:
+            out[name] = n
     return out
 
 
@@ -407,8 +449,8 @@ def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed
 
             val = [(s, d) for s in names for d in read_docs(cache, s, "val")]
             windows = ner_windows(val, seed=seed, gazetteer=_gazetteer(out))
-            (out / "entities_ner.jsonl").write_text("".join(json.dumps(w, ensure_ascii=False) + "\n" for w in windows),
-                                                    encoding="utf-8")
+            atomic_write_text(out / "entities_ner.jsonl", "".join(json.dumps(w, ensure_ascii=False) + "\n" for w in windows),
+                              force=True)
             counts["entities_ner"] = len(windows)
     return counts
 

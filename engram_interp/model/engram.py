@@ -41,7 +41,7 @@ class Engram(nn.Module):
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # head offsets
         self.register_buffer("multipliers", torch.tensor(e.multipliers[i], dtype=torch.long), persistent=False)
 
-        self.memory = nn.Embedding(int(sizes.sum()), e.d_head)  # all heads back to back
+        self.memory = nn.Embedding(sum(e.table_sizes[i]), e.d_head)  # all heads back to back (no .item(): builds on meta)
         self.W_V = nn.Linear(e.d_mem, d, bias=e.proj_bias)
         self.W_K = nn.ModuleList([nn.Linear(e.d_mem, d, bias=e.proj_bias) for _ in range(m)])
         self.key_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(m)])  # demo norm1 (eps: dtype eps)

@@ -10,8 +10,7 @@ Hook names are the public contract documented in docs/HOOKS.md.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -144,26 +143,6 @@ class EngramTransformer(InterpModel, HookedRootModule):
             raise EngramInterpError("this model has no tokenizer; pass token ids instead of text")
         return self.tokenizer
 
-    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
-        """Text (or a list of texts) -> LongTensor [batch, pos] on the model's device, right-padded."""
-        tok = self._require_tokenizer()
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or any(not isinstance(t, str) for t in texts):
-            raise EngramInterpError("to_tokens needs a string or a non-empty list of strings")
-        ids = [e.ids for e in tok.encode_batch(texts, add_special_tokens=False)]
-        if prepend_bos and self.cfg.bos_token_id is not None:
-            ids = [[self.cfg.bos_token_id] + i for i in ids]
-        if not any(ids) or any(len(i) == 0 for i in ids):
-            raise EngramInterpError("empty text: nothing to tokenize")
-        longest = max(len(i) for i in ids)
-        if longest > self.cfg.max_seq_len:
-            raise EngramInterpError(f"text is {longest} tokens long; this model handles at most {self.cfg.max_seq_len}")
-        pad = self.cfg.engram.pad_id if self.cfg.engram is not None else 2
-        out = torch.full((len(ids), longest), pad, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return out.to(self.device)
-
     def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
         """One text or one 1-D id sequence -> the string of every token (special tokens kept;
         an incomplete UTF-8 piece shown as its bytes, e.g. ``<0xE2>``)."""
@@ -183,6 +162,9 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
     def decode_token(self, token_id: int) -> str:
         return display_token(self._require_tokenizer(), token_id)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._require_tokenizer().decode([int(i) for i in ids], skip_special_tokens=False)
 
     @property
     def info(self) -> ModelInfo:
@@ -256,46 +238,6 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
     def unembed_weight(self) -> torch.Tensor:
         return self.unembed.W_U
-
-    # ---- interventions ------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def engram_suppressed(
-        self, layers: Sequence[int] | None = None, replacement: dict[int, torch.Tensor] | None = None
-    ) -> Iterator["EngramTransformer"]:
-        """Inside the block, Engram output Y is 0 (the paper's ablation) at ``layers`` (all if None).
-
-        ``replacement`` maps a layer to a tensor broadcastable to Y (e.g. its mean over a reference
-        corpus, [d_model]) that is used instead of 0: mean-ablation.
-        """
-        if not self.engram_layers:
-            raise EngramInterpError(f"this {self.cfg.kind} model has no Engram layers to suppress")
-        chosen = self.engram_layers if layers is None else list(layers)
-        missing = sorted(set(chosen) - set(self.engram_layers))
-        if missing:
-            raise EngramInterpError(f"layers {missing} have no Engram (Engram layers: {self.engram_layers})")
-        replacement = replacement or {}
-        with self.exclusive():
-            with self._suppression_hooks(chosen, replacement):
-                yield self
-
-    @contextlib.contextmanager
-    def _suppression_hooks(self, chosen: list[int], replacement: dict[int, torch.Tensor]) -> Iterator[None]:
-        def make_hook(layer: int):
-            def hook(module: nn.Module, inputs: tuple, y: torch.Tensor) -> torch.Tensor:
-                if layer in replacement:
-                    return replacement[layer].to(y.device, y.dtype).expand_as(y).clone()
-                return torch.zeros_like(y)
-
-            return hook
-
-        # plain torch hooks: they survive the reset_hooks() of run_with_cache / run_with_hooks, and they
-        # run before any caching hook added later, so a cache taken inside shows the suppressed Y.
-        handles = [self.blocks[layer].engram.hook_out.register_forward_hook(make_hook(layer)) for layer in chosen]
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
 
     @torch.no_grad()
     def update_balance(self) -> None:

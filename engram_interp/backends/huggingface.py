@@ -1,0 +1,273 @@
+"""Hugging Face backend: a local model folder or GGUF file, run by Hugging Face's own forward, with the
+hook points of docs/HOOKS.md attached as plain torch hooks on its modules (docs/MODELS.md).
+
+Why not TransformerLens's ``TransformerBridge``: it does not cover Qwen4-Exp (PLE, hyper-connection
+streams), and our hook names (``blocks.{l}.engram.*``, multi-stream ``[batch, pos, branch, d]``
+residuals) must be the same for every backend; one small hooking layer serves all supported
+architectures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformer_lens import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from engram_interp.backends import ple as ple_mod
+from engram_interp.backends.files import check_folder, check_gguf
+from engram_interp.errors import CheckpointError, EngramInterpError
+from engram_interp.interface import InterpModel, ModelInfo
+from engram_interp.tokenizer import display_token, tokenizer_identity
+
+
+class BlockHooks(nn.Module):
+    """Hook points of one decoder layer; ``engram`` only at PLE layers."""
+
+    def __init__(self, has_engram: bool) -> None:
+        super().__init__()
+        self.hook_resid_pre = HookPoint()  # [batch, pos, d] or [batch, pos, branch, d]
+        self.hook_attn_out = HookPoint()  # [batch, pos, d]
+        self.hook_mlp_out = HookPoint()  # [batch, pos, d]
+        self.hook_resid_post = HookPoint()
+        self.engram = ple_mod.PLEHooks() if has_engram else None
+
+
+class HFModel(InterpModel, HookedRootModule):
+    """A Hugging Face causal LM behind the :class:`~engram_interp.interface.InterpModel` interface.
+
+    ``hf``: the ``*ForCausalLM`` (run as is); ``tokenizer``: its ``tokenizers.Tokenizer``;
+    ``bos_token_id``: prepended to texts (None when the tokenizer adds none); ``source``: the path."""
+
+    def __init__(self, hf: nn.Module, tokenizer, bos_token_id: int | None, pad_token_id: int, source: str) -> None:
+        super().__init__()
+        self.hf = hf.eval()
+        self.tokenizer = tokenizer
+        cfg = hf.config
+        self._layers = hf.model.layers
+        self.n_branches = int(getattr(cfg, "hc_count", 1) or 1) if hasattr(hf.model, "hyper_connection_mixer") else 1
+        ple_layers = tuple(l for l, layer in enumerate(self._layers) if getattr(layer, "ple", None) is not None)
+        self.hook_embed = HookPoint()  # [batch, pos, d]
+        self.blocks = nn.ModuleList([BlockHooks(l in ple_layers) for l in range(len(self._layers))])
+        self.hook_readout = HookPoint()  # [batch, pos, d]: the stream the head reads (before the final norm)
+        self._handles = self._attach()
+        self.setup()
+        name = Path(source).stem if Path(source).suffix.lower() == ".gguf" else Path(source).name
+        moe = tuple(l for l, layer in enumerate(self._layers) if hasattr(getattr(layer, "mlp", None), "experts"))
+        self._info = ModelInfo(
+            name=name, kind=str(cfg.model_type), architecture=type(hf).__name__, backend="huggingface",
+            n_layers=len(self._layers), d_model=int(cfg.hidden_size), vocab_size=int(cfg.vocab_size),
+            n_branches=self.n_branches, max_seq_len=int(getattr(cfg, "max_position_embeddings", 2048)),
+            bos_token_id=bos_token_id, pad_token_id=int(pad_token_id), tokenizer_id=tokenizer_identity(tokenizer),
+            engram_layers=ple_layers, moe_layers=moe, source=str(source), extra=self._extra(ple_layers),
+        )
+
+    # ---- construction ------------------------------------------------------------------------
+    def setup(self) -> None:
+        """HookedRootModule.setup over our hook points only (Hugging Face's modules are left untouched)."""
+        self.mod_dict, self.hook_dict = {}, {}
+        for name, module in self.named_modules():
+            if not name or name == "hf" or name.startswith("hf."):
+                continue
+            module.name = name
+            self.mod_dict[name] = module
+            if isinstance(module, HookPoint):
+                self.hook_dict[name] = module
+
+    def _streams(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.n_branches, -1)) if self.n_branches > 1 else x
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(-2) if self.n_branches > 1 else x
+
+    def _attach(self) -> list:
+        """Plain torch hooks on the HF modules that route every value through our hook points."""
+        model = self.hf.model
+        handles = [model.embed_tokens.register_forward_hook(lambda m, a, out: self.hook_embed(out))]
+        for hooks, layer in zip(self.blocks, self._layers):
+            handles.append(layer.register_forward_pre_hook(self._resid_pre_hook(hooks), with_kwargs=True))
+            handles.append(layer.register_forward_hook(self._resid_post_hook(hooks)))
+            attn = getattr(layer, "self_attn", None) or getattr(layer, "linear_attn")
+            handles.append(attn.register_forward_hook(_first_output(hooks.hook_attn_out)))
+            handles.append(layer.mlp.register_forward_hook(_first_output(hooks.hook_mlp_out)))
+            if hooks.engram is not None:
+                handles += ple_mod.attach(layer.ple, hooks.engram)
+        if self.n_branches > 1:  # the readout is the mixer's output (its per-stream norm is inside it)
+            handles.append(model.hyper_connection_mixer.register_forward_hook(lambda m, a, out: self.hook_readout(out)))
+        else:
+            handles.append(model.norm.register_forward_pre_hook(lambda m, a: (self.hook_readout(a[0]),)))
+        return handles
+
+    def _resid_pre_hook(self, hooks: BlockHooks):
+        def hook(module, args, kwargs):
+            if args:
+                return (self._flat(hooks.hook_resid_pre(self._streams(args[0]))),) + tuple(args[1:]), kwargs
+            kwargs["hidden_states"] = self._flat(hooks.hook_resid_pre(self._streams(kwargs["hidden_states"])))
+            return args, kwargs
+        return hook
+
+    def _resid_post_hook(self, hooks: BlockHooks):
+        def hook(module, args, out):
+            if isinstance(out, tuple):
+                return (self._flat(hooks.hook_resid_post(self._streams(out[0]))),) + tuple(out[1:])
+            return self._flat(hooks.hook_resid_post(self._streams(out)))
+        return hook
+
+    def _extra(self, ple_layers: tuple[int, ...]) -> dict:
+        cfg = self.hf.config
+        extra = {"parameters": sum(p.numel() for p in self.hf.parameters()), "dtype": str(self.hf.dtype).replace("torch.", ""),
+                 "attention": [getattr(cfg, "layer_types", ["attention"] * len(self._layers))[l] for l in range(len(self._layers))]}
+        if ple_layers:
+            extra["ple"] = {l: _ple_summary(ple_mod.hashing(self._layers, l)) for l in ple_layers}
+        return extra
+
+    # ---- interface -------------------------------------------------------------------------
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    @property
+    def device(self) -> torch.device:
+        return self.hf.get_input_embeddings().weight.device
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self.tokenizer.encode(text, add_special_tokens=False)
+        return enc.ids, [tuple(o) for o in enc.offsets]
+
+    def decode_token(self, token_id: int) -> str:
+        return display_token(self.tokenizer, token_id)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def forward(self, input, return_type: str | None = "logits"):
+        """input: text, texts, or LongTensor ``[batch, pos]``. return_type: "logits" ``[b, p, vocab]``,
+        "loss" (mean next-token cross-entropy, nats), "both", or None (hooks only; skips the LM head)."""
+        with self.exclusive():
+            tokens = input if isinstance(input, torch.Tensor) else self.to_tokens(input)
+            tokens = (tokens.unsqueeze(0) if tokens.dim() == 1 else tokens).to(self.device)
+            keep = 1 if return_type is None else 0
+            logits = self.hf(input_ids=tokens, use_cache=False, logits_to_keep=keep).logits
+            if return_type is None:
+                return None
+            if return_type == "logits":
+                return logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+            return loss if return_type == "loss" else (logits, loss)
+
+    def readout(self, resid: torch.Tensor) -> torch.Tensor:
+        """Single stream: unchanged. Hyper-connection streams ``[b, p, M, d]``: Qwen4-Exp's own
+        ``hyper_connection_mixer`` (per-stream RMSNorm, then its input-dependent stream weights)."""
+        if resid.dim() == 3 or self.n_branches == 1:
+            return resid
+        return self.hf.model.hyper_connection_mixer.forward(resid.flatten(-2))
+
+    def final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The final RMSNorm on ``x`` (statistics from ``x``); identity for Qwen4-Exp, whose norm is in
+        :meth:`readout`."""
+        return x if self.n_branches > 1 else self.hf.model.norm.forward(x)
+
+    def final_norm_frozen(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """``x * w / RMS(reference)`` (identity for Qwen4-Exp, as :meth:`final_norm`)."""
+        if self.n_branches > 1:
+            return x
+        norm = self.hf.model.norm
+        eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
+        scale = torch.rsqrt(reference.float().pow(2).mean(-1, keepdim=True) + eps)
+        return (x.float() * scale).to(x.dtype) * norm.weight
+
+    def unembed_weight(self) -> torch.Tensor:
+        return self.hf.get_output_embeddings().weight.T
+
+    def unembed_bias(self) -> torch.Tensor | None:
+        return getattr(self.hf.get_output_embeddings(), "bias", None)
+
+    def ple_hashing(self, layer: int) -> ple_mod.PLEHashing:
+        """A PLE layer's hashing (row ids for token ids, table tensor name); see backends/ple.py."""
+        return ple_mod.hashing(self._layers, layer)
+
+    def hook_names(self) -> list[str]:
+        return list(self.hook_dict)
+
+
+def _first_output(point: HookPoint):
+    def hook(module, args, out):
+        if isinstance(out, tuple):
+            return (point(out[0]),) + tuple(out[1:])
+        return point(out)
+    return hook
+
+
+def _ple_summary(h: ple_mod.PLEHashing) -> dict:
+    return {"rows": h.rows, "head_dim": h.head_dim, "ngram_size": h.ngram_size, "heads_per_ngram": h.heads_per_ngram,
+            "table": h.table_name}
+
+
+# ------------------------------------------------------------------------------------------ loading
+def load_hf(path: str | os.PathLike, device=None, dtype=None) -> HFModel:
+    """A Hugging Face folder or ``.gguf`` file -> :class:`HFModel` on ``device`` (default: CUDA when
+    present), ``dtype`` (default float32). Offline, safetensors/GGUF only, no remote code; every
+    problem is a one-line CheckpointError."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    from engram_interp.checkpoint import resolve_device, resolve_dtype
+
+    p = Path(path)
+    gguf = p.suffix.lower() == ".gguf"
+    if gguf:
+        check_gguf(p)
+        where, kwargs = p.parent, {"gguf_file": p.name}
+    elif p.is_dir():
+        check_folder(p)
+        where, kwargs = p, {"use_safetensors": True}
+    else:
+        raise CheckpointError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
+    common = {"local_files_only": True, "trust_remote_code": False}
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        hf_tok = AutoTokenizer.from_pretrained(where, **common, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - a boundary: transformers raises many types
+        raise CheckpointError(f"{p}: its tokenizer could not be loaded ({_one_line(exc)})") from None
+    tok = getattr(hf_tok, "backend_tokenizer", None)
+    if tok is None:
+        raise CheckpointError(f"{p}: no fast tokenizer (tokenizer.json) could be built")
+    try:
+        hf, report = AutoModelForCausalLM.from_pretrained(
+            where, **common, **kwargs, dtype=resolve_dtype(dtype) or torch.float32, output_loading_info=True
+        )
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{p}: transformers could not load it ({_one_line(exc)})") from None
+    missing = list(report.get("missing_keys") or [])
+    if missing:
+        raise CheckpointError(f"{p} lacks {len(missing)} weight(s) the config needs, e.g. {sorted(missing)[0]}")
+    hf.requires_grad_(False)
+    model = HFModel(hf, tok, _bos(tok), _pad(hf_tok), source=str(p))
+    return model.to(resolve_device(device)).eval()
+
+
+def _bos(tok) -> int | None:
+    """The id the tokenizer prepends to a text (its BOS), or None when it adds nothing in front."""
+    plain = tok.encode("a", add_special_tokens=False).ids
+    special = tok.encode("a", add_special_tokens=True).ids
+    if len(special) > len(plain) and special[1:1 + len(plain)] == plain:
+        return int(special[0])
+    return None
+
+
+def _pad(hf_tok) -> int:
+    for tid in (hf_tok.pad_token_id, hf_tok.eos_token_id, 0):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
