@@ -32,7 +32,7 @@ SHOTS_ENV = "ENGRAM_INTERP_SCREENSHOTS"
 # (url path, file name, text that must be on the finished page)
 PAGES = [
     ("LogitLens", "logit_lens.png", "LogitLens"),
-    ("CKA", "cka.png", "soft alignment"),
+    ("CKA", "cka.png", "CKA at diagonal"),
     ("Gates", "gates.png", "Your text"),
     ("Ablation", "ablation.png", "full vs ablated"),
     ("Probe", "probe.png", "Predict the token after"),
@@ -102,7 +102,7 @@ class Browser:
             "binary": str(CHROMIUM),
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"]}}}}
+                     "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1800"]}}}}
         self.base = f"{driver_url}/session/{_http('POST', f'{driver_url}/session', caps)['value']['sessionId']}"
 
     def get(self, url: str) -> None:
@@ -194,7 +194,7 @@ def _settle(browser: Browser, marker: str, timeout: float = 90) -> dict:
         state = browser.script(ERROR_JS)
         if state["exceptions"] or state["errors"]:
             return state
-        quiet = quiet + 1 if (not state["running"] and marker in state["text"]) else 0
+        quiet = quiet + 1 if (not state["running"] and state["h1"] and marker in state["text"]) else 0
         if quiet >= 3:
             return state
         time.sleep(0.5)
