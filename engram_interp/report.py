@@ -105,8 +105,8 @@ def cka_figure(res: CKAResult) -> go.Figure:
             fig.add_vline(x=x, line=dict(color="#e0e0e0", dash="dot", width=1))
     fig.update_layout(title=f"CKA ({res.tokens} tokens, n={res.n_examples}): {html.escape(res.name_a)} vs {html.escape(res.name_b)}",
                       xaxis_title=f"{html.escape(res.name_b)} layer", yaxis_title=f"{html.escape(res.name_a)} layer",
-                      template="plotly_white", legend=dict(orientation="h", yanchor="top", y=-0.15, xanchor="left", x=0),
-                      margin=dict(b=120))
+                      template="plotly_white", legend=dict(orientation="h", yanchor="top", y=-0.24, xanchor="left", x=0),
+                      margin=dict(b=140))
     return fig
 
 

@@ -32,7 +32,7 @@ SHOTS_ENV = "ENGRAM_INTERP_SCREENSHOTS"
 # (url path, file name, text that must be on the finished page)
 PAGES = [
     ("LogitLens", "logit_lens.png", "LogitLens"),
-    ("CKA", "cka.png", "CKA at diagonal"),
+    ("CKA", "cka.png", "can only lie between"),
     ("Gates", "gates.png", "Your text"),
     ("Ablation", "ablation.png", "full vs ablated"),
     ("Probe", "probe.png", "Predict the token after"),
@@ -139,7 +139,7 @@ def server(tmp_path_factory):
     from engram_interp.testing import tiny_model
 
     d = tmp_path_factory.mktemp("browser")
-    paths = [ei.save(tiny_model(kind), d / f"{kind}.ckpt", provenance={"val_loss": 5.0}) for kind in ("engram", "moe")]
+    paths = [ei.save(tiny_model(kind), d / f"{kind}.ckpt", provenance={"val_loss": 5.0}) for kind in ("engram", "moe", "engram-null")]
     probes = d / "probes"
     probes.mkdir()
     (probes / "facts.jsonl").write_text('{"prompt": "The capital of France is", "answer": " Paris"}\n')
