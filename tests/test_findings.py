@@ -15,6 +15,7 @@ from engram_interp.analysis.alignment import alignment_sentence, alignment_verdi
 from engram_interp.analysis.cka import default_k, soft_alignment, soft_alignment_range
 from engram_interp.cli import main
 from engram_interp.testing import tiny_model
+from test_cli_analysis import _json  # noqa: E402 - the CLI-to-JSON helper of the analysis-command tests
 
 TEXT = "Alexander the Great was a king of Macedon. The Milky Way is a galaxy. By the way, the Princess of Wales visited London."
 
@@ -75,13 +76,6 @@ def ckpts(tmp_path_factory):
     paths["corpus"] = d / "corpus.txt"
     paths["corpus"].write_text("\n\n".join([TEXT, "The capital of France is Paris. It was the best of times."] * 3))
     return paths
-
-
-def _json(capsys, argv):
-    rc = main(argv)
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    return json.loads(out)
 
 
 def test_cka_cli_control_reference_and_source(ckpts, capsys):
