@@ -30,6 +30,16 @@ def validation_loss(provenance: dict[str, Any]) -> float | None:
 def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
     rows = []
     for e in entries:
+        if e.info is None:  # a Hugging Face folder / GGUF file: facts from its ModelInfo
+            mi = e.model_info
+            rows.append({
+                "model": e.label, "kind": f"{mi.kind} ({mi.architecture})", "layers": mi.n_layers,
+                "d_model": mi.d_model, "branches": mi.n_branches,
+                "Engram layers": ", ".join(map(str, mi.engram_layers)) or "-",
+                "P_tot": f"{mi.extra.get('parameters', 0):,} (all)", "P_act": "-", "P_sparse": "-", "rho": "-",
+                "val loss (nats)": "-", "sha256": e.sha[:12], "file": str(e.path),
+            })
+            continue
         cfg, p = e.info.config, e.params
         eng = cfg.engram
         loss = validation_loss(e.info.provenance)

@@ -47,7 +47,7 @@ def gate_map_result(data: dict[str, Any]):
 def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry], mode: str):
     from engram_interp.analysis.ablation import AblationResult, SuiteScore
 
-    layers = {e.label: list(e.info.config.engram.layer_ids) if e.has_engram else [] for e in entries}
+    layers = {e.label: e.engram_layers for e in entries}
     return AblationResult(models=[{"name": name, "engram_layers": layers.get(name, []), "mode": mode,
                                    "suites": {s: as_result(SuiteScore, v) for s, v in sorted(table.items())}}
                                   for name, table in tables.items()], mode=mode)
@@ -91,6 +91,12 @@ def is_control(e: Entry) -> bool:
     return e.ok and e.kind.startswith("engram-null")
 
 
+def shape(e: Entry) -> tuple[int, int]:
+    """(n_layers, d_model) of a checkpoint or a Hugging Face model entry."""
+    src = e.info.config if e.info is not None else e.model_info
+    return src.n_layers, src.d_model
+
+
 def reference_entries(a: Entry, b: Entry, entries: Sequence[Entry]) -> dict[str, Entry]:
     """The references of the A-vs-B soft alignment among the loaded checkpoints: ``control`` = an
     Engram-null arm other than A; ``noise`` = another checkpoint of B's kind and shape (a second seed)."""
@@ -98,9 +104,7 @@ def reference_entries(a: Entry, b: Entry, entries: Sequence[Entry]) -> dict[str,
     control = [e for e in entries if is_control(e) and e.sha not in (a.sha, b.sha)]
     if control and not is_control(a):
         out["control"] = control[0]
-    cfg = b.info.config
-    same = [e for e in entries if e.sha not in (a.sha, b.sha) and e.kind == b.kind
-            and (e.info.config.n_layers, e.info.config.d_model) == (cfg.n_layers, cfg.d_model)]
+    same = [e for e in entries if e.sha not in (a.sha, b.sha) and e.kind == b.kind and shape(e) == shape(b)]
     if same:
         out["noise"] = same[0]
     return out

@@ -96,32 +96,52 @@ class Entry:
     path: Path
     label: str
     sha: str = ""
-    info: Any = None  # engram_interp.checkpoint.CheckpointInfo
+    info: Any = None  # engram_interp.checkpoint.CheckpointInfo (a .ckpt; None for a Hugging Face model)
     error: str | None = None
-    params: Any = None  # engram_interp.params.ParamCounts
+    params: Any = None  # engram_interp.params.ParamCounts (a .ckpt only)
+    model_info: Any = None  # engram_interp.interface.ModelInfo (a Hugging Face folder / GGUF file)
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     @property
+    def engram_layers(self) -> list[int]:
+        """The blocks with an Engram-style memory (Engram or PLE), 0-indexed."""
+        if not self.ok:
+            return []
+        if self.info is not None:
+            return list(self.info.config.engram.layer_ids) if self.info.config.engram is not None else []
+        return list(self.model_info.engram_layers)
+
+    @property
     def has_engram(self) -> bool:
-        return self.ok and self.info.config.engram is not None
+        return bool(self.engram_layers)
 
     @property
     def kind(self) -> str:
-        return self.info.config.kind if self.ok else "?"
+        if not self.ok:
+            return "?"
+        return self.info.config.kind if self.info is not None else self.model_info.kind
 
     def model(self):
         """The loaded model (CPU, eval), shared across sessions and reruns."""
         return _load_model(str(self.path), self.sha)
 
 
-@st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading checkpoint ...")
+@st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading model ...")
 def _load_model(path: str, sha: str):
-    from engram_interp.checkpoint import load
+    import engram_interp as ei
 
-    return load(path, device="cpu").requires_grad_(False)  # no autograd graphs, no global grad switch
+    return ei.load(path, device="cpu").requires_grad_(False)  # no autograd graphs, no global grad switch
+
+
+def model_sha256(path: Path) -> str:
+    """A model's identity: the file's sha256, or for a Hugging Face folder the sha256 of its files' hashes."""
+    if not path.is_dir():
+        return file_sha256(path)
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".model"))
+    return hashlib.sha256("".join(f"{p.name}:{file_sha256(p)};" for p in files).encode()).hexdigest()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -150,8 +170,14 @@ def entries() -> list[Entry]:
         try:
             if not path.exists():
                 raise EngramInterpError(f"{path} does not exist")
-            stat = path.stat()
-            entry.sha, entry.info, entry.params = _read_entry(str(path), stat.st_mtime_ns, stat.st_size)
+            from engram_interp.backends import is_foreign
+
+            if is_foreign(path):  # Hugging Face folder or GGUF: its facts come from the loaded model
+                entry.sha = model_sha256(path)
+                entry.model_info = _load_model(str(path), entry.sha).info
+            else:
+                stat = path.stat()
+                entry.sha, entry.info, entry.params = _read_entry(str(path), stat.st_mtime_ns, stat.st_size)
         except EngramInterpError as exc:
             entry.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - a damaged file must never show a traceback
@@ -249,7 +275,7 @@ def tokens_or_error(model, text: str, label: str = "") -> torch.Tensor | None:
         return model.to_tokens(text)
     except EngramInterpError as exc:
         who = f"{label}: " if label else ""
-        st.error(f"{who}{exc}. Shorten the text (this model reads at most {model.cfg.max_seq_len} tokens).")
+        st.error(f"{who}{exc}. Shorten the text (this model reads at most {model.info.max_seq_len} tokens).")
         return None
 
 
@@ -347,10 +373,10 @@ def residual_streams(path: str, sha: str, text: str) -> tuple[list[str], torch.T
 
 
 def _residual_streams(model, tokens: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-    n = model.cfg.n_layers
-    names = {f"blocks.{l}.hook_resid_pre" for l in range(n)} | {f"blocks.{n - 1}.hook_resid_post"}
+    points = model.layer_point_names()
+    names = set(points)
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-    stack = [cache[f"blocks.{l}.hook_resid_pre"][0] for l in range(n)] + [cache[f"blocks.{n - 1}.hook_resid_post"][0]]
+    stack = [cache[name][0] for name in points]
     return model.to_str_tokens(tokens[0]), torch.stack(stack).float()
 
 

@@ -37,11 +37,8 @@ $E gates $A --text "Alexander the Great met the Princess of Wales. By the way, t
 $E ablate $A $B $N --suites probes --max-items $ITEMS --seed 0 --device cpu --quiet --json > "$OUT/ablate_zero.json"
 $E ablate $A $N --suites probes --max-items $ITEMS --seed 0 --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
   --json > "$OUT/ablate_mean.json"
-# the findings of checkpoints/README.md, each against the Engram-null control (report's results.json)
-REPORT=$(mktemp -d)
-$E report $A $B $N --corpus $CORPUS --suites probes --max-items $ITEMS --max-tokens $TOKENS --seed 0 --device cpu \
-  --quiet --out "$REPORT" > /dev/null
-python3 -c "import json,sys; d=json.load(open(sys.argv[1])); json.dump({'source': d['source'], 'findings': d['findings']}, open(sys.argv[2], 'w'), indent=1)" \
-  "$REPORT/results.json" "$OUT/findings.json"
-rm -rf "$REPORT"
+$E memory $A --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram.json"
+$E memory $N --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram_null.json"
+# the findings of checkpoints/README.md, each against the Engram-null control, from the JSON above
+python3 checkpoints/findings.py > /dev/null
 echo "wrote $OUT/*.json"

@@ -28,17 +28,18 @@ __all__ = [
 ]
 
 
-def load(path, device=None, dtype=None):
+def load(path, device=None, dtype=None, allow_nonfinite=False):
     """Load a model (eval mode) behind the one interface (``engram_interp.interface.InterpModel``):
     a ``.ckpt`` file -> ``EngramTransformer``; a Hugging Face folder, a ``.gguf`` file or a known name
-    such as ``"smollm2"`` -> the Hugging Face backend (docs/MODELS.md). device: None = CUDA if present."""
+    such as ``"smollm2"`` -> the Hugging Face backend (docs/MODELS.md). device: None = CUDA if present.
+    ``.ckpt`` weights holding NaN/Inf are refused unless ``allow_nonfinite``."""
     from engram_interp.backends import is_foreign, load_foreign
 
     if is_foreign(path):
         return load_foreign(path, device=device, dtype=dtype)
     from engram_interp.checkpoint import load as _load
 
-    return _load(path, device=device, dtype=dtype)
+    return _load(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
 
 
 def save(model, path, provenance=None, overwrite=False):

@@ -11,7 +11,9 @@ Metadata (all strings, as safetensors requires):
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ _MAX_HEADER = 256 * 1024 * 1024
 
 # safetensors dtype name -> bytes per element. Every tensor of a model is floating point.
 DTYPE_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1}
+               "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 MAX_DIM = 2**40  # no tensor dimension is larger; bounds every size computed from a header
 EXTRA_MEMORY = 64 * 2**20  # bytes a load may need beyond twice the file size (RoPE tables, id tables)
@@ -77,7 +79,7 @@ def _check_entry(path: Path, name: str, entry: Any) -> int:
     if not isinstance(entry, dict):
         raise CheckpointError(f"{where}: the header entry is not an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise CheckpointError(f"{where} has no known dtype (got {quote(dtype)})")
     if not isinstance(shape, list) or len(shape) > 8 or not all(_is_int(d) and 0 <= d <= MAX_DIM for d in shape):
         raise CheckpointError(f"{where} has an invalid shape {quote(shape)}")
@@ -138,6 +140,9 @@ def _raw_header(path: str | os.PathLike) -> tuple[dict[str, Any], int, int]:
             data_end = max(data_end, _check_entry(path, name, entry))
     if 8 + n + data_end > size:
         raise CheckpointError(f"{path} is truncated: the header promises {8 + n + data_end} bytes, the file has {size}")
+    spans = sorted(tuple(e["data_offsets"]) for k, e in header.items() if k != "__metadata__")
+    if any(b < prev_end for (_, prev_end), (b, _) in zip(spans, spans[1:])):  # tensors may not share bytes
+        raise CheckpointError(f"{path} has overlapping tensor data_offsets (corrupt header)")
     return header, 8 + n, size
 
 
@@ -227,29 +232,29 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None, dtyp
     """Load a .ckpt into a ready EngramTransformer (eval mode) on ``device`` (default: CUDA if available).
 
     Checks everything before allocating: the container, the metadata, the config (bounded sizes),
-    the tokenizer, and every tensor name and shape against a model built on the ``meta`` device;
-    the weights are then streamed in one tensor at a time, each checked for NaN/Inf (refused, naming
-    the tensor, unless ``allow_nonfinite``). Memory is about the model's own size plus one tensor.
+    the tokenizer, and the config's parameter count and computed buffers against what the file
+    holds; then builds the model, compares every tensor name and shape, and streams the weights in
+    one tensor at a time, each checked for NaN/Inf (refused, naming the tensor, unless
+    ``allow_nonfinite``). Memory: about the model's own size plus one tensor.
     """
     target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
     info = read_info(path)
     tokenizer = info.tokenizer()
     _check_layers(info)
-    expected = _expected_tensors(info, tokenizer)
-    _check_tensors(info, expected)
-    model = _build(info, tokenizer, torch.device("cpu"))
+    _check_size(info)
+    model = _build(info, tokenizer)
+    _check_tensors(info, {k: list(v.shape) for k, v in model.state_dict().items()})
     _stream_weights(path, model, allow_nonfinite)
     model.provenance = info.provenance
     model.checkpoint_path = info.path
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 
-def _build(info: CheckpointInfo, tokenizer, device: torch.device):
+def _build(info: CheckpointInfo, tokenizer):
     from engram_interp.model import EngramTransformer
 
     try:
-        with torch.device(device):
-            return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression)
+        return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression)
     except CheckpointError:
         raise
     except EngramInterpError as exc:
@@ -272,21 +277,37 @@ def _check_layers(info: CheckpointInfo) -> None:
                               f" {len(layers)} block(s)")
 
 
-def _expected_tensors(info: CheckpointInfo, tokenizer) -> dict[str, tuple[list[int], int]]:
-    """Name -> (shape, bytes at float32) of every tensor the config needs, from a model built on the
-    ``meta`` device (no memory). Refuses a config whose model would need far more memory than the
-    file holds (e.g. a huge max_seq_len: RoPE tables are not stored)."""
-    probe = _build(info, tokenizer, torch.device("meta"))
-    state = probe.state_dict()
-    expected = {k: (list(v.shape), v.numel() * 4) for k, v in state.items()}
-    need = sum(t.numel() * (8 if t.dtype == torch.int64 else 4) for t in [*probe.parameters(), *probe.buffers()])
-    if need > 2 * info.size + EXTRA_MEMORY:
-        raise CheckpointError(f"{info.path}: its config needs {need / 2**20:,.0f} MiB of memory for a"
-                              f" {info.size / 2**20:,.1f} MiB file (max_seq_len, vocab or widths too large)")
-    return expected
+def _check_size(info: CheckpointInfo) -> None:
+    """Before anything is allocated: the config's parameter count (``count_params``, exact for the
+    built model) must not exceed the values the file holds, and the memory the model computes
+    rather than stores (RoPE tables, id tables) must stay within ``2 x file size + EXTRA_MEMORY``.
+    So a model built from a checkpoint never costs much more than the file itself."""
+    from engram_interp.params import count_params
+
+    cfg = info.config
+    if cfg.engram is not None:
+        try:
+            cfg = dataclasses.replace(cfg, engram=cfg.engram.resolved(info.compression.n_canonical))
+        except EngramInterpError as exc:
+            raise CheckpointError(f"{info.path}: {exc}") from None
+    counts = count_params(cfg)
+    needed = counts.P_tot + counts.embedding
+    stored = 0
+    for _, shape in info.tensors.values():
+        stored += math.prod(shape)
+    computed = cfg.n_layers * cfg.max_seq_len * cfg.d_head * 4 + cfg.vocab_size * 8  # RoPE cos+sin, id table
+    if needed > stored:
+        if 4 * needed + computed <= 2 * info.size + EXTRA_MEMORY:  # small enough to build: name the tensors
+            probe = _build(info, info.tokenizer())
+            _check_tensors(info, {k: list(v.shape) for k, v in probe.state_dict().items()})
+        raise CheckpointError(f"{info.path}: its config describes {needed:,} parameters, the file holds {stored:,}"
+                              " values (config and tensors do not match)")
+    if 4 * stored + computed > 2 * info.size + EXTRA_MEMORY:
+        raise CheckpointError(f"{info.path}: its config needs {(4 * stored + computed) / 2**20:,.0f} MiB of memory"
+                              f" for a {info.size / 2**20:,.1f} MiB file (max_seq_len or vocab_size too large)")
 
 
-def _check_tensors(info: CheckpointInfo, expected: dict[str, tuple[list[int], int]]) -> None:
+def _check_tensors(info: CheckpointInfo, expected: dict[str, list[int]]) -> None:
     path = info.path
     missing = sorted(set(expected) - set(info.tensors))
     extra = sorted(set(info.tensors) - set(expected))
@@ -294,7 +315,7 @@ def _check_tensors(info: CheckpointInfo, expected: dict[str, tuple[list[int], in
         raise CheckpointError(f"{path} lacks {len(missing)} tensor(s) the config needs, e.g. {quote(missing[:3])}")
     if extra:
         raise CheckpointError(f"{path} has {len(extra)} tensor(s) the config does not know, e.g. {quote(extra[:3])}")
-    for name, (shape, _) in expected.items():
+    for name, shape in expected.items():
         dtype, stored = info.tensors[name]
         if stored != shape:
             raise CheckpointError(f"{path}: tensor {name} has shape {quote(stored)}, the config needs {shape}")
@@ -308,24 +329,37 @@ def _nonfinite_count(t: torch.Tensor) -> int:
     return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(_CHUNK))
 
 
-def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> None:
-    """Copy the file's tensors into ``model`` one at a time (peak memory: model + one tensor)."""
-    from safetensors import SafetensorError, safe_open
+_TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
-    state = model.state_dict()
+
+def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> None:
+    """Read the file's tensors one at a time (``pread`` at the header's checked offsets) straight
+    into ``model``; each is checked for NaN/Inf first. Peak memory: the model plus one tensor."""
+    header, data_start, _ = _raw_header(path)  # re-read: the offsets belong to the file being read now
+    fd, _ = open_regular(path, "file")
     try:
-        with safe_open(os.fspath(path), framework="pt") as f, torch.no_grad():
-            for name, target in state.items():
-                t = f.get_tensor(name)
+        with torch.no_grad():
+            for name, target in model.state_dict().items():
+                entry = header.get(name)
+                if entry is None or entry["shape"] != list(target.shape) or entry["dtype"] not in _TORCH_DTYPES:
+                    raise CheckpointError(f"{path} changed while being read (tensor {name})")
+                begin, end = entry["data_offsets"]
+                buf = bytearray(end - begin)
+                if os.preadv(fd, [buf], data_start + begin) != len(buf):
+                    raise CheckpointError(f"{path} is truncated (tensor {name} is cut short)")
+                t = torch.frombuffer(buf, dtype=_TORCH_DTYPES[entry["dtype"]]).view(entry["shape"]) if buf else \
+                    torch.empty(entry["shape"], dtype=_TORCH_DTYPES[entry["dtype"]])
                 if not allow_nonfinite:
                     bad = _nonfinite_count(t)
                     if bad:
                         raise CheckpointError(f"{path}: tensor {name} holds {bad:,} NaN/Inf value(s); the model"
                                               " would output NaN (pass --allow-nonfinite to load it anyway)")
                 target.copy_(t)
-                del t
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path} is corrupt: {quote(str(exc))}") from None
+                del t, buf
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -358,20 +392,18 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 def assert_same_tokenizer(*models) -> None:
-    """Raise if models in a comparison do not share one tokenizer (token positions would not align)."""
-    ref = models[0]
-    for other in models[1:]:
-        same = (ref.tokenizer is None and other.tokenizer is None) or (
-            ref.tokenizer is not None and other.tokenizer is not None and ref.tokenizer.to_str() == other.tokenizer.to_str()
-        )
-        if not same or ref.cfg.vocab_size != other.cfg.vocab_size:
+    """Raise if models in a comparison do not share one tokenizer (token positions would not align):
+    compares ``info.tokenizer_id`` and ``info.vocab_size``, so it works across backends."""
+    ref = models[0].info
+    for other in (m.info for m in models[1:]):
+        if ref.tokenizer_id != other.tokenizer_id or ref.vocab_size != other.vocab_size:
             raise EngramInterpError(
                 f"{_label(ref)} and {_label(other)} use different tokenizers; paired analyses need one tokenizer"
             )
 
 
-def _label(model) -> str:
-    return str(getattr(model, "checkpoint_path", None) or model.cfg.kind)
+def _label(info) -> str:
+    return info.source or info.name
 
 
 def load_demo_engram_state(engram, state: dict[str, torch.Tensor]) -> None:

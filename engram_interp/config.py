@@ -267,7 +267,8 @@ def _build(cls, data: dict[str, Any], prefix: str):
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
-        raise ConfigError(f"unknown config field {prefix}{_short(unknown[0])}")
+        name = unknown[0] if len(unknown[0]) <= 100 else _short(unknown[0])
+        raise ConfigError(f"unknown config field {prefix}{name}")
     kwargs = {}
     for name, value in data.items():
         if isinstance(value, list):  # JSON lists back to (nested) tuples

@@ -3,8 +3,8 @@
 The memory inspector (``engram_interp.analysis.memory``) needs three things from a model, and no
 forward pass: its tokenizer, its hashing (token ids -> table rows of every layer and head) and the
 rows themselves. A ``TableSource`` provides exactly these. Tables are never loaded whole: rows are
-read through safetensors slices (``safe_open(...).get_slice``), so a 94 GiB table costs only the
-rows asked for.
+read on demand (positioned reads at the offsets of the safetensors header; see ``SafetensorsRows``),
+so a 94 GiB table costs only the rows asked for.
 
 Layouts (``open_tables(path)`` picks one):
 
@@ -27,7 +27,9 @@ the table (all heads lie back to back).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -43,8 +45,9 @@ __all__ = ["TableSource", "DemoHashSource", "CkptTables", "DemoFolderTables", "V
            "SafetensorsRows", "dequantize_e4m3_e8m0"]
 
 SCALE_BLOCK = 32  # columns per E8M0 scale in the V4.1 layout
-_SPAN_GAP = 64  # rows read as one slice when they lie at most this far apart
-_SPAN_MAX = 4096  # ... and the slice is at most this many rows long
+_SPAN_GAP = 16  # rows read as one slice when they lie at most this far apart
+_SPAN_MAX = 1024  # ... and the slice is at most this many rows long
+_GROUP_ROWS = 4096  # rows (gaps included) dequantised at once
 
 
 class TableSource(ABC):
@@ -119,24 +122,67 @@ def dequantize_e4m3_e8m0(weight: torch.Tensor, scale: torch.Tensor) -> torch.Ten
     return weight.to(torch.float32) * factor
 
 
+_DTYPES = {"F8_E4M3": torch.float8_e4m3fn, "F8_E8M0": torch.float8_e8m0fnu, "U8": torch.uint8, "BF16": torch.bfloat16,
+           "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_header(path: str, mtime_ns: int, size: int) -> tuple[dict, int]:
+    from engram_interp.checkpoint import _raw_header
+
+    header, data, _ = _raw_header(path)
+    return header, data
+
+
+def _header(path: Path) -> tuple[dict, int]:
+    """A safetensors file's checked header and data offset, parsed once per file version (a sharded
+    table has hundreds of tensors in one file)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise EngramInterpError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _cached_header(str(path), st.st_mtime_ns, st.st_size)
+
+
 class SafetensorsRows:
-    """Row reader for one 2-D tensor in a safetensors file (optionally with FP8 block scales):
-    only the requested rows are read, grouped into short contiguous slices."""
+    """Row reader for one 2-D tensor of a safetensors file (optionally with FP8 block scales): only
+    the requested rows are read, grouped into short contiguous slices.
+
+    The slices are positioned reads (``os.pread``) at the offsets of the safetensors header, not
+    slices of ``safe_open``: those are views of a memory map of the whole file, and every page they
+    touch stays resident (with the page cache's large folios, about half a MiB per row read), so
+    resident memory would grow with the number of rows read. Reading bytes keeps it flat."""
 
     def __init__(self, path: Path, name: str, scale_name: str | None = None):
-        from safetensors import safe_open
-
         self.path, self.name, self.scale_name = Path(path), name, scale_name
-        self._file = safe_open(str(path), framework="pt")
-        self._slice = self._file.get_slice(name)
-        shape = self._slice.get_shape()
-        if len(shape) != 2:
-            raise EngramInterpError(f"{path}: {name} has shape {shape}; a memory table is [rows, dim]")
-        self.shape = (int(shape[0]), int(shape[1]))
-        self.dtype = self._slice.get_dtype()
-        self._scale = self._file.get_slice(scale_name) if scale_name else None
-        if self.dtype.startswith("F8") and self._scale is None:
-            raise EngramInterpError(f"{path}: {name} is {self.dtype} but has no scales (.scale or .weight_scale_inv)")
+        header, self._data = _header(self.path)
+        self._w = self._entry(header, name)
+        self.shape, self.dtype = self._w[1], self._w[0]
+        if len(self.shape) != 2:
+            raise EngramInterpError(f"{path}: {name} has shape {list(self.shape)}; a memory table is [rows, dim]")
+        self._s = self._entry(header, scale_name) if scale_name else None
+        if self.dtype == torch.float8_e4m3fn and self._s is None:
+            raise EngramInterpError(f"{path}: {name} is FP8 (E4M3) but has no scales (.scale or .weight_scale_inv)")
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+    def _entry(self, header: dict, name: str) -> tuple:
+        e = header.get(name)
+        if e is None:
+            raise EngramInterpError(f"{self.path} has no tensor {name}")
+        if e["dtype"] not in _DTYPES:
+            raise EngramInterpError(f"{self.path}: {name} has dtype {e['dtype']}; memory tables are {sorted(_DTYPES)}")
+        return _DTYPES[e["dtype"]], tuple(int(x) for x in e["shape"]), int(e["data_offsets"][0])
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def _rows(self, entry: tuple, lo: int, hi: int) -> torch.Tensor:
+        dtype, shape, offset = entry
+        width = shape[1] * dtype.itemsize
+        buf = bytearray(os.pread(self._fd, (hi - lo) * width, self._data + offset + lo * width))
+        return torch.frombuffer(buf, dtype=torch.uint8).view(dtype).reshape(hi - lo, shape[1])
 
     def read(self, rows: np.ndarray) -> np.ndarray:
         """float32 ``[len(rows), dim]`` in the order of ``rows``."""
@@ -153,12 +199,30 @@ class SafetensorsRows:
             if srt[j] - srt[j - 1] > _SPAN_GAP or srt[j] - lo >= _SPAN_MAX:
                 starts.append(j)
                 lo = int(srt[j])
-        for a, b in zip(starts, starts[1:] + [srt.size]):
-            lo, hi = int(srt[a]), int(srt[b - 1]) + 1
-            block = self._slice[lo:hi]
-            if self._scale is not None:
-                block = dequantize_e4m3_e8m0(block, self._scale[lo:hi])
-            out[order[a:b]] = block.to(torch.float32).numpy()[srt[a:b] - lo]
+        bounds = list(zip(starts, starts[1:] + [srt.size]))
+        groups, cur, cur_rows = [], [], 0
+        for a, b in bounds:  # dequantise at most _GROUP_ROWS rows at a time
+            span = int(srt[b - 1] - srt[a]) + 1
+            if cur and cur_rows + span > _GROUP_ROWS:
+                groups.append(cur)
+                cur, cur_rows = [], 0
+            cur.append((a, b))
+            cur_rows += span
+        groups.append(cur)
+        for group in groups:
+            blocks, scales, picks, base = [], [], [], 0
+            for a, b in group:
+                lo, hi = int(srt[a]), int(srt[b - 1]) + 1
+                blocks.append(self._rows(self._w, lo, hi))
+                if self._s is not None:
+                    scales.append(self._rows(self._s, lo, hi))
+                picks.append(srt[a:b] - lo + base)
+                base += hi - lo
+            block = torch.cat(blocks)
+            if self._s is not None:
+                block = dequantize_e4m3_e8m0(block, torch.cat(scales))
+            a0, b1 = group[0][0], group[-1][1]
+            out[order[a0:b1]] = block.to(torch.float32).numpy()[np.concatenate(picks)]
         return out
 
 

@@ -303,9 +303,13 @@ def test_cli_app_defaults_demo_and_errors(monkeypatch, capsys, tmp_path):
                                        "wait": lambda s, timeout=None: 0}))
     monkeypatch.chdir(tmp_path)
     base = dict(port=8598, host="localhost", cache_dir=tmp_path / "c", probes=None, browser=False)
+    with pytest.raises(EngramInterpError, match="no such checkpoint.*--demo"):  # refused before a server starts
+        app_cmd.run(argparse.Namespace(ckpts=[], demo=False, **base))
+    assert "env" not in seen
+    (tmp_path / "checkpoints").mkdir()
+    for name in app_cmd.DEFAULT_CKPTS:
+        (tmp_path / name).write_bytes(b"")
     assert app_cmd.run(argparse.Namespace(ckpts=[], demo=False, **base)) == 0
-    err = capsys.readouterr().err
-    assert "missing checkpoint" in err and "--demo" in err
     assert seen["env"]["ENGRAM_INTERP_APP_CKPTS"].split(os.pathsep)[0] == str(tmp_path / "checkpoints" / "engram.ckpt")
     assert app_cmd.run(argparse.Namespace(ckpts=[], demo=True, **base)) == 0
     demo = seen["env"]["ENGRAM_INTERP_APP_CKPTS"].split(os.pathsep)

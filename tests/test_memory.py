@@ -263,3 +263,19 @@ def test_accumulator_compaction_is_invisible(tiny):
     a = memory_inspect(src, TEXTS, progress=False, chunk=7)
     b = memory_inspect(src, TEXTS, progress=False, chunk=100_000)
     assert a.to_dict() == b.to_dict()
+
+
+def test_report_memory_section(result, tmp_path):
+    from engram_interp.report import memory_pca_figure, memory_usage_figure, write_report
+
+    paths = write_report(tmp_path / "rep", memory=result)
+    page = paths["html"].read_text()
+    assert "Memory: engram" in page and page.count("Plotly.newPlot") == 2 + len(result.layers)
+    assert "<script src=" not in page and len(page) > 1_000_000  # plotly.js inlined once: opens offline
+    assert json.loads(paths["json"].read_text())["memory"]["n_positions"] == result.n_positions
+    fig = memory_usage_figure(result)
+    assert len(fig.data) == sum(len(L.heads) for L in result.layers)
+    h = result.layers[0].heads[0]
+    assert list(fig.data[0].x) == h.rank_curve["rank"] and list(fig.data[0].y) == h.rank_curve["load"]
+    pca = memory_pca_figure(result, result.layers[0].layer)
+    assert sum(len(t.x) for t in pca.data) == len(result.layers[0].pca["points"])

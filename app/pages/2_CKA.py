@@ -33,7 +33,7 @@ tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=Tr
                   format_func={"entities": "named-entity final tokens", "all": "all tokens (BOS dropped)"}.get)
 n_examples = c2.select_slider("Examples (token positions)", [256, 512, 1024, 2048, 4096, 8192],
                               value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
-n_points_b = chosen[-1].info.config.n_layers + 1
+n_points_b = results.shape(chosen[-1])[0] + 1
 k = c3.slider("k (soft alignment)", 1, min(10, n_points_b), default_k(n_points_b), key="cka-k",
               help=f"Default: about 1/6 of {chosen[-1].label}'s {n_points_b} layer points. Intervals and the "
                    "comparison with the Engram-null control are computed for the default k.")

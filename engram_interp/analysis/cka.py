@@ -435,7 +435,7 @@ def cka_analysis(
         batches = _position_batches(model_a, texts, tokens, text_batch_size)
         selection = "positions"
 
-    la, lb = model_a.cfg.n_layers + 1, mb.cfg.n_layers + 1
+    la, lb = model_a.info.n_layers + 1, mb.info.n_layers + 1
     acc = CKAAccumulator(la, None if self_mode else lb, device=model_a.device, n_boot=n_boot, seed=seed)
     buf = _ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed)
     total = None
@@ -514,8 +514,8 @@ def _warn_constant(name_a: str, varies_a: torch.Tensor, name_b: str | None, vari
 def _position_batches(model, texts, positions, batch_size):
     from engram_interp.analysis.common import pad_batch
 
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
-    has_bos = model.cfg.bos_token_id is not None
+    pad = model.info.pad_token_id
+    has_bos = model.info.bos_token_id is not None
     seqs, poss = [], []
     for text, pos in zip(texts, positions):
         ids = model.to_tokens(text)[0].tolist()

@@ -24,24 +24,24 @@ ENTITY_PROBES = REPO_ROOT / "probes" / "entities_ner.jsonl"
 
 def layer_hook_names(model) -> list[str]:
     """The ``n_layers + 1`` hook names of the layer points, in order."""
-    n = model.cfg.n_layers
-    return [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+    return model.layer_point_names()
 
 
 def model_name(model, fallback: str = "model") -> str:
-    """A short display name: the checkpoint file stem if known, else ``fallback``."""
-    path = getattr(model, "checkpoint_path", None)
-    return Path(path).stem if path else fallback
+    """A short display name: ``model.info.name`` (checkpoint stem, folder name) when loaded from a
+    path, else ``fallback``."""
+    info = getattr(model, "info", None)
+    return info.name if info is not None and info.source else fallback
 
 
 def require_engram(model, what: str = "this analysis") -> None:
     """Raise a user error if ``model`` has no Engram layer."""
     if not getattr(model, "engram_layers", None):
-        raise EngramInterpError(f"{model_name(model)} has no Engram layers ({model.cfg.kind} model); {what} needs an Engram model")
+        raise EngramInterpError(f"{model_name(model)} has no Engram layers ({model.info.kind} model); {what} needs an Engram model")
 
 
 def same_tokenizer(*models) -> None:
-    """Raise a user error unless all models share one tokenizer (compares the tokenizer JSON)."""
+    """Raise a user error unless all models share one tokenizer (``info.tokenizer_id`` and vocabulary)."""
     from engram_interp.checkpoint import assert_same_tokenizer
 
     assert_same_tokenizer(*models)
@@ -135,12 +135,9 @@ def encode_windows(model, text: str, max_len: int | None = None) -> list[tuple[l
     Returns a list of ``(ids, first_token_index)`` where ids start with BOS (when the model has one)
     and ``first_token_index`` is the index of ids[1] (or ids[0]) in the text's own token list.
     """
-    tok = model.tokenizer
-    if tok is None:
-        raise EngramInterpError("this model has no tokenizer; text analyses need one")
-    ids = tok.encode(text, add_special_tokens=False).ids
-    bos = model.cfg.bos_token_id
-    limit = (max_len or model.cfg.max_seq_len) - (1 if bos is not None else 0)
+    ids = model.encode(text)
+    bos = model.info.bos_token_id
+    limit = (max_len or model.info.max_seq_len) - (1 if bos is not None else 0)
     out = []
     for start in range(0, len(ids), limit):
         chunk = ids[start:start + limit]
@@ -168,8 +165,8 @@ def token_batches(
 ) -> Iterator[TokenBatch]:
     """Texts -> TokenBatches of up to ``batch_size`` windows; stops after ``max_tokens`` analysed tokens
     (BOS and padding not counted; the last window is cut to fit)."""
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
-    has_bos = model.cfg.bos_token_id is not None
+    pad = model.info.pad_token_id
+    has_bos = model.info.bos_token_id is not None
     pending: list[list[int]] = []
     used = 0
     for text in texts:
@@ -239,12 +236,12 @@ def char_to_token_positions(model, text: str, char_offsets: Sequence[int]) -> li
     A character maps to the token whose offset span contains it; offsets inside no token (e.g. a
     character the tokenizer dropped) map to the last token starting before it.
     """
-    enc = model.tokenizer.encode(text, add_special_tokens=False)
-    shift = 1 if model.cfg.bos_token_id is not None else 0
+    _, offsets = model.encode_with_offsets(text)
+    shift = 1 if model.info.bos_token_id is not None else 0
     out = []
     for c in char_offsets:
         pos = None
-        for i, (s, e) in enumerate(enc.offsets):
+        for i, (s, e) in enumerate(offsets):
             if s <= c < e:
                 pos = i
                 break
@@ -258,12 +255,12 @@ def char_to_token_positions(model, text: str, char_offsets: Sequence[int]) -> li
 def entity_batches(model, items: Sequence[dict], batch_size: int, max_tokens: int | None = None) -> Iterator[TokenBatch]:
     """Probe items -> TokenBatches whose ``positions`` are the final tokens of the named entities.
     ``max_tokens`` caps the number of selected positions. Texts longer than the context are cut."""
-    pad = model.cfg.engram.pad_id if model.cfg.engram is not None else 2
-    has_bos = model.cfg.bos_token_id is not None
-    limit = model.cfg.max_seq_len
+    pad = model.info.pad_token_id
+    has_bos = model.info.bos_token_id is not None
+    limit = model.info.max_seq_len
     seqs, poss, used = [], [], 0
     for item in items:
-        ids = ([model.cfg.bos_token_id] if has_bos else []) + model.tokenizer.encode(item["text"], add_special_tokens=False).ids
+        ids = ([model.info.bos_token_id] if has_bos else []) + model.encode(item["text"])
         ids = ids[:limit]
         pos = sorted({p for p in char_to_token_positions(model, item["text"], item["entity_end_positions"]) if 0 < p < len(ids)})
         if max_tokens is not None:

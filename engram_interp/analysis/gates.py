@@ -74,7 +74,7 @@ def gate_map(model, text: str, name: str | None = None) -> GateMap:
     gates = {l: cache[n][0].float().cpu().tolist() for l, n in zip(model.engram_layers, names)}
     ngrams = [["".join(strs[max(0, t - n + 1): t + 1]) if t - n + 1 >= 1 else "" for n in (2, 3)] for t in range(len(strs))]
     return GateMap(name=name or model_name(model), tokens=strs, layers=list(model.engram_layers),
-                   n_branches=model.cfg.n_branches, gates=gates, ngrams=ngrams)
+                   n_branches=model.info.n_branches, gates=gates, ngrams=ngrams)
 
 
 class GateNgramAccumulator:
@@ -332,9 +332,9 @@ def gate_corpus(
     require_engram(model, "gate statistics")
     texts = check_texts(texts)
     names = _gate_names(model)
-    M = model.cfg.n_branches
+    M = model.info.n_branches
     channels = [(l, b) for l in model.engram_layers for b in range(M)]
-    acc = GateNgramAccumulator(len(channels), model.cfg.vocab_size, orders, n_perm=n_perm, seed=seed)
+    acc = GateNgramAccumulator(len(channels), model.info.vocab_size, orders, n_perm=n_perm, seed=seed)
     gate_sum = torch.zeros(len(channels), dtype=torch.float64)
     it = token_progress(token_batches(model, texts, batch_size, max_tokens),
                         count_tokens(model, texts, max_tokens) if progress else None,
@@ -351,7 +351,6 @@ def gate_corpus(
     tracks = [bool(p <= 1.0 / (1 + n_perm) + 1e-12) for p in torch.nan_to_num(stats["p"], nan=2.0).tolist()] if n_perm else [False] * len(channels)
     n = len(acc.keys)
     eligible = [i for i in range(n) if acc.count[i] >= min_count]
-    tok = model.tokenizer
     top, bottom = {}, {}
     if eligible:
         el = torch.tensor(eligible)
@@ -362,7 +361,7 @@ def gate_corpus(
                 row = eligible[j]
                 o, key = acc.keys[row]
                 ids = acc.decode_key(o, key)
-                return NgramStat(text=tok.decode(ids, skip_special_tokens=False), ids=ids, order=o,
+                return NgramStat(text=model.decode(ids), ids=ids, order=o,
                                  count=int(acc.count[row]), mean=float(means[j, c]), max=float(acc.max[row, c]))
             top[f"{l}.{b}"] = [stat(j) for j in order[:top_n].tolist()]
             bottom[f"{l}.{b}"] = [stat(j) for j in order.flip(0)[:top_n].tolist()]

@@ -145,7 +145,7 @@ def logit_lens(
     named = _named(models, names)
     out = LogitLensResult()
     for name, model in named:
-        acc = LogitLensAccumulator(model.cfg.n_layers + 1, device=model.device)
+        acc = LogitLensAccumulator(model.info.n_layers + 1, device=model.device)
         batches = token_batches(model, texts, batch_size=batch_size, max_tokens=max_tokens)
         total = count_tokens(model, texts, max_tokens) if progress else None
         for batch in token_progress(batches, total, f"logit-lens {name}", lambda b: int(b.mask.sum()), progress):
@@ -154,7 +154,7 @@ def logit_lens(
             kl, ent = lens_kl_batch(model, batch.tokens, batch.mask, chunk)
             acc.update(kl, ent)
         r = acc.result()
-        out.models.append(LensCurve(name=name, layers=list(range(model.cfg.n_layers + 1)), kl=r["kl"].tolist(),
+        out.models.append(LensCurve(name=name, layers=list(range(model.info.n_layers + 1)), kl=r["kl"].tolist(),
                                     kl_sem=r["kl_sem"].tolist(), entropy=r["entropy"].tolist(), n_tokens=r["n_tokens"]))
     return out
 
@@ -186,15 +186,14 @@ def logit_lens_tokens(model, text: str, top_k: int = 5, name: str | None = None)
     mask = torch.ones_like(tokens, dtype=torch.bool)
     kl, ent = lens_kl_batch(model, tokens, mask)
     acts = layer_activations(model, tokens)
-    tok = model.tokenizer
     tops = []
     for h in acts:
         probs = F.softmax(model.lens_logits(h)[0].float(), dim=-1)  # [pos, vocab], one layer at a time
         v, i = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        tops.append([[(tok.decode([int(t)], skip_special_tokens=False), float(p)) for t, p in zip(ii, vv)]
+        tops.append([[(model.decode([int(t)]), float(p)) for t, p in zip(ii, vv)]
                      for ii, vv in zip(i.tolist(), v.tolist())])
     return TokenLens(name=name or model_name(model), tokens=model.to_str_tokens(tokens[0]),
-                     layers=list(range(model.cfg.n_layers + 1)), kl=kl.cpu().tolist(), entropy=ent.cpu().tolist(),
+                     layers=list(range(model.info.n_layers + 1)), kl=kl.cpu().tolist(), entropy=ent.cpu().tolist(),
                      top_tokens=tops)
 
 

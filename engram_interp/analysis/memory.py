@@ -38,7 +38,7 @@ import numpy as np
 
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["NgramAccumulator", "MemoryResult", "memory_inspect", "zipf_exponent", "uniform_hash_expectation",
+__all__ = ["NgramAccumulator", "MemoryResult", "memory_inspect", "memory_lookup", "zipf_exponent", "uniform_hash_expectation",
            "row_loads", "mean_ci", "spearman_ci", "START"]
 
 START = "⟨start⟩"  # shown for positions before the sequence start
@@ -430,6 +430,25 @@ def _lookup(source, tables: dict[int, NgramTable], names: _Texts, text: str, *, 
     return {"text": text, "tokens": [names.token(i) for i in ids], "orders": orders}
 
 
+def _accumulate(source, texts: Iterable[str], max_tokens: int | None, chunk: int, progress: bool):
+    """The corpus pass: ``(n-gram tables per order, n_positions, n_texts)``; user error when empty."""
+    acc = NgramAccumulator(source.max_ngram_size, source.n_head_per_ngram, source.layers)
+    seen = {"texts": 0}
+    for ctx, raw in _positions(source, texts, max_tokens, chunk, progress, seen):
+        acc.update(ctx, raw, {l: source.rows(l, ctx) for l in source.layers})
+    if acc.n_positions == 0:
+        raise EngramInterpError("the corpus has no tokens to hash")
+    return acc.tables(), acc.n_positions, seen["texts"]
+
+
+def memory_lookup(source, texts: Iterable[str], ngram: str, *, max_tokens: int | None = 20000, per_row: int = 8,
+                  neighbours: int = 10, pool: int = 5000, chunk: int = 8192, progress: bool = False) -> dict:
+    """Only the ``ngram`` part of :func:`memory_inspect` (its rows, row-mates and neighbours over the
+    corpus): the dict found under ``MemoryResult.ngram``."""
+    tables, _, _ = _accumulate(source, texts, max_tokens, chunk, progress)
+    return _lookup(source, tables, _Texts(source), ngram, per_row=per_row, neighbours=neighbours, pool=pool)
+
+
 def memory_inspect(source, texts: Iterable[str], *, max_tokens: int | None = 20000, ngram: str | None = None,
                    top_rows: int = 10, per_row: int = 8, untouched: int = 2048, pca_points: int = 300,
                    neighbours: int = 10, pool: int = 5000, seed: int = 0, chunk: int = 8192,
@@ -438,14 +457,7 @@ def memory_inspect(source, texts: Iterable[str], *, max_tokens: int | None = 200
     docstring for every figure). ``max_tokens`` caps the corpus positions; ``untouched`` is the size
     of the seeded sample of untouched rows per head; ``pool`` caps the neighbour candidates (the most
     frequent corpus n-grams of the order). Returns a ``MemoryResult``; user error on an empty corpus."""
-    acc = NgramAccumulator(source.max_ngram_size, source.n_head_per_ngram, source.layers)
-    seen = {"texts": 0}
-    for ctx, raw in _positions(source, texts, max_tokens, chunk, progress, seen):
-        acc.update(ctx, raw, {l: source.rows(l, ctx) for l in source.layers})
-    n_texts = seen["texts"]
-    if acc.n_positions == 0:
-        raise EngramInterpError("the corpus has no tokens to hash")
-    tables = acc.tables()
+    tables, n_positions, n_texts = _accumulate(source, texts, max_tokens, chunk, progress)
     names = _Texts(source)
     rng = np.random.default_rng(seed)
     layers = []
@@ -462,5 +474,5 @@ def memory_inspect(source, texts: Iterable[str], *, max_tokens: int | None = 200
                                  pca=_pca(source, l, tables, names, pca_points)))
     lookup = _lookup(source, tables, names, ngram, per_row=per_row, neighbours=neighbours, pool=pool) if ngram else None
     return MemoryResult(name=source.name, source=source.source, layout=source.layout, null_memory=source.null_memory,
-                        n_positions=acc.n_positions, n_texts=n_texts, max_ngram_size=source.max_ngram_size,
+                        n_positions=n_positions, n_texts=n_texts, max_ngram_size=source.max_ngram_size,
                         n_head_per_ngram=source.n_head_per_ngram, layers=layers, ngram=lookup)

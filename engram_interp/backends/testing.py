@@ -81,3 +81,64 @@ def tiny_llama_folder(folder: str | Path, seed: int = 0, **overrides) -> Path:
 def tiny_qwen4_exp_folder(folder: str | Path, seed: int = 0, **overrides) -> Path:
     """A saved random tiny Qwen4-Exp folder with two PLE layers (no BOS, as Qwen tokenizers)."""
     return save_hf_folder(random_hf_model(qwen4_exp_config(**overrides), seed), folder, add_bos=False)
+
+
+def write_llama_gguf(folder: str | Path, path: str | Path) -> Path:
+    """Write the Llama of a saved folder (float32 tensors, its byte-level BPE tokenizer) as a GGUF file
+    with the ``gguf`` package, in llama.cpp's layout (Q/K rows permuted for its RoPE); returns ``path``."""
+    import json
+
+    import gguf
+    import numpy as np
+    from safetensors.torch import load_file
+
+    folder, path = Path(folder), Path(path)
+    cfg = json.loads((folder / "config.json").read_text())
+    tok = json.loads((folder / "tokenizer.json").read_text())
+    state = {k: v.float().numpy() for k, v in load_file(str(folder / "model.safetensors")).items()}
+    nh, nkv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+
+    def permute(w: np.ndarray, heads: int) -> np.ndarray:
+        return w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_context_length(cfg["max_position_embeddings"])
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_block_count(cfg["num_hidden_layers"])
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(nh)
+    writer.add_head_count_kv(nkv)
+    writer.add_rope_dimension_count(cfg["hidden_size"] // nh)
+    writer.add_rope_freq_base(float((cfg.get("rope_parameters") or {}).get("rope_theta", 10000.0)))
+    writer.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    writer.add_vocab_size(cfg["vocab_size"])
+    vocab = sorted(tok["model"]["vocab"].items(), key=lambda kv: kv[1])
+    special = {t["content"] for t in tok.get("added_tokens", []) if t.get("special")}
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list([t for t, _ in vocab])
+    writer.add_token_types([3 if t in special else 1 for t, _ in vocab])
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in tok["model"]["merges"]])
+    writer.add_bos_token_id(cfg["bos_token_id"])
+    writer.add_eos_token_id(cfg["eos_token_id"])
+    writer.add_pad_token_id(cfg["pad_token_id"])
+    writer.add_add_bos_token(True)
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    parts = {"input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
+             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+    for name, w in state.items():
+        if name in names:
+            writer.add_tensor(names[name], w)
+            continue
+        layer, part = name.split(".")[2], ".".join(name.split(".")[3:-1])
+        if part == "self_attn.q_proj":
+            w = permute(w, nh)
+        elif part == "self_attn.k_proj":
+            w = permute(w, nkv)
+        writer.add_tensor(f"blk.{layer}.{parts[part]}.weight", np.ascontiguousarray(w))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

@@ -130,14 +130,17 @@ def texts_from(args) -> list[str]:
 
 
 def load_models(paths: list[str], device, allow_nonfinite: bool = False) -> list:
-    """Load every checkpoint (inference only). Returns the models in order."""
-    from engram_interp.checkpoint import load
+    """Open every path with ``engram_interp.load`` (a .ckpt, a Hugging Face folder, a .gguf file or a
+    known name such as ``smollm2``); inference only (no gradients, no global grad switch). Returns the
+    models in order."""
+    import engram_interp as ei
+    from engram_interp.backends import is_foreign
 
     models = []
     for p in paths:
-        if not Path(p).exists():
-            raise EngramInterpError(f"no such checkpoint: {p}")
-        models.append(load(p, device=device, allow_nonfinite=allow_nonfinite).requires_grad_(False))
+        if not (Path(p).exists() or is_foreign(p)):  # special files get their own message from the loader
+            raise EngramInterpError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
+        models.append(ei.load(p, device=device, allow_nonfinite=allow_nonfinite).requires_grad_(False))
     return models
 
 
@@ -163,9 +166,10 @@ def warn_overlong(models: list, suites: dict) -> None:
 
 
 def names_for(paths: list[str]) -> list[str]:
+    """Display names for paths: file stem (folder name for a folder), ``#2`` etc. for repeats."""
     names, seen = [], {}
     for p in paths:
-        n = Path(p).stem
+        n = Path(p).name if Path(p).is_dir() else Path(p).stem
         seen[n] = seen.get(n, 0) + 1
         names.append(n if seen[n] == 1 else f"{n}#{seen[n]}")
     return names

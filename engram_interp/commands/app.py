@@ -25,7 +25,7 @@ DEFAULT_CKPTS = ("checkpoints/engram.ckpt", "checkpoints/moe.ckpt", "checkpoints
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpts", nargs="*", help="checkpoints to open (default: the bundled set in checkpoints/)")
+    p.add_argument("ckpts", nargs="*", help=".ckpt files, Hugging Face folders or .gguf files to open (default: the bundled set in checkpoints/)")
     p.add_argument("--port", type=port_number, default=None, help="port to serve on (default: the first free one from 8501)")
     p.add_argument("--host", default="localhost", help="address to bind (default: localhost)")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -89,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         ckpts = [Path(p) for p in (args.ckpts or DEFAULT_CKPTS)]
     ckpts = [p.expanduser().resolve() for p in ckpts]
     for p in ckpts:
-        if p.is_dir():
-            raise EngramInterpError(f"{p} is a directory, not a .ckpt file")
-    missing = [p for p in ckpts if not p.is_file()]
+        if p.is_dir() and not (p / "config.json").is_file():
+            raise EngramInterpError(f"{p} is a directory but not a Hugging Face model folder (no config.json)")
+    missing = [p for p in ckpts if not (p.is_file() or p.is_dir())]
     if missing:  # refuse before a server starts on nothing
         hint = ("; the bundled checkpoints are made by the recipes in checkpoints/recipes/, or pass your own .ckpt"
                 " files, or try `engram-interp app --demo`") if not args.ckpts and not args.demo else ""

@@ -1,4 +1,4 @@
-"""engram-interp info CKPT: config, parameter accounting, hook names, tokenizer compression."""
+"""engram-interp info MODEL: what a model is (architecture, layers, Engram/PLE layers and tables, hooks)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,68 @@ from engram_interp.commands._common import add_load
 from engram_interp.io import dumps_strict
 
 NAME = "info"
-HELP = "show a checkpoint's config, parameter accounting (P_tot, P_act, rho), hook names and compression"
+HELP = "show a model's architecture, layers, Engram/PLE layers with table sizes, parameters and hook names"
 DESCRIPTION = (
-    "Reads a .ckpt file (never unpickles anything), checks it, and prints its config, the parameter accounting "
-    "of docs/ENGRAM.md section 6 (P_tot excludes embedding and LM head; rho = routed-expert share of the sparse "
-    "parameters), the tokenizer compression figure (V -> V'), its training provenance, and every hook name."
+    "MODEL is a .ckpt file, a Hugging Face model folder, a .gguf file, or a known name (smollm2). Nothing is "
+    "unpickled and nothing is downloaded. For a .ckpt: its config, the parameter accounting of docs/ENGRAM.md "
+    "section 6 (P_tot excludes embedding and LM head; rho = routed-expert share of the sparse parameters), the "
+    "tokenizer compression figure (V -> V'), its training provenance. For a Hugging Face model: architecture, "
+    "layers and their attention types, MoE layers, PLE (Engram-style memory) layers with their n-gram table "
+    "sizes, parameter count. Then every hook name."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt", help="path to a .ckpt file")
-    p.add_argument("--json", action="store_true", help="print one JSON object: config, params, hooks, compression, provenance")
+    p.add_argument("ckpt", metavar="MODEL", help="a .ckpt file, a Hugging Face folder, a .gguf file, or smollm2")
+    p.add_argument("--json", action="store_true", help="print one JSON object (model facts, hooks, and for a .ckpt "
+                   "config, params, compression, provenance)")
     add_load(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.checkpoint import load
+    from engram_interp.commands._common import load_models
+
+    (model,) = load_models([args.ckpt], "cpu", args.allow_nonfinite)
+    if model.info.backend == "engram-interp":
+        return _ckpt_info(args, model)
+    return _foreign_info(args, model)
+
+
+def _foreign_info(args: argparse.Namespace, model) -> int:
+    info = model.info
+    facts = {k: getattr(info, k) for k in ("name", "kind", "architecture", "backend", "n_layers", "d_model", "vocab_size",
+                                            "n_branches", "max_seq_len", "bos_token_id", "pad_token_id", "tokenizer_id",
+                                            "engram_layers", "moe_layers", "source")}
+    if args.json:
+        extra = {k: ({str(l): t for l, t in v.items()} if k == "ple" else v) for k, v in info.extra.items()}
+        print(dumps_strict({"model": facts, "extra": extra, "hooks": model.hook_names()}, indent=2))
+        return 0
+    extra = info.extra
+    print(f"{args.ckpt}: {info.architecture} ({info.kind}, Hugging Face backend), {info.n_layers} layers, "
+          f"d_model={info.d_model}, vocab={info.vocab_size}, streams={info.n_branches}, context={info.max_seq_len}")
+    print(f"  parameters: {extra.get('parameters', 0):,} ({extra.get('dtype', '?')})")
+    kinds = extra.get("attention") or []
+    if kinds and len(set(kinds)) > 1:
+        print("  layer types: " + ", ".join(f"{l}:{k}" for l, k in enumerate(kinds)))
+    if info.moe_layers:
+        print(f"  MoE layers: {list(info.moe_layers)}")
+    ple = extra.get("ple") or {}
+    if ple:
+        print(f"  PLE (Engram-style n-gram memory) at layers {list(info.engram_layers)} (0-indexed):")
+        for layer, t in ple.items():
+            print(f"    layer {layer}: {t['rows']:,} rows x {t['head_dim']} dims, 2..{t['ngram_size']}-grams, "
+                  f"{t['heads_per_ngram']} heads per n-gram, table {t['table']}")
+    else:
+        print("  no Engram/PLE layers")
+    print(f"  tokenizer: {info.tokenizer_id[:16]}..., BOS={info.bos_token_id}, pad={info.pad_token_id}")
+    names = model.hook_names()
+    print(f"  {len(names)} hooks, e.g.: " + ", ".join(n for n in names if n.startswith(("hook_embed", "blocks.0.")))[:600])
+    return 0
+
+
+def _ckpt_info(args: argparse.Namespace, model) -> int:
     from engram_interp.params import count_params
 
-    model = load(args.ckpt, device="cpu", allow_nonfinite=args.allow_nonfinite)
     cfg, params = model.cfg, count_params(model.cfg)
     comp = model.compression
     compression = {"vocab_size": comp.vocab_size, "canonical_vocab_size": comp.n_canonical, "reduction": comp.reduction}

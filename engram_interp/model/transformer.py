@@ -171,7 +171,7 @@ class EngramTransformer(InterpModel, HookedRootModule):
         """Backend-independent facts (``engram_interp.interface.ModelInfo``)."""
         cached = self.__dict__.get("_info")
         path = getattr(self, "checkpoint_path", None)
-        if cached is None or cached.source != str(path or ""):
+        if cached is None or cached.source != str(path or "") or self.__dict__.get("_info_tokenizer") is not self.tokenizer:
             cfg = self.cfg
             from pathlib import Path
 
@@ -186,6 +186,7 @@ class EngramTransformer(InterpModel, HookedRootModule):
                 source=str(path or ""),
             )
             self.__dict__["_info"] = cached
+            self.__dict__["_info_tokenizer"] = self.tokenizer  # a swapped tokenizer gives a new identity
         return cached
 
     @property
