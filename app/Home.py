@@ -23,14 +23,17 @@ good = state.page_header(
 
 st.subheader("Loaded models")
 st.caption(
-    "Parameter accounting of ENGRAM.md section 6: P_tot excludes the token embedding and LM head; "
+    "Parameter accounting (docs/ENGRAM.md, section 6): P_tot excludes the token embedding and LM head; "
     "P_act = parameters used per token; rho = share of the sparse parameters held by routed experts "
     "(1 = pure MoE, empty for a dense model). Validation loss as recorded in the checkpoint's provenance."
 )
 st.dataframe(findings.model_table(good), hide_index=True, width="stretch")
 
 st.subheader("Findings")
-st.caption("Numbers appear here once a page has computed them (they are cached on disk per checkpoint).")
+st.caption("Each finding states what was measured, against which control (the Engram-null arm: same model, "
+           "memory without content), with its 95% interval; \"not established\" where the control's interval or "
+           "the noise band covers the difference (docs/ANALYSES.md). Numbers appear once a page has computed them "
+           "(cached on disk per checkpoint).")
 if st.button("Compute the missing findings (default settings)", key="overview-compute"):
     findings.compute_all(good)
 findings.render_summary(good)

@@ -62,7 +62,8 @@ def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
 
 
 def render_summary(entries: Sequence[Entry]) -> None:
-    """One line per finding, from the disk cache only (nothing is computed on the Overview)."""
+    """The measured sentences of each finding (against its control, with intervals), from the disk
+    cache only (nothing is computed on the Overview)."""
     from app import results
 
     for title, lines in results.summaries(entries):
@@ -78,11 +79,8 @@ def compute_all(entries: Sequence[Entry]) -> None:
 
     steps = [("LogitLens", lambda: results.lens_curves(entries, results.LENS_DEFAULTS))]
     for a, b in results._pairs(entries):
-        def cka(a=a, b=b):
-            pair = state.load_pair([a, b])
-            if pair is not None:
-                results.cka(pair, results.CKA_DEFAULTS)
-        steps.append((f"CKA {a.label} vs {b.label}", cka))
+        steps.append((f"CKA {a.label} vs {b.label} (and its references)",
+                      lambda a=a, b=b: results.cka_with_references(a, b, entries, results.CKA_DEFAULTS)))
     for e in entries:
         if e.has_engram:
             steps.append((f"Gates {e.label}", lambda e=e: results.gate_corpus(e, results.GATES_DEFAULTS)))

@@ -54,11 +54,11 @@ def ablation_result(tables: dict[str, dict[str, dict]], entries: Sequence[Entry]
                                   for name, table in tables.items()], mode=mode)
 
 CKA_DEFAULTS = {"tokens": "entities", "n_examples": DEFAULTS.tokens, "batch": 256, "n_boot": 200, "seed": DEFAULTS.seed}
-CKA_K = 5  # k of the soft alignment stored with its bootstrap CI (the page recomputes other k)
+# k of the stored soft alignment (with its bootstrap CI): None = the library's default for B's depth
 
 
 # ---- CKA -----------------------------------------------------------------------------------------
-def cka(pair: state.Pair, params: dict[str, Any]) -> dict[str, Any]:
+def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[str, Any]:
     """Cached ``engram_interp.analysis.cka.cka_analysis`` of model A vs B, as its ``to_dict()``
     (plus ``source``). Layer points 0..n_layers; ``cka``/``ci_low``/``ci_high`` ``[L_a][L_b]``."""
 
@@ -74,46 +74,99 @@ def cka(pair: state.Pair, params: dict[str, Any]) -> dict[str, Any]:
         progress(0.1, f"running both models over up to {params['n_examples']} tokens of {source}")
         res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"],
                            probes=None if probes is None else str(probes), batch_size=params["batch"],
-                           max_tokens=params["n_examples"], k=CKA_K, n_boot=params["n_boot"], seed=params["seed"],
+                           max_tokens=params["n_examples"], k=k, n_boot=params["n_boot"], seed=params["seed"],
                            names=(pair.labels[0], pair.labels[1]))
         return dict(res.to_dict(), source=source)
 
-    return state.disk_cached("cka", pair.shas, params, compute, label="CKA")
+    return state.disk_cached("cka", pair.shas, cka_key(params, k), compute, label="CKA")
+
+
+def cka_key(params: dict[str, Any], k: int | None) -> dict[str, Any]:
+    """The CKA cache key: the parameters, k, and the identity of the data (probe set or corpus)."""
+    data = data_id(state.probes_dir() / "entities_ner.jsonl") if params["tokens"] == "entities" else corpus_id()
+    return dict(params, k=k, data=data)
+
+
+def is_control(e: Entry) -> bool:
+    """True for an Engram-null arm (memory without content): the control of the Engram findings."""
+    return e.ok and e.kind.startswith("engram-null")
+
+
+def shape(e: Entry) -> tuple[int, int]:
+    """(n_layers, d_model) of a checkpoint or a Hugging Face model entry."""
+    src = e.info.config if e.info is not None else e.model_info
+    return src.n_layers, src.d_model
+
+
+def reference_entries(a: Entry, b: Entry, entries: Sequence[Entry]) -> dict[str, Entry]:
+    """The references of the A-vs-B soft alignment among the loaded checkpoints: ``control`` = an
+    Engram-null arm other than A; ``noise`` = another checkpoint of B's kind and shape (a second seed)."""
+    out = {}
+    control = [e for e in entries if is_control(e) and e.sha not in (a.sha, b.sha)]
+    if control and not is_control(a):
+        out["control"] = control[0]
+    same = [e for e in entries if e.sha not in (a.sha, b.sha) and e.kind == b.kind and shape(e) == shape(b)]
+    if same:
+        out["noise"] = same[0]
+    return out
+
+
+def cka_with_references(a: Entry, b: Entry, entries: Sequence[Entry], params: dict[str, Any], *,
+                        compute: bool = True, k: int | None = None) -> dict[str, Any] | None:
+    """A-vs-B CKA with ``references`` filled from the loaded Engram-null control and second baseline
+    seed (each the same analysis against B, same k). ``compute=False``: disk cache only (None if
+    A vs B was never computed; a missing reference is left out)."""
+    from engram_interp.analysis.alignment import reference_entry
+
+    def get(x: Entry, kk: int | None):
+        if not compute:
+            return state.cached_result("cka", [x.sha, b.sha], cka_key(params, kk))
+        pair = state.load_pair([x, b])
+        return None if pair is None else cka(pair, params, k=kk)
+
+    res = get(a, k)
+    if not res or "cka" not in res:
+        return None
+    res = dict(res, references={})
+    for kind, e in reference_entries(a, b, entries).items():
+        ref = get(e, k)  # same B, same k rule: the same k as A's index
+        if ref and "cka" in ref:
+            res["references"][kind] = reference_entry(ref)
+    return res
 
 
 # ---- Overview summaries (disk cache only) --------------------------------------------------------
 def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
-    engram = [e for e in entries if e.has_engram]
+    """(Engram model, baseline) pairs; the Engram-null control only where no real Engram arm is loaded."""
+    engram = [e for e in entries if e.has_engram and not is_control(e)] or [e for e in entries if e.has_engram]
     other = [e for e in entries if not e.has_engram]
     return [(a, b) for a in engram for b in other]
 
 
 def cka_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts
+
     lines = []
     for a, b in _pairs(entries):
-        res = state.cached_result("cka", [a.sha, b.sha], CKA_DEFAULTS)
-        if not res or "cka" not in res:
+        res = cka_with_references(a, b, entries, CKA_DEFAULTS, compute=False)
+        if res is None:
             continue
-        align, (lo, hi) = res["soft_alignment"], res["soft_alignment_ci"]
-        shown = [f"layer {j}: a_j = {_num(align[j])} [{_num(lo[j])}, {_num(hi[j])}]"
-                 for j in a.engram_layers if j < len(align)]
         what = {"entities": "named-entity final tokens", "all": "tokens"}.get(res["tokens"], "tokens")
-        lines.append(f"{a.label} vs {b.label}, soft alignment of the Engram layers ({res['n_examples']} {what}, "
-                     f"k={res['k']}, 95% CI): {'; '.join(shown) or '-'} (a_j > j: like a deeper {b.label} layer)")
+        head = (f"{a.label} vs {b.label}, CKA soft alignment of the Engram layers on {res['n_examples']} {what} "
+                f"({res.get('source', '?')}; 95% bootstrap intervals over {res['n_batches']} minibatches, "
+                "which do not cover seed-to-seed variation unless a second baseline seed is loaded): ")
+        verdicts = alignment_verdicts(res)
+        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"]) for v in verdicts) or "-"))
     return lines
-
-
-def _num(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1f}"
 
 
 def summaries(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
     out = []
     for title, page, fn in (
         ("1 · LogitLens: KL(final || lens) per layer", "LogitLens", lens_summary),
-        ("2 · CKA: Engram layers align with deeper baseline layers", "CKA", cka_summary),
-        ("3 · Gates: which n-grams open the memory", "Gates", gates_summary),
-        ("4 · Ablation: retained performance without Engram", "Ablation", ablation_summary),
+        ("2 · CKA: soft alignment of the Engram layers against the Engram-null control", "CKA", cka_summary),
+        ("3 · Gates: gate selectivity against a permutation baseline", "Gates", gates_summary),
+        ("4 · Ablation: accuracy retained with Engram suppressed", "Ablation", ablation_summary),
     ):
         try:
             lines = fn(entries) if fn else []
@@ -146,6 +199,26 @@ def library(module: str, what: str, stop: bool = True):
         if stop:
             st.stop()
         return None
+
+
+def data_id(path) -> str:
+    """Identity of the data a cached result was computed from, for its cache key: path, size and
+    mtime of a file, or of every file in a folder (cheap: nothing is read). A result computed on
+    other data (another ``ENGRAM_INTERP_CORPUS``, an edited probe file) never answers for this one."""
+    import hashlib
+    from pathlib import Path
+
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    blob = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists())
+    return hashlib.sha256(f"{p.resolve()}|{blob}".encode()).hexdigest()[:16]
+
+
+def corpus_id() -> str:
+    """:func:`data_id` of the library's default corpus (``default_corpus_path``)."""
+    from engram_interp.analysis.common import default_corpus_path
+
+    return data_id(default_corpus_path())
 
 
 def corpus_texts() -> tuple[list[str], str]:
@@ -191,25 +264,36 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
                                  done / total if total else 0.5, f"{name}: {done}/{total or '?'} tokens"))
             return dict(res.to_dict()["models"][0], source=source)
 
-        out.append(state.disk_cached("logit_lens", [entry.sha], params, compute, label=f"LogitLens {entry.label}"))
+        key = dict(params, data=corpus_id())
+        out.append(state.disk_cached("logit_lens", [entry.sha], key, compute, label=f"LogitLens {entry.label}"))
     return out
 
 
+def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry | None]:
+    """(Engram models, the Engram-null control, the first baseline without Engram) among the entries."""
+    engram = [e for e in entries if e.has_engram and not is_control(e)]
+    control = next((e for e in entries if is_control(e)), None)
+    baseline = next((e for e in entries if not e.has_engram), None)
+    return engram, control, baseline
+
+
 def lens_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.sentences import lens_sentences
+
+    curves = [dict(c, name=e.label) for e in entries if (c := state.cached_result("logit_lens", [e.sha], dict(LENS_DEFAULTS, data=corpus_id())))]
+    engram, control, baseline = _roles(entries)
     lines = []
-    for e in entries:
-        res = state.cached_result("logit_lens", [e.sha], LENS_DEFAULTS)
-        if res:
-            kl = res["kl"]
-            early = kl[: max(1, len(kl) // 3)]
-            lines.append(f"{e.label}: mean KL over layers {sum(kl[:-1]) / max(1, len(kl) - 1):.3f} nats, "
-                         f"early third {sum(early) / len(early):.3f} nats ({res['n_tokens']} tokens; "
-                         f"last-layer KL {kl[-1]:.1e}, self-check)")
+    for e in engram or [e for e in entries if e.has_engram]:
+        lines += lens_sentences(curves, e.label, control.label if control else None, baseline.label if baseline else None)
+    if curves and not lines:
+        lines = [f"{c['name']}: mean KL over layers {sum(c['kl'][:-1]) / max(1, len(c['kl']) - 1):.3f} nats "
+                 f"({c['n_tokens']} tokens); no Engram model loaded" for c in curves]
     return lines
 
 
 # ---- Gates -----------------------------------------------------------------------------------------
-GATES_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "min_count": 3, "top_n": 20, "batch_size": 8}
+GATES_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "min_count": 3, "top_n": 20, "batch_size": 8, "n_perm": 19,
+                  "seed": DEFAULTS.seed}
 
 
 def token_options(choices: Sequence[int]) -> list[int]:
@@ -226,10 +310,12 @@ def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
         texts, source = corpus_texts()
         progress(0.05, f"{entry.label}: gates over {params['max_tokens']} tokens of {source}")
         res = run(entry.model(), texts, batch_size=params["batch_size"], max_tokens=params["max_tokens"],
-                  min_count=params["min_count"], top_n=params["top_n"], name=entry.label)
+                  min_count=params["min_count"], top_n=params["top_n"], name=entry.label, n_perm=params["n_perm"],
+                  seed=params["seed"])
         return dict(res.to_dict(), source=source)
 
-    return state.disk_cached("gates", [entry.sha], params, compute, label=f"Gate statistics {entry.label}")
+    return state.disk_cached("gates", [entry.sha], dict(params, data=corpus_id()), compute,
+                             label=f"Gate statistics {entry.label}")
 
 
 def gate_tables(entry: Entry) -> None:
@@ -247,20 +333,34 @@ def gate_tables(entry: Entry) -> None:
     ranking = [tuple(c) for c in res["branch_ranking"]]
     st.caption(f"{res['n_tokens']} tokens, {res['n_ngrams']} distinct suffix n-grams · data: {res['source']}"
                + (" · rare n-grams were pruned" if res.get("pruned") else ""))
+    r3 = lambda xs: [None if v is None else round(v, 3) for v in xs]  # noqa: E731
+    tracks = res.get("tracks_ngrams") or [False] * len(channels)
     sel = pd.DataFrame({
-        "layer": [c[0] for c in channels], "branch": [c[1] for c in channels],
-        "mean gate": [round(v, 3) for v in res["mean_gate"]],
-        "selectivity (eta^2 of 3-gram identity)": [None if v is None else round(v, 3) for v in res["selectivity"]],
+        "layer.branch": [f"{c[0]}.{c[1]}" for c in channels],
+        "mean gate": r3(res["mean_gate"]),
+        "eta^2": r3(res["selectivity"]),
+        "shuffled": [f"{m:.3f} / {x:.3f}" if m is not None and x is not None else "-"
+                     for m, x in zip(res["selectivity_perm_mean"], res["selectivity_perm_max"])],
+        "p": r3(res["selectivity_p"]),
+        "omega^2": r3(res["selectivity_omega2"]),
+        "beats shuffles": ["yes" if t else "no" for t in tracks],
     })
     from engram_interp.analysis.gates import GateCorpusResult
     from engram_interp.report import gate_selectivity_figure
 
-    c1, c2 = st.columns([2, 3])
-    c1.dataframe(sel, hide_index=True, width="stretch")
-    c2.plotly_chart(gate_selectivity_figure(as_result(GateCorpusResult, dict(res, channels=channels))), width="stretch")
+    st.dataframe(sel, hide_index=True, width="stretch", column_config={
+        "eta^2": st.column_config.NumberColumn(help="share of gate variance explained by 3-gram identity (inflated by small groups)"),
+        "shuffled": st.column_config.TextColumn(help=f"eta^2 with the n-gram labels shuffled: mean / max over {res['n_perm']} shuffles"),
+        "p": st.column_config.NumberColumn(help="permutation p-value: (1 + shuffles >= eta^2) / (1 + shuffles)"),
+        "omega^2": st.column_config.NumberColumn(help="bias-adjusted share of variance (about 0 when labels carry nothing)"),
+    })
+    st.caption(f"Selectivity over {res['selectivity_groups']} 3-grams seen at least {res['min_count']} times "
+               f"({res['selectivity_tokens']} tokens). A channel tracks n-grams only when its eta^2 beats every shuffle.")
+    st.plotly_chart(gate_selectivity_figure(as_result(GateCorpusResult, dict(res, channels=channels))), width="stretch")
     best = ranking[0] if ranking else channels[0]
+    best_note = "  (highest omega^2" + ("" if tracks[channels.index(best)] else "; not above its shuffles") + ")"
     choice = st.selectbox("Layer · branch", channels, index=channels.index(best), key="gates-channel",
-                          format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + ("  (most selective)" if c == best else ""))
+                          format_func=lambda c: f"layer {c[0]} · branch {c[1]}" + (best_note if c == best else ""))
     key = f"{choice[0]}.{choice[1]}"
     if not res["top"].get(key):
         st.info(f"No n-gram occurs at least {params['min_count']} times in this corpus; lower the minimum count.")
@@ -274,17 +374,17 @@ def gate_tables(entry: Entry) -> None:
 
 
 def gates_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.sentences import gate_sentence
+
+    engram, control, _ = _roles(entries)
+    ctl = state.cached_result("gates", [control.sha], dict(GATES_DEFAULTS, data=corpus_id())) if control else None
     lines = []
-    for e in entries:
-        if not e.has_engram:
-            continue
-        res = state.cached_result("gates", [e.sha], GATES_DEFAULTS)
-        if not res:
-            continue
-        best = tuple(res["branch_ranking"][0])
-        top = [repr(s["text"]) for s in res["top"].get(f"{best[0]}.{best[1]}", [])[:5]]
-        lines.append(f"{e.label}: layer {best[0]} branch {best[1]} tracks n-grams best; highest mean gate: "
-                     f"{', '.join(top) or '-'}")
+    for e in engram or ([control] if control else []):
+        res = state.cached_result("gates", [e.sha], dict(GATES_DEFAULTS, data=corpus_id()))
+        if res:
+            other = ctl if e is not control else None
+            lines.append(gate_sentence(res, e.label, other, control.label if other else None)
+                         + f" Data: {res.get('source', '?')}.")
     return lines
 
 
@@ -318,11 +418,13 @@ def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]
 
 
 def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
-    """Retained % per suite with its bootstrap CI, for every Engram model, plus a chart."""
+    """Per Engram model and suite: full and ablated accuracy (n, chance level), retained % with its
+    bootstrap CI, and a chart; models without Engram are named once (100% by construction)."""
     import pandas as pd
     import streamlit as st
 
     from engram_interp.errors import EngramInterpError
+    from engram_interp.sentences import chance_level, wilson_interval
 
     try:
         tables = {e.label: ablation(e, suites, ABLATION_DEFAULTS) for e in entries}
@@ -331,34 +433,40 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
         return
     from engram_interp.report import retained_figure
 
+    chance = {name: chance_level(items) for name, items in suites.items()}
     rows = []
     for label, table in tables.items():
         for suite, s in sorted(table.items()):
             ci = s.get("ci")
-            rows.append({"model": label, "suite": suite, "n": s["n"], "full acc": round(s["full"], 3),
+            lo, hi = wilson_interval(s["full"] * s["n"], s["n"])
+            rows.append({"model": label, "suite": suite, "n": s["n"], "chance": round(chance.get(suite, float("nan")), 3),
+                         "full acc [95% CI]": f"{s['full']:.3f} [{lo:.2f}, {hi:.2f}]",
                          "ablated acc": round(s["ablated"], 3),
-                         "retained %": None if s["retained"] is None else round(s["retained"], 1),
+                         "retained %": "full model scores 0" if s["retained"] is None else f"{s['retained']:.1f}",
                          "95% CI": "-" if not ci or None in ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]",
                          **{f"retained % (layer {l} only)": None if v.get("retained") is None else round(v["retained"], 1)
                             for l, v in sorted(s.get("per_layer", {}).items())}})
     st.plotly_chart(retained_figure(ablation_result(tables, entries, ABLATION_DEFAULTS["mode"])), width="stretch")
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Retained = 100 x ablated accuracy / full accuracy (empty when the full model scores 0). "
-               "CI: paired Poisson bootstrap over items.")
+    st.caption("Retained = 100 x ablated accuracy / full accuracy (not defined when the full model scores 0). "
+               "CI of retained: paired Poisson bootstrap over items; CI of full accuracy: Wilson interval. Chance: "
+               "1 / number of candidates for multiple-choice items, 0 for exact-match items. A retained % means "
+               "little while the full accuracy's interval reaches the chance level.")
 
 
 def ablation_summary(entries: Sequence[Entry]) -> list[str]:
+    from engram_interp.sentences import ablation_sentences, chance_level
+
     scored, _ = probe_suites()
-    lines = []
-    for e in entries:
-        if not e.has_engram or not scored:
-            continue
-        res = state.cached_result("ablation", [e.sha], dict(ABLATION_DEFAULTS, suites=_suites_key(scored)))
-        if not res:
-            continue
-        parts = [f"{name} {s['retained']:.0f}%" + (f" [{s['ci'][0]:.0f}, {s['ci'][1]:.0f}]" if s.get("ci") and None not in s["ci"] else "")
-                 for name, s in sorted(res.items()) if s.get("retained") is not None]
-        lines.append(f"{e.label}: retained " + (", ".join(parts) or "n/a (full model scores 0)"))
+    if not scored:
+        return []
+    engram, control, _ = _roles(entries)
+    key = dict(ABLATION_DEFAULTS, suites=_suites_key(scored))
+    tables = {e.label: t for e in engram + ([control] if control else [])
+              if (t := state.cached_result("ablation", [e.sha], key))}
+    chance = {name: chance_level(items) for name, items in scored.items()}
+    lines = ablation_sentences(tables, chance, [e.label for e in engram], control.label if control else None)
+    without = [e.label for e in entries if not e.has_engram]
+    if lines and without:
+        lines.append(f"{', '.join(without)}: no Engram layers, so it retains 100% by construction.")
     return lines
-
-

@@ -46,12 +46,13 @@ if want lens; then
   $E logit-lens $A $B $N "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/logit_lens.json"
 fi
 if want cka; then
-  $E cka $A $B "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_all_tokens.json"
-  $E cka $A $B --tokens entities --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_entities.json"
+  $E cka $A $B --control $N "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_all_tokens.json"
+  $E cka $A $B --control $N --tokens entities --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_entities.json"
   $E cka $N $B "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_null_vs_moe.json"
 fi
 if want gates; then
   $E gates $A --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram.json"
+  $E gates $N --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram_null.json"
   $E gates $A --text "Alexander the Great met the Princess of Wales. By the way, the Milky Way is a galaxy." \
     --device cpu --quiet --json > "$OUT/gates_engram_text.json"
   $E gates $A "${S[@]}" --entities --max-tokens $ENTITY_TOKENS --device cpu --quiet --json > "$OUT/gates_entities_engram.json"
@@ -67,6 +68,9 @@ if want memory; then
   $E memory $N --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram_null.json"
 fi
 if want findings; then
+  # the findings of checkpoints/README.md (each against the Engram-null control) and checkpoints/FINDINGS.md
+  # (verdicts across seeds), both from the JSON above
+  ${PY} checkpoints/findings.py > /dev/null
   $E findings --measurements "$OUT" --out checkpoints/FINDINGS.md --force
 fi
 echo "wrote $OUT/*.json"

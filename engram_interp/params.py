@@ -1,4 +1,4 @@
-"""Parameter accounting of ENGRAM.md section 6, computed from the config alone (no tables built).
+"""Parameter accounting of docs/ENGRAM.md section 6, computed from the config alone (no tables built).
 
 P_tot    all trainable parameters except the token embedding and the LM head
 P_act    parameters used per token: everything dense, top_k of the routed experts, and the

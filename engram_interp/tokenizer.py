@@ -1,4 +1,4 @@
-"""Tokenizer compression (ENGRAM.md section 2): a surjective map raw id -> canonical id.
+"""Tokenizer compression (docs/ENGRAM.md section 2): a surjective map raw id -> canonical id.
 
 Tokens that differ only by case, accents, Unicode form or whitespace runs share one canonical id,
 so Engram's n-gram tables are not split across spellings of the same n-gram.

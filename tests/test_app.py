@@ -317,3 +317,57 @@ def test_cli_app_defaults_demo_and_errors(monkeypatch, capsys, tmp_path):
     assert all(ei.load(p, device="cpu").cfg.n_layers == 4 for p in demo[:1])
     with pytest.raises(EngramInterpError):
         app_cmd.run(argparse.Namespace(ckpts=[str(tmp_path)], demo=False, **base))
+
+
+def test_disk_cache_never_answers_for_other_data(app_env, tmp_path, monkeypatch):
+    """Issue 9, item 1: a result cached for one corpus is not returned for another (the key holds the
+    data's identity), so a session never sees a result computed on someone else's data."""
+    from app import results
+
+    app_env("engram", "moe")
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))
+    from app import state
+
+    entry = state.entries()[0]
+    got = {}
+    for name, text in (("a", "The Milky Way is a galaxy. " * 20), ("b", "Alexander the Great was a king. " * 20)):
+        corpus = tmp_path / f"{name}.txt"
+        corpus.write_text(text)
+        monkeypatch.setenv("ENGRAM_INTERP_CORPUS", str(corpus))
+        got[name] = results.lens_curves([entry], dict(results.LENS_DEFAULTS, max_tokens=64))[0]
+    assert got["a"]["source"] != got["b"]["source"] and got["a"]["kl"] != got["b"]["kl"]
+
+
+def test_cached_result_is_not_computed_under_another_sessions_ablation(app_env, tmp_path, monkeypatch):
+    """Issue 9, item 1 at the app level: while one session holds ``engram_suppressed`` on the shared
+    model, another session's gate statistics (stored in the disk cache) are those of the full model."""
+    import threading
+    import time
+
+    import torch
+
+    from app import results, state
+
+    app_env("engram")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("The Milky Way is a galaxy. By the way, the Princess of Wales came. " * 10)
+    monkeypatch.setenv("ENGRAM_INTERP_CORPUS", str(corpus))
+    entry = state.entries()[0]
+    params = dict(results.GATES_DEFAULTS, max_tokens=128, n_perm=3)
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "ref"))
+    reference = results.gate_corpus(entry, params)
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "shared"))
+    model = entry.model()
+    inside = threading.Event()
+
+    def other_session():
+        with model.engram_suppressed(replacement={l: torch.full((model.info.d_model,), 5.0) for l in model.engram_layers}):
+            inside.set()
+            time.sleep(1.0)
+
+    t = threading.Thread(target=other_session)
+    t.start()
+    inside.wait(10)
+    got = results.gate_corpus(entry, params)
+    t.join()
+    assert got["mean_gate"] == reference["mean_gate"] and got["selectivity"] == reference["selectivity"]

@@ -32,7 +32,7 @@ SHOTS_ENV = "ENGRAM_INTERP_SCREENSHOTS"
 # (url path, file name, text that must be on the finished page)
 PAGES = [
     ("LogitLens", "logit_lens.png", "LogitLens"),
-    ("CKA", "cka.png", "soft alignment"),
+    ("CKA", "cka.png", "can only lie between"),
     ("Gates", "gates.png", "Your text"),
     ("Ablation", "ablation.png", "full vs ablated"),
     ("Probe", "probe.png", "Predict the token after"),
@@ -44,17 +44,29 @@ return {
   running: q('[data-testid="stStatusWidgetRunningIcon"]') + q('[data-testid="stSpinner"]')
            + q('[data-testid="stProgress"]') + q('[data-testid="stSkeleton"]'),
   exceptions: q('[data-testid="stException"]'),
+  deploy: q('[data-testid="stAppDeployButton"]'),
   errors: Array.from(document.querySelectorAll('[data-testid="stAlertContentError"]')).map(e => e.innerText),
   h1: Array.from(document.querySelectorAll('h1')).map(e => e.innerText),
   text: document.body ? document.body.innerText : "",
 };
 """
 
+# Under CI (``CI=true``, where scripts/test.sh installs Debian chromium) a missing browser is a
+# failure, not a skip: the browser tests must run there.
+IN_CI = os.environ.get("CI", "").lower() == "true"
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found (apt-get install chromium chromium-driver)"),
-    pytest.mark.skipif(not Path(DRIVER).exists(), reason="chromedriver not found (apt-get install chromium-driver)"),
+    pytest.mark.skipif(not IN_CI and not CHROMIUM.exists(),
+                       reason=f"{CHROMIUM} not found (apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(not IN_CI and not Path(DRIVER).exists(),
+                       reason="chromedriver not found (apt-get install chromium-driver)"),
 ]
+
+
+def test_browser_present_under_ci():
+    """Under CI the browser and its driver are installed (so the tests below cannot silently skip)."""
+    assert CHROMIUM.exists(), f"{CHROMIUM} missing: scripts/test.sh installs chromium under CI"
+    assert Path(DRIVER).exists(), f"{DRIVER} missing: scripts/test.sh installs chromium-driver under CI"
 
 
 def _free_port() -> int:
@@ -90,7 +102,7 @@ class Browser:
             "binary": str(CHROMIUM),
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                      "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1000"]}}}}
+                     "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1800"]}}}}
         self.base = f"{driver_url}/session/{_http('POST', f'{driver_url}/session', caps)['value']['sessionId']}"
 
     def get(self, url: str) -> None:
@@ -98,6 +110,17 @@ class Browser:
 
     def script(self, js: str):
         return _http("POST", f"{self.base}/execute/sync", {"script": js, "args": []})["value"]
+
+    def find(self, css: str) -> str:
+        """The WebDriver id of the first element matching ``css``."""
+        found = _http("POST", f"{self.base}/element", {"using": "css selector", "value": css})["value"]
+        return next(iter(found.values()))
+
+    def type_into(self, css: str, text: str) -> None:
+        """Replace the text of the element matching ``css`` by ``text`` and commit it (Ctrl+Enter)."""
+        el = self.find(css)
+        _http("POST", f"{self.base}/element/{el}/clear", {})
+        _http("POST", f"{self.base}/element/{el}/value", {"text": text + "\uE009\uE007\uE000"})
 
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(_http("GET", f"{self.base}/screenshot")["value"]))
@@ -116,7 +139,7 @@ def server(tmp_path_factory):
     from engram_interp.testing import tiny_model
 
     d = tmp_path_factory.mktemp("browser")
-    paths = [ei.save(tiny_model(kind), d / f"{kind}.ckpt", provenance={"val_loss": 5.0}) for kind in ("engram", "moe")]
+    paths = [ei.save(tiny_model(kind), d / f"{kind}.ckpt", provenance={"val_loss": 5.0}) for kind in ("engram", "moe", "engram-null")]
     probes = d / "probes"
     probes.mkdir()
     (probes / "facts.jsonl").write_text('{"prompt": "The capital of France is", "answer": " Paris"}\n')
@@ -171,7 +194,7 @@ def _settle(browser: Browser, marker: str, timeout: float = 90) -> dict:
         state = browser.script(ERROR_JS)
         if state["exceptions"] or state["errors"]:
             return state
-        quiet = quiet + 1 if (not state["running"] and marker in state["text"]) else 0
+        quiet = quiet + 1 if (not state["running"] and state["h1"] and marker in state["text"]) else 0
         if quiet >= 3:
             return state
         time.sleep(0.5)
@@ -191,7 +214,44 @@ def test_page_renders_without_errors(server, browser, shots, path, shot, marker)
     assert not state["errors"], state["errors"]
     assert "Traceback" not in state["text"]
     assert state["h1"], "no page title rendered"
+    assert not state["deploy"] and "Deploy" not in state["text"], "Streamlit's Deploy button is shown"
     time.sleep(1.0)  # let plotly finish drawing before the picture
     shots.mkdir(parents=True, exist_ok=True)
     browser.screenshot(shots / shot)
     assert (shots / shot).stat().st_size > 10_000
+
+
+PROBE_TEXT = ("The Milky Way is a galaxy, and Alexander the Great was a king of Macedon who crossed the river "
+              "with his army in the spring")
+PROBE_JS = """
+const slider = Array.from(document.querySelectorAll('[data-testid="stSlider"]'))
+  .find(e => e.innerText.includes('Predict the token after'));
+const thumb = slider ? slider.querySelector('[data-testid="stSliderThumbValue"]') : null;
+const pos = Array.from(document.querySelectorAll('[data-testid="stMarkdownContainer"]'))
+  .map(e => e.innerText).find(t => t.startsWith('Predicting the token after position'));
+return {thumb: thumb ? thumb.innerText : null, pos: pos || null};
+"""
+
+
+def test_probe_follows_a_changed_text(server, browser):
+    """Issue 9.2: after a longer text is typed, the page predicts at the position the slider shows,
+    and a new text starts at its last token (not at the position the old text left in the widget)."""
+    import re
+
+    browser.get(f"{server}/Probe")
+    _settle(browser, "Predict the token after")
+    before = browser.script(PROBE_JS)
+    assert before["thumb"] and before["pos"], before
+    browser.type_into("textarea", PROBE_TEXT)
+    deadline, shown, state = time.time() + 60, before, {}
+    while time.time() < deadline and (shown["pos"] or "") .split(";")[0] == before["pos"].split(";")[0]:
+        time.sleep(0.5)
+        state = _settle(browser, "Predict the token after")
+        shown = browser.script(PROBE_JS)
+    assert not state.get("exceptions") and not state.get("errors"), state
+    assert shown["pos"] != before["pos"], "the page did not rerun on the new text"
+    slider_pos = int(shown["thumb"].split(":")[0])
+    page_pos, n_tokens = map(int, re.match(r"Predicting the token after position (\d+) .* of (\d+) tokens",
+                                           shown["pos"]).groups())
+    assert page_pos == slider_pos, shown
+    assert slider_pos == n_tokens - 1, shown  # a new text starts at its last token

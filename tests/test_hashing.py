@@ -1,4 +1,4 @@
-"""Hashing and compression against ENGRAM.md known answers and independent recomputation."""
+"""Hashing and compression against docs/ENGRAM.md known answers and independent recomputation."""
 
 import numpy as np
 import pytest
@@ -40,7 +40,7 @@ def test_is_prime_against_sieve():
 
 
 def _reference_hash(ids, mults, primes, k_heads, pad):
-    """Pure-Python integer recomputation of ENGRAM.md section 3."""
+    """Pure-Python integer recomputation of docs/ENGRAM.md section 3."""
     out = []
     for row in ids:
         out_row = []

@@ -50,18 +50,23 @@ def token_lens(path: str, sha: str, text: str) -> dict:
     return lens.logit_lens_tokens(state.model_for(path, sha), text, top_k=5).to_dict()
 
 
-cols = st.columns(len(pair.models))
-for col, entry, model in zip(cols, pair.entries, pair.models):
+shown = {}
+for entry, model in zip(pair.entries, pair.models):
+    if state.tokens_or_error(model, text, entry.label) is None:
+        continue
+    try:
+        shown[entry.label] = (entry, token_lens(str(entry.path), entry.sha, text))
+    except EngramInterpError as exc:
+        st.error(f"{entry.label}: {exc}")
+zmax = report.shared_kl_max([lens.TokenLens(**tl) for _, tl in shown.values()]) if shown else None
+if len(shown) > 1:
+    st.caption(f"One colour scale for both models: 0 to {zmax:.2f} nats.")
+cols = st.columns(len(shown) or 1)
+for col, (label, (entry, tl)) in zip(cols, shown.items()):
     with col:
         st.markdown(f"#### {entry.label} · {entry.kind}")
-        if state.tokens_or_error(model, text, entry.label) is None:
-            continue
-        try:
-            tl = token_lens(str(entry.path), entry.sha, text)
-        except EngramInterpError as exc:
-            st.error(str(exc))
-            continue
-        st.plotly_chart(report.token_lens_figure(lens.TokenLens(**tl)), width="stretch", key=f"lens-{entry.label}")
+        st.plotly_chart(report.token_lens_figure(lens.TokenLens(**tl), zmax=zmax, text=text), width="stretch",
+                        key=f"lens-{entry.label}")
         final = [cell[0][0] if cell else "" for cell in tl["top_tokens"][-1]]
         st.caption("Hover a cell for the lens's top-5 tokens. Final prediction per position: "
                    + " ".join(f"{t!r}" for t in final[-12:]))

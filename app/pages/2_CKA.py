@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 from app import results, state  # noqa: E402
 from engram_interp import report  # noqa: E402
-from engram_interp.analysis.cka import cka_argmax, soft_alignment  # noqa: E402
+from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts  # noqa: E402
+from engram_interp.analysis.cka import cka_argmax, default_k, soft_alignment, soft_alignment_range  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="CKA · engram-interp", layout="wide")
@@ -32,7 +33,10 @@ tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=Tr
                   format_func={"entities": "named-entity final tokens", "all": "all tokens (BOS dropped)"}.get)
 n_examples = c2.select_slider("Examples (token positions)", results.token_options([256, 512, 1024, 2048, 8192]),
                               value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
-k = c3.slider("k (soft alignment)", 1, 10, 5, key="cka-k")
+n_points_b = results.shape(chosen[-1])[0] + 1
+k = c3.slider("k (soft alignment)", 1, min(10, n_points_b), default_k(n_points_b), key="cka-k",
+              help=f"Default: about 1/6 of {chosen[-1].label}'s {n_points_b} layer points. Intervals and the "
+                   "comparison with the Engram-null control are computed for the default k.")
 if chosen[0].path == chosen[-1].path:
     st.info("Model A and B are the same checkpoint: the matrix is A's self-similarity.")
 
@@ -41,11 +45,13 @@ if pair is None:
     st.stop()
 params = dict(results.CKA_DEFAULTS, tokens=tokens, n_examples=int(n_examples))
 try:
-    res = results.cka(pair, params)
+    res = results.cka_with_references(chosen[0], chosen[-1], good, params)
 except EngramInterpError as exc:
     st.error(str(exc))
     if tokens == "entities":
         st.info("Switch 'Tokens' to 'all tokens', or add the named-entity probe set `probes/entities_ner.jsonl`.")
+    st.stop()
+if res is None:
     st.stop()
 
 a, b = pair.entries
@@ -62,14 +68,34 @@ st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_ba
            f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
 engram_layers = list(res.get("engram_layers_a") or [])
 st.plotly_chart(report.cka_figure(results.cka_result(res)), width="stretch")
+lo_k, hi_k = soft_alignment_range(k, matrix.shape[1])
+st.caption(f"With k = {k} of {matrix.shape[1]} layer points the index can only lie between {lo_k:.1f} and {hi_k:.1f} "
+           "while the top-k CKA values are about equal (a weighted mean of k distinct layer indices), so "
+           "a_j > j at shallow layers holds by construction. A shift counts only against the same index of "
+           "the Engram-null control (and of a second baseline seed, when one is loaded); see docs/ANALYSES.md section 2.")
+refs = res.get("references") or {}
+if k == res["k"] and engram_layers:
+    for v in alignment_verdicts(res):
+        st.markdown("- " + alignment_sentence(v, a.label, b.label, res["k"]))
+    if "control" not in refs:
+        st.info("No Engram-null control is loaded, so no shift can be established: open the app with the "
+                "Engram-null checkpoint too (`engram-interp app engram.ckpt moe.ckpt engram-null.ckpt`).")
 rows = []
 for j in range(matrix.shape[0]):
     d = min(j, matrix.shape[1] - 1)
     ci = "" if align_ci is None or align_ci[0][j] is None else f" [{align_ci[0][j]:.2f}, {align_ci[1][j]:.2f}]"
+    ref_cols = {}
+    if k == res["k"]:
+        for kind, r in sorted(refs.items()):
+            rci = r["soft_alignment_ci"]
+            val = r["soft_alignment"][j] if j < len(r["soft_alignment"]) else None
+            ref_cols[f"{kind}: {r['name']}"] = ("n/a" if val is None else f"{val:.2f}"
+                                                + ("" if rci[0][j] is None else f" [{rci[0][j]:.2f}, {rci[1][j]:.2f}]"))
     rows.append({
         f"{a.label} layer": j,
         "Engram": "yes" if j in engram_layers else "",
         f"soft alignment a_j (k={k})": f"{float(align[j]):.2f}{ci}",
+        **ref_cols,
         "a_j - j": round(float(align[j]) - j, 2),
         "argmax": int(argmax[j]),
         "CKA at diagonal [95% CI]": results.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),

@@ -14,6 +14,7 @@ import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
 from app import results, state  # noqa: E402
+from engram_interp.analysis.item_view import item_candidates  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Ablation · engram-interp", layout="wide")
@@ -23,7 +24,7 @@ good = state.page_header(
     "Retained = ablated score / full score. The paper: factual recall collapses (TriviaQA keeps 29%), reading "
     "comprehension survives (C3 93%).",
 )
-engram_entries = state.engram_entries(good, "there is nothing to ablate.")
+engram_entries = state.engram_entries(good, "there is nothing to ablate, so it retains 100% by construction.")
 suites, problem = results.probe_suites()
 if not suites:
     st.info(f"No task suites found in `{state.probes_dir()}` ({problem}; suites are JSONL files with `prompt` and "
@@ -48,18 +49,29 @@ if model is None:
 st.markdown(f"**Prompt:** {item['prompt']!r}")
 st.markdown(f"**Expected:** {item['answer']!r}")
 try:
-    tokens = model.to_tokens(item["prompt"])
+    scored = item_candidates(model, item)
 except EngramInterpError as exc:
     st.error(str(exc))
     st.stop()
+rule = ("multiple choice: correct when the answer's summed log-probability is strictly the highest"
+        if item.get("candidates") else "exact match: correct when every answer token is the greedy (argmax) choice")
+st.caption(f"What the ablation scored ({rule}). Probabilities of the whole continuation after the prompt.")
+st.dataframe(pd.DataFrame([{
+    "candidate": repr(c.text) + ("  (answer)" if c.is_answer else ""),
+    "tokens": " ".join(repr(t) for t in c.tokens),
+    "p full": round(c.prob_full, 4), "p Engram suppressed": round(c.prob_ablated, 4),
+    "log p full (nats)": round(c.logprob_full, 3), "log p suppressed (nats)": round(c.logprob_ablated, 3),
+    **({} if item.get("candidates") else {"greedy full": c.greedy_full, "greedy suppressed": c.greedy_ablated}),
+} for c in scored]), hide_index=True, width="stretch")
 with torch.no_grad():
+    tokens = model.to_tokens(item["prompt"])
     full = torch.softmax(model(tokens)[0, -1].float(), -1)
     with model.engram_suppressed():
         ablated = torch.softmax(model(tokens)[0, -1].float(), -1)
+st.markdown("**Most likely next tokens**")
 cols = st.columns(2)
 for col, name, probs in zip(cols, ["full model", "Engram suppressed (Y = 0)"], [full, ablated]):
     top = probs.topk(min(8, probs.shape[0]))
-    col.markdown(f"**{name}**")
-    col.dataframe(pd.DataFrame({"next token": [repr(model.decode([i]))
-                                               for i in top.indices.tolist()],
+    col.markdown(f"*{name}*")
+    col.dataframe(pd.DataFrame({"next token": [repr(model.decode_token(i)) for i in top.indices.tolist()],
                                 "p": [round(p, 4) for p in top.values.tolist()]}), hide_index=True, width="stretch")

@@ -43,15 +43,20 @@ for entry, model in zip(pair.entries, pair.models):
         st.stop()
 
 tokens = streams[0][0]
+# The slider's state belongs to one text: a new text starts at its last token. (A widget keeps its
+# stored value across reruns, so without this the tables stayed at the old text's position.)
+if st.session_state.get("probe-pos-text") != tokens or st.session_state.get("probe-pos", -1) >= len(tokens):
+    st.session_state["probe-pos-text"] = tokens
+    st.session_state["probe-pos"] = len(tokens) - 1
 pos = st.select_slider(
-    "Predict the token after position", options=list(range(len(tokens))), value=len(tokens) - 1,
+    "Predict the token after position", options=list(range(len(tokens))),
     format_func=lambda i: f"{i}: {tokens[i]!r}", key="probe-pos",
 )
-st.markdown(f"Context ends with **{''.join(tokens[max(0, pos - 8): pos + 1])!r}**")
+st.markdown(f"Predicting the token after position {pos} ({tokens[pos]!r}) of {len(tokens)} tokens; "
+            f"context ends with **{''.join(tokens[max(0, pos - 8): pos + 1])!r}**")
 
-cols = st.columns(len(pair.models))
-for col, entry, model, (toks, resid) in zip(cols, pair.entries, pair.models, streams):
-    with col:
+for entry, model, (toks, resid) in zip(pair.entries, pair.models, streams):  # one full-width table per model
+    with st.container():
         st.markdown(f"#### {entry.label} · {entry.kind}")
         with torch.no_grad():
             probs = torch.softmax(model.lens_logits(resid[:, pos : pos + 1].to(model.device)).float(), dim=-1)[:, 0]
@@ -60,7 +65,7 @@ for col, entry, model, (toks, resid) in zip(cols, pair.entries, pair.models, str
         for layer, (vals, ids) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
             row = {"layer": state.layer_names(model.info.n_layers)[layer]}
             for rank, (p, i) in enumerate(zip(vals, ids)):
-                row[f"#{rank + 1}"] = f"{model.decode([i])!r} {p:.3f}"
+                row[f"#{rank + 1}"] = f"{model.decode_token(i)!r} {p:.3f}"
             rows.append(row)
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 

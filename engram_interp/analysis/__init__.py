@@ -1,4 +1,4 @@
-"""The four analyses of ANALYSES.md as streaming accumulators plus high-level functions.
+"""The four analyses of docs/ANALYSES.md as streaming accumulators plus high-level functions.
 
 High-level (model(s) + texts/suites -> a result dataclass with ``.to_dict()`` / ``.to_json()``);
 the CLI, ``engram_interp.report`` and the Streamlit app all call these:

@@ -1,4 +1,4 @@
-"""Engram-ablation sensitivity (ANALYSES.md s.4): task suites scored with the full model and with
+"""Engram-ablation sensitivity (docs/ANALYSES.md section 4): task suites scored with the full model and with
 the Engram output suppressed (Y = 0, or Y = its mean over a reference corpus) at all Engram layers
 and at each alone. Retained % = 100 * ablated score / full score, with a paired Poisson-bootstrap
 95% CI over examples (replicate weights keyed by example index: sharded runs give the same CIs).

@@ -31,6 +31,8 @@ __all__ = [
     "u_centred_grams",
     "minibatch_cka",
     "soft_alignment",
+    "default_k",
+    "soft_alignment_range",
     "cka_argmax",
     "percentile_ci",
     "CKAResult",
@@ -272,15 +274,31 @@ def minibatch_cka(
     return acc.result()
 
 
+def default_k(n_points: int) -> int:
+    """Default top-k of the soft alignment index for a baseline with ``n_points`` layer points:
+    about one sixth of them, at least 1 (the paper uses k = 5 on a far deeper model). With a fixed k = 5 a
+    9-point model can only show indices between 2 and 6 (see :func:`soft_alignment_range`)."""
+    return max(1, min(n_points, round(n_points / 6)))
+
+
+def soft_alignment_range(k: int, n_points: int) -> tuple[float, float]:
+    """The range the soft alignment index can take when its top-k CKA values are about equal (as
+    they are when CKA is high and flat): the mean of k distinct layer indices of ``0..n_points-1``,
+    i.e. ``((k - 1) / 2, n_points - 1 - (k - 1) / 2)``, in B's layer units. Only a row whose top-k
+    values differ a lot can leave it (hard bounds ``0`` and ``n_points - 1``)."""
+    k = max(1, min(int(k), n_points))
+    return (k - 1) / 2, n_points - 1 - (k - 1) / 2
+
+
 def soft_alignment(cka: torch.Tensor, k: int | None = None) -> torch.Tensor:
     """Soft alignment index per row (paper eq. 9): ``a_j = sum_{i in top-k} S_ji * i / sum S_ji``.
 
     ``cka``: ``[L_a, L_b]`` (rows: the Engram model's layers; columns: the baseline's). ``k``
-    defaults to ``min(5, L_b)``. Returns ``[L_a]`` float64, in units of B's layer index; NaN where
-    the top-k values sum to <= 0.
+    defaults to :func:`default_k` of ``L_b``. Returns ``[L_a]`` float64, in units of B's layer
+    index; NaN where the top-k values sum to <= 0.
     """
     cka = cka.to(torch.float64)
-    k = min(5, cka.shape[-1]) if k is None else max(1, min(int(k), cka.shape[-1]))
+    k = default_k(cka.shape[-1]) if k is None else max(1, min(int(k), cka.shape[-1]))
     vals, idx = torch.topk(torch.nan_to_num(cka, nan=-torch.inf), k, dim=-1)
     vals = torch.nan_to_num(vals, neginf=0.0)
     total = vals.sum(dim=-1)
@@ -305,6 +323,10 @@ class CKAResult:
     ``soft_alignment_ci``: its bootstrap interval; ``argmax``: B's most similar layer per row.
     ``n_examples``: tokens used; ``n_batches``: minibatches; ``tokens``: the token selection.
     ``noise_band``: optional diagonal of baseline-vs-baseline(other seed) CKA (set by the caller).
+    ``soft_alignment_range``: ``[low, high]`` the index can take with equal top-k weights
+    (:func:`soft_alignment_range`). ``references``: the same index of reference models against the
+    same B (``{"control": ..., "noise": ...}``, each ``{"name", "soft_alignment",
+    "soft_alignment_ci"}``; set by the caller, read by ``engram_interp.analysis.alignment``).
     """
 
     name_a: str
@@ -324,6 +346,8 @@ class CKAResult:
     tokens: str
     engram_layers_a: list[int] = field(default_factory=list)
     noise_band: list[float] | None = None
+    soft_alignment_range: list[float] | None = None
+    references: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return _nan_to_none(asdict(self))
@@ -441,11 +465,17 @@ def cka_analysis(
     la, lb = model_a.info.n_layers + 1, mb.info.n_layers + 1
     acc = CKAAccumulator(la, None if self_mode else lb, device=model_a.device, n_boot=n_boot, seed=seed)
     buf = _ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed)
-    it = batches
-    if progress:
-        from tqdm import tqdm
+    total = None
+    if progress and selection == "all":
+        from engram_interp.analysis.progress import count_tokens
 
-        it = tqdm(batches, desc=f"cka {na} vs {nb}", unit="batch", leave=False)
+        total = count_tokens(model_a, check_texts(texts), max_tokens)
+    elif progress and selection == "entities":
+        n_ent = sum(len(it["entity_end_positions"]) for it in read_entity_probes(probes))
+        total = n_ent if max_tokens is None else min(n_ent, max_tokens)
+    from engram_interp.analysis.progress import token_progress
+
+    it = token_progress(batches, total, f"cka {na} vs {nb}", lambda b: int(selected_mask(b).sum()), progress)
     varies_a = torch.zeros(la, dtype=torch.bool)
     varies_b = torch.zeros(lb, dtype=torch.bool)
     with torch.no_grad():
@@ -466,7 +496,7 @@ def cka_analysis(
     _warn_constant(na, varies_a, nb if not self_mode else None, varies_b)
     m = _defined(acc.result(), varies_a, varies_b)
     lo, hi = (_defined(x, varies_a, varies_b) for x in acc.ci())
-    kk = min(5, lb) if k is None else max(1, min(k, lb))
+    kk = default_k(lb) if k is None else max(1, min(k, lb))
     sa = soft_alignment(m, kk)
     sa_boot = soft_alignment(_defined(acc.bootstrap(), varies_a, varies_b), kk)
     sa_lo, sa_hi = percentile_ci(sa_boot)
@@ -476,6 +506,7 @@ def cka_analysis(
         soft_alignment_ci=[sa_lo.tolist(), sa_hi.tolist()], argmax=cka_argmax(m).tolist(), k=kk,
         n_examples=acc.n_examples, n_batches=acc.n_batches, batch_size=batch_size, tokens=selection,
         engram_layers_a=list(getattr(model_a, "engram_layers", [])),
+        soft_alignment_range=list(soft_alignment_range(kk, lb)),
     )
 
 

@@ -1,4 +1,4 @@
-"""Gate-activation maps (ANALYSES.md s.3): alpha_t per token, Engram layer and branch.
+"""Gate-activation maps (docs/ANALYSES.md section 3): alpha_t per token, Engram layer and branch.
 
 ``gate_map(model, text)``: every token's gates (``blocks.{l}.engram.hook_gate``, ``[batch, pos, branch]``).
 ``GateNgramAccumulator``: over a corpus, per suffix n-gram (the 2- and 3-gram of raw token ids
@@ -8,7 +8,17 @@ with tokens); ``max_ngrams`` caps it by pruning the rarest entries (then ``prune
 counts of pruned n-grams restart from 0 if they come back).
 Branch selectivity: eta^2 of the gate explained by 3-gram identity among 3-grams seen at least
 ``min_count`` times (between-n-gram variance / total variance); higher = the branch's gate
-depends more on which pattern just completed.
+depends more on which pattern just completed. With many distinct n-grams in few tokens eta^2 is
+large by construction (a group of 3 explains much of its own variance), so it is reported with
+(docs/ANALYSES.md section 3):
+
+* a permutation baseline: the same statistic after the n-gram labels of the tokens are shuffled
+  within each batch (``n_perm`` shuffles, streamed: the group sizes stay exactly the same), its
+  mean and maximum, and ``p = (1 + #{shuffles >= observed}) / (1 + n_perm)``;
+* omega^2, the bias-adjusted share ``(SS_b - (G - 1) MS_w) / (SS_t + MS_w)`` (about 0 under the
+  null, where eta^2 is about ``(G - 1) / (N - 1)``).
+
+A channel "tracks n-grams" only when its eta^2 exceeds every shuffle (``p <= 1 / (1 + n_perm)``).
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import torch
 
 from engram_interp.analysis._dist import all_gather_objects
 from engram_interp.analysis.common import check_texts, model_name, require_engram, token_batches
+from engram_interp.analysis.progress import count_tokens, token_progress
 
 __all__ = ["GateMap", "gate_map", "GateNgramAccumulator", "NgramStat", "GateCorpusResult", "gate_corpus"]
 
@@ -70,11 +81,15 @@ class GateNgramAccumulator:
     """Per suffix n-gram statistics of the gates. ``update(tokens, mask, gates)`` with ``tokens``
     ``[b, p]``, ``mask`` ``[b, p]`` (real, non-BOS), ``gates`` ``[b, p, C]`` with C = layers x branches."""
 
-    def __init__(self, n_channels: int, vocab_size: int, orders: Sequence[int] = (2, 3), max_ngrams: int = 2_000_000):
+    def __init__(self, n_channels: int, vocab_size: int, orders: Sequence[int] = (2, 3), max_ngrams: int = 2_000_000,
+                 n_perm: int = 19, seed: int = 0):
         self.C = n_channels
         self.V = int(vocab_size)
         self.orders = tuple(orders)
         self.max_ngrams = max_ngrams
+        self.n_perm = n_perm  # label shuffles of the permutation baseline (order max(orders) only)
+        self.perm_order = max(self.orders)
+        self.gen = torch.Generator().manual_seed(seed)
         self.pruned = False
         self.index: dict[tuple[int, int], int] = {}  # (order, key) -> row
         self.keys: list[tuple[int, int]] = []
@@ -83,6 +98,8 @@ class GateNgramAccumulator:
         self.sum = torch.zeros(cap, self.C, dtype=torch.float64)
         self.sumsq = torch.zeros(cap, self.C, dtype=torch.float64)
         self.max = torch.full((cap, self.C), -1.0, dtype=torch.float64)
+        self.perm_sum = torch.zeros(n_perm, cap, self.C, dtype=torch.float64)  # gate sums under shuffled labels
+        self.perm_sumsq = torch.zeros(n_perm, cap, self.C, dtype=torch.float64)
         self.tokens_seen = 0
 
     def _grow(self, need: int) -> None:
@@ -94,6 +111,8 @@ class GateNgramAccumulator:
         self.sum = torch.cat([self.sum, torch.zeros(new - cap, self.C, dtype=torch.float64)])
         self.sumsq = torch.cat([self.sumsq, torch.zeros(new - cap, self.C, dtype=torch.float64)])
         self.max = torch.cat([self.max, torch.full((new - cap, self.C), -1.0, dtype=torch.float64)])
+        self.perm_sum = torch.cat([self.perm_sum, torch.zeros(self.n_perm, new - cap, self.C, dtype=torch.float64)], dim=1)
+        self.perm_sumsq = torch.cat([self.perm_sumsq, torch.zeros(self.n_perm, new - cap, self.C, dtype=torch.float64)], dim=1)
 
     def update(self, tokens: torch.Tensor, mask: torch.Tensor, gates: torch.Tensor) -> None:
         tokens, mask = tokens.cpu(), mask.cpu()
@@ -128,6 +147,11 @@ class GateNgramAccumulator:
             self.sum.index_add_(0, rows_t, vals)
             self.sumsq.index_add_(0, rows_t, vals * vals)
             self.max.scatter_reduce_(0, rows_t[:, None].expand(-1, self.C), vals, "amax")
+            if n == self.perm_order:
+                for p in range(self.n_perm):  # shuffled labels, same group sizes
+                    shuffled = rows_t[torch.randperm(len(rows_t), generator=self.gen)]
+                    self.perm_sum[p].index_add_(0, shuffled, vals)
+                    self.perm_sumsq[p].index_add_(0, shuffled, vals * vals)
         if len(self.keys) > self.max_ngrams:
             self._prune()
 
@@ -138,6 +162,7 @@ class GateNgramAccumulator:
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.count, self.sum = self.count[keep].clone(), self.sum[keep].clone()
         self.sumsq, self.max = self.sumsq[keep].clone(), self.max[keep].clone()
+        self.perm_sum, self.perm_sumsq = self.perm_sum[:, keep].clone(), self.perm_sumsq[:, keep].clone()
         self.pruned = True
 
     def merge_state(self, state: dict) -> None:
@@ -159,20 +184,24 @@ class GateNgramAccumulator:
             self.sum.index_add_(0, rt, state["sum"])
             self.sumsq.index_add_(0, rt, state["sumsq"])
             self.max.scatter_reduce_(0, rt[:, None].expand(-1, self.C), state["max"], "amax")
+            self.perm_sum.index_add_(1, rt, state["perm_sum"])
+            self.perm_sumsq.index_add_(1, rt, state["perm_sumsq"])
         self.tokens_seen += state["tokens_seen"]
         self.pruned |= state["pruned"]
 
     def state_dict(self) -> dict:
         n = len(self.keys)
         return {"keys": list(self.keys), "count": self.count[:n].clone(), "sum": self.sum[:n].clone(),
-                "sumsq": self.sumsq[:n].clone(), "max": self.max[:n].clone(), "tokens_seen": self.tokens_seen,
+                "sumsq": self.sumsq[:n].clone(), "max": self.max[:n].clone(), "perm_sum": self.perm_sum[:, :n].clone(),
+                "perm_sumsq": self.perm_sumsq[:, :n].clone(),
+                "tokens_seen": self.tokens_seen,
                 "pruned": self.pruned}
 
     def all_reduce(self, group=None) -> "GateNgramAccumulator":
         """Merge the n-gram tables of all ``torch.distributed`` processes into every process."""
         states = all_gather_objects(self.state_dict(), group)
         if len(states) > 1:
-            fresh = GateNgramAccumulator(self.C, self.V, self.orders, self.max_ngrams)
+            fresh = GateNgramAccumulator(self.C, self.V, self.orders, self.max_ngrams, self.n_perm)
             for s in states:
                 fresh.merge_state(s)
             self.__dict__.update(fresh.__dict__)
@@ -186,22 +215,48 @@ class GateNgramAccumulator:
             key //= self.V
         return ids[::-1]
 
-    def selectivity(self, min_count: int = 3, order: int = 3) -> torch.Tensor:
-        """eta^2 per channel ``[C]``: share of gate variance explained by n-gram identity among the
-        n-grams of ``order`` seen at least ``min_count`` times (NaN if none)."""
+    def _groups(self, min_count: int, order: int) -> torch.Tensor:
         n = len(self.keys)
         rows = torch.tensor([i for i, (o, _) in enumerate(self.keys) if o == order], dtype=torch.long)
+        return rows[self.count[:n][rows] >= min_count] if rows.numel() else rows
+
+    def selectivity_stats(self, min_count: int = 3, order: int = 3) -> dict[str, torch.Tensor]:
+        """Per channel ``[C]`` float64, over the n-grams of ``order`` seen at least ``min_count`` times
+        (NaN where there are none): ``eta2`` (between-n-gram / total sum of squares), ``omega2``
+        (bias-adjusted), ``perm_mean``/``perm_max`` (eta^2 with shuffled labels; NaN unless ``order``
+        is the permutation order), ``p`` (permutation p-value), ``groups``/``tokens`` (G and N)."""
+        rows = self._groups(min_count, order)
+        nan = torch.full((self.C,), float("nan"), dtype=torch.float64)
         if rows.numel() == 0:
-            return torch.full((self.C,), float("nan"), dtype=torch.float64)
-        rows = rows[self.count[:n][rows] >= min_count]
-        if rows.numel() == 0:
-            return torch.full((self.C,), float("nan"), dtype=torch.float64)
+            return {"eta2": nan, "omega2": nan, "perm_mean": nan, "perm_max": nan, "p": nan,
+                    "groups": torch.zeros(()), "tokens": torch.zeros(())}
         c, s, sq = self.count[rows, None], self.sum[rows], self.sumsq[rows]
-        total_n = c.sum()
+        total_n, g = c.sum(), float(rows.numel())
         grand = s.sum(0) / total_n
-        ss_between = (c * (s / c - grand) ** 2).sum(0)
         ss_total = sq.sum(0) - total_n * grand**2
-        return torch.where(ss_total > 0, ss_between / ss_total.clamp_min(1e-300), torch.full_like(grand, float("nan")))
+        ok = ss_total > 0
+        ss_between = (s * s / c).sum(0) - total_n * grand**2
+        eta2 = torch.where(ok, ss_between / ss_total.clamp_min(1e-300), nan)
+        ms_within = (ss_total - ss_between).clamp_min(0) / max(float(total_n) - g, 1.0)
+        omega2 = torch.where(ok, (ss_between - (g - 1) * ms_within) / (ss_total + ms_within).clamp_min(1e-300), nan)
+        perm_mean = perm_max = p = nan
+        if order == self.perm_order and self.n_perm:
+            # the same statistic on the shuffled data: group g holds the c_g values its shuffled labels drew
+            ps, psq = self.perm_sum[:, rows], self.perm_sumsq[:, rows]  # [P, G, C]
+            p_grand = ps.sum(1) / total_n  # [P, C]
+            p_total = psq.sum(1) - total_n * p_grand**2
+            p_between = (ps * ps / c).sum(1) - total_n * p_grand**2
+            perm = torch.where(p_total > 0, p_between / p_total.clamp_min(1e-300), torch.nan)  # [P, C]
+            perm_mean, perm_max = perm.mean(0), perm.max(0).values
+            p = torch.where(ok, (1 + (perm >= eta2 - 1e-12).sum(0)).to(torch.float64) / (1 + self.n_perm), nan)
+        return {"eta2": eta2, "omega2": omega2, "perm_mean": perm_mean, "perm_max": perm_max, "p": p,
+                "groups": torch.tensor(g), "tokens": total_n}
+
+    def selectivity(self, min_count: int = 3, order: int = 3) -> torch.Tensor:
+        """eta^2 per channel ``[C]``: share of gate variance explained by n-gram identity among the
+        n-grams of ``order`` seen at least ``min_count`` times (NaN if none). Read it next to
+        :meth:`selectivity_stats` (permutation baseline, omega^2): it is inflated by small groups."""
+        return self.selectivity_stats(min_count, order)["eta2"]
 
 
 @dataclass
@@ -219,9 +274,13 @@ class NgramStat:
 @dataclass
 class GateCorpusResult:
     """Gate statistics over a corpus. ``channels``: ``(layer, branch)`` pairs; ``mean_gate[c]``: mean
-    alpha over tokens; ``selectivity[c]``: eta^2 (see module doc); ``branch_ranking``: channels
-    sorted by selectivity, best first; ``top``/``bottom[c]``: n-grams with the highest/lowest mean
-    gate among those seen at least ``min_count`` times."""
+    alpha over tokens; ``selectivity[c]``: eta^2 (see module doc); ``selectivity_omega2[c]``: its
+    bias-adjusted value; ``selectivity_perm_mean``/``selectivity_perm_max[c]``: eta^2 with shuffled
+    n-gram labels (``n_perm`` shuffles); ``selectivity_p[c]``: permutation p-value;
+    ``selectivity_groups``/``selectivity_tokens``: the G n-grams and N tokens it is computed over;
+    ``branch_ranking``: channels sorted by omega^2, best first; ``tracks_ngrams[c]``: eta^2 beats every
+    shuffle; ``top``/``bottom[c]``: n-grams with the highest/lowest mean gate among those seen at
+    least ``min_count`` times. Gate values are in (0, 1); eta^2 and omega^2 are shares of variance."""
 
     name: str
     channels: list[tuple[int, int]]
@@ -234,6 +293,14 @@ class GateCorpusResult:
     top: dict[str, list[NgramStat]] = field(default_factory=dict)
     bottom: dict[str, list[NgramStat]] = field(default_factory=dict)
     pruned: bool = False
+    selectivity_omega2: list[float | None] = field(default_factory=list)
+    selectivity_perm_mean: list[float | None] = field(default_factory=list)
+    selectivity_perm_max: list[float | None] = field(default_factory=list)
+    selectivity_p: list[float | None] = field(default_factory=list)
+    selectivity_groups: int = 0
+    selectivity_tokens: int = 0
+    n_perm: int = 0
+    tracks_ngrams: list[bool] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         from engram_interp.analysis.cka import _nan_to_none
@@ -256,29 +323,32 @@ def gate_corpus(
     orders: Sequence[int] = (2, 3),
     progress: bool = False,
     name: str | None = None,
+    n_perm: int = 19,
+    seed: int = 0,
 ) -> GateCorpusResult:
     """Aggregate gates per suffix n-gram over ``texts``: mean gate per channel, branch selectivity
-    ranking, top/bottom n-grams (by mean gate, count >= ``min_count``) per (layer, branch)."""
+    (eta^2, omega^2, permutation baseline of ``n_perm`` seeded label shuffles) and its ranking,
+    top/bottom n-grams (by mean gate, count >= ``min_count``) per (layer, branch)."""
     require_engram(model, "gate statistics")
     texts = check_texts(texts)
     names = _gate_names(model)
     M = model.info.n_branches
     channels = [(l, b) for l in model.engram_layers for b in range(M)]
-    acc = GateNgramAccumulator(len(channels), model.info.vocab_size, orders)
+    acc = GateNgramAccumulator(len(channels), model.info.vocab_size, orders, n_perm=n_perm, seed=seed)
     gate_sum = torch.zeros(len(channels), dtype=torch.float64)
-    it = token_batches(model, texts, batch_size, max_tokens)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc=f"gates {name or model_name(model)}", unit="batch", leave=False)
+    it = token_progress(token_batches(model, texts, batch_size, max_tokens),
+                        count_tokens(model, texts, max_tokens) if progress else None,
+                        f"gates {name or model_name(model)}", lambda b: int(b.mask.sum()), progress)
     for batch in it:
         _, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in names, return_type=None)
         g = torch.cat([cache[n] for n in names], dim=-1)  # [b, p, layers*M], layer-major
         acc.update(batch.tokens, batch.mask, g)
         gate_sum += g[batch.mask].double().sum(0).cpu()
     acc.all_reduce()
-    sel = acc.selectivity(min_count, order=max(orders))
-    ranking = [channels[i] for i in torch.argsort(torch.nan_to_num(sel, nan=-1.0), descending=True).tolist()]
+    stats = acc.selectivity_stats(min_count, order=max(orders))
+    sel = stats["eta2"]
+    ranking = [channels[i] for i in torch.argsort(torch.nan_to_num(stats["omega2"], nan=-2.0), descending=True).tolist()]
+    tracks = [bool(p <= 1.0 / (1 + n_perm) + 1e-12) for p in torch.nan_to_num(stats["p"], nan=2.0).tolist()] if n_perm else [False] * len(channels)
     n = len(acc.keys)
     eligible = [i for i in range(n) if acc.count[i] >= min_count]
     top, bottom = {}, {}
@@ -299,5 +369,8 @@ def gate_corpus(
     return GateCorpusResult(
         name=name or model_name(model), channels=channels, n_tokens=acc.tokens_seen, n_ngrams=n, min_count=min_count,
         mean_gate=(gate_sum / n_tok).tolist(), selectivity=sel.tolist(), branch_ranking=ranking, top=top,
-        bottom=bottom, pruned=acc.pruned,
+        bottom=bottom, pruned=acc.pruned, selectivity_omega2=stats["omega2"].tolist(),
+        selectivity_perm_mean=stats["perm_mean"].tolist(), selectivity_perm_max=stats["perm_max"].tolist(),
+        selectivity_p=stats["p"].tolist(), selectivity_groups=int(stats["groups"]), selectivity_tokens=int(stats["tokens"]),
+        n_perm=n_perm, tracks_ngrams=tracks,
     )

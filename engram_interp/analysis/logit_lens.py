@@ -1,4 +1,4 @@
-"""LogitLens KL per layer (ANALYSES.md s.1): KL(p_final || q_l), one layer at a time, in token chunks.
+"""LogitLens KL per layer (docs/ANALYSES.md section 1): KL(p_final || q_l), one layer at a time, in token chunks.
 
 ``q_l = softmax(unembed(ln_final(readout(h_l))))`` with the final norm's statistics recomputed on
 ``h_l`` (``model.lens_logits``); ``p = softmax(final logits)``. log_softmax in float32; nats.
@@ -20,6 +20,7 @@ from engram_interp.analysis._dist import all_reduce_sum_
 from engram_interp.analysis.common import (
     check_texts, layer_activations, layer_hook_names, model_name, token_batches,
 )
+from engram_interp.analysis.progress import count_tokens, token_progress
 
 __all__ = ["LogitLensAccumulator", "lens_kl_batch", "LensCurve", "LogitLensResult", "logit_lens",
            "TokenLens", "logit_lens_tokens"]
@@ -149,7 +150,8 @@ def logit_lens(
     for name, model in named:
         acc = LogitLensAccumulator(model.info.n_layers + 1, device=model.device)
         batches = token_batches(model, texts, batch_size=batch_size, max_tokens=max_tokens)
-        for batch in _progress(batches, progress, f"logit-lens {name}"):
+        total = count_tokens(model, texts, max_tokens) if progress else None
+        for batch in token_progress(batches, total, f"logit-lens {name}", lambda b: int(b.mask.sum()), progress):
             if not batch.mask.any():
                 continue
             kl, ent = lens_kl_batch(model, batch.tokens, batch.mask, chunk)
@@ -217,11 +219,3 @@ def _named(models, names=None) -> list[tuple[str, object]]:
             seen[n] = 0
         out.append((n, m))
     return out
-
-
-def _progress(it, enabled: bool, desc: str):
-    if not enabled:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, desc=desc, unit="batch", leave=False)

@@ -245,3 +245,25 @@ def emit(args, result_dict: dict, table: str) -> int:
 
 def fmt(x, spec: str = ".4f") -> str:
     return "-" if x is None else format(x, spec)
+
+
+def corpus_name(args) -> str:
+    """What the analysed text was: ``--text``, the ``--corpus`` file, the entity probe set (for
+    ``--tokens entities``) or the default corpus path."""
+    if getattr(args, "tokens", None) == "entities":
+        from engram_interp.analysis.common import ENTITY_PROBES
+
+        return str(getattr(args, "probes", None) or ENTITY_PROBES)
+    if getattr(args, "text", None) is not None:
+        return "--text"
+    if getattr(args, "corpus", None):
+        return str(args.corpus)
+    from engram_interp.analysis.common import default_corpus_path
+
+    return str(default_corpus_path())
+
+
+def source_dict(result: dict, args, n_tokens: int | None) -> dict:
+    """``result`` plus ``source = {"corpus", "tokens", "seed"}``: which text (or suite files), how many
+    tokens (or items) it used, and the seed of shuffling/bootstrap."""
+    return dict(result, source={"corpus": corpus_name(args), "tokens": n_tokens, "seed": getattr(args, "seed", None)})

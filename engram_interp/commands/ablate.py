@@ -73,4 +73,6 @@ def run(args: argparse.Namespace) -> int:
                 f, r = x["full"], x["retained"]
                 lines.append(f"{arm[:15]:<16}{suite[:15]:<16}n={len(b['seeds'])} full {f['mean']:.3f} [{f['low']:.3f}, "
                              f"{f['high']:.3f}]" + ("" if r is None else f"  retained {r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"))
+    d["source"] = {"corpus": " ".join(map(str, args.suites)), "tokens": sum(len(v) for v in suites.values()),
+                   "seed": args.seed, "unit": "items"}
     return emit(args, d, "\n".join(lines))

@@ -72,6 +72,7 @@ def build_command(args: argparse.Namespace, port: int) -> list[str]:
         sys.executable, "-m", "streamlit", "run", str(main),
         "--server.headless", "true", "--server.port", str(port), "--server.address", args.host,
         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local workbench
     ]
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, emit, load_models,
-                                            names_for, positive_int, seed_all, texts_from)
+from engram_interp.commands._common import (
+    add_common, add_corpus, add_seeds, arm_groups, check_out, corpus_name, emit, fmt, load_models, names_for,
+    positive_int, seed_all, source_dict, texts_from,
+)
 
 NAME = "cka"
 HELP = "minibatch unbiased linear CKA between the layers of two models (or one model with itself)"
@@ -28,40 +30,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="all tokens of the corpus, or the final token of each named entity of --probes")
     p.add_argument("--probes", default=None, help="entity probe set (default probes/entities_ner.jsonl)")
     p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch (default 256)")
-    p.add_argument("--k", type=positive_int, default=None, help="top-k of the soft alignment index (default min(5, layers))")
+    p.add_argument("--k", type=positive_int, default=None,
+                   help="top-k of the soft alignment index (default: about 1/6 of B's layer points, at least 1)")
     p.add_argument("--noise", default=None, metavar="CKPT",
-                   help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) as a reference")
+                   help="another seed of the baseline B: adds noise_band = diag CKA(B, noise) and the soft "
+                        "alignment of noise vs B as a reference (references.noise)")
+    p.add_argument("--control", default=None, metavar="CKPT",
+                   help="the Engram-null control: its soft alignment vs B is the reference (references.control) "
+                        "an Engram layer's shift must clear before it is called established (docs/ANALYSES.md s.2)")
     add_seeds(p)
     add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import cka_analysis
+    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
 
     check_out(args)
     seed_all(args.seed)
     groups = arm_groups([args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []), args.seeds)
+    extra = ([args.control] if args.control else []) + ([args.noise] if args.noise else [])
     texts = None if args.tokens == "entities" else texts_from(args)
     if len(groups[0][1]) > 1 or (len(groups) > 1 and len(groups[1][1]) > 1):
         return _run_seeds(args, groups, texts)
-    paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + ([args.noise] if args.noise else [])
+    paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + extra
     models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
     a = models[0]
     b = models[1] if args.ckpt_b else None
+    base, base_name = (b, names[1]) if b is not None else (a, names[0])
     kw = _kwargs(args)
     res = cka_analysis(a, b, texts, names=(names[0], names[1] if b is not None else names[0]), **kw)
+    kw["k"] = res.k  # references use the same k
+    if args.control:
+        i = paths.index(args.control)
+        res.references["control"] = reference_entry(cka_analysis(models[i], base, texts, names=(names[i], base_name), **kw))
     if args.noise:
-        base = b if b is not None else a
-        noise = cka_analysis(base, models[-1], texts, names=(names[1] if b is not None else names[0], names[-1]), **kw)
+        noise = cka_analysis(base, models[-1], texts, names=(base_name, names[-1]), **kw)
         res.noise_band = [noise.cka[i][i] for i in range(min(len(noise.cka), len(noise.cka[0])))]
-    lines = [f"CKA {res.name_a} (rows) vs {res.name_b} (columns); {res.n_examples} {res.tokens} tokens, "
-             f"{res.n_batches} minibatches of <= {res.batch_size}"]
-    lines.append("     " + "".join(f"{j:>6}" for j in res.layers_b) + "   soft  argmax")
+        res.references["noise"] = reference_entry(cka_analysis(models[-1], base, texts, names=(names[-1], base_name), **kw))
+    lines = [f"CKA {res.name_a} (rows) vs {res.name_b} (columns); {res.n_examples} {res.tokens} tokens of "
+             f"{corpus_name(args)}, {res.n_batches} minibatches of <= {res.batch_size}; seed {args.seed}",
+             "* = Engram layer of A; [low, high] = 95% bootstrap interval over minibatches; soft alignment with "
+             f"k = {res.k} can only lie in {res.soft_alignment_range[0]:.1f}..{res.soft_alignment_range[1]:.1f} while CKA is flat"]
+    lines.append("      " + "".join(f"{j:>6}" for j in res.layers_b) + "   soft alignment [95% CI]  argmax  CKA at diagonal [95% CI]")
+    lo, hi = res.soft_alignment_ci
     for i, row in enumerate(res.cka):
-        sa = res.soft_alignment[i]
-        lines.append(f"{i:>4} " + "".join(f"{v:>6.2f}" for v in row) + f"  {sa if sa == sa else float('nan'):>5.2f}  {res.argmax[i]:>5}")
-    return emit(args, res.to_dict(), "\n".join(lines))
+        d = min(i, len(row) - 1)
+        mark = "*" if i in res.engram_layers_a else " "
+        soft = f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]"
+        diag = f"{row[d]:.3f} [{res.ci_low[i][d]:.3f}, {res.ci_high[i][d]:.3f}]"
+        lines.append(f"{i:>4}{mark} " + "".join(f"{v:>6.2f}" for v in row) + f"   {soft:<23} {res.argmax[i]:>6}  {diag}")
+    for v in alignment_verdicts(res):
+        lines.append(alignment_sentence(v, res.name_a, res.name_b, res.k))
+    return emit(args, source_dict(res.to_dict(), args, res.n_examples), "\n".join(lines))
 
 
 def _kwargs(args) -> dict:
@@ -93,7 +115,7 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
         per_pair.append({"a": na, "b": nb, "soft_alignment": res.soft_alignment, "argmax": res.argmax, "diag": diag,
                          "n_examples": res.n_examples})
         del a, b
-    d = first.to_dict()
+    d = source_dict(first.to_dict(), args, first.n_examples)
     d["seed_pairs"] = per_pair
     sa = bands([p["soft_alignment"] for p in per_pair])
     d["seed_bands"] = {"arm_a": groups[0][0], "arm_b": groups[-1][0], "layers_a": first.layers_a,

@@ -11,7 +11,7 @@ NAME = "info"
 HELP = "show a model's architecture, layers, Engram/PLE layers with table sizes, parameters and hook names"
 DESCRIPTION = (
     "MODEL is a .ckpt file, a Hugging Face model folder, a .gguf file, or a known name (smollm2). Nothing is "
-    "unpickled and nothing is downloaded. For a .ckpt: its config, the parameter accounting of ENGRAM.md "
+    "unpickled and nothing is downloaded. For a .ckpt: its config, the parameter accounting of docs/ENGRAM.md "
     "section 6 (P_tot excludes embedding and LM head; rho = routed-expert share of the sparse parameters), the "
     "tokenizer compression figure (V -> V'), its training provenance. For a Hugging Face model: architecture, "
     "layers and their attention types, MoE layers, PLE (Engram-style memory) layers with their n-gram table "
@@ -90,7 +90,7 @@ def _ckpt_info(args: argparse.Namespace, model) -> int:
         rows = ", ".join(f"layer {l}: {e.rows(l):,} rows" for l in e.layer_ids)
         print(f"  Engram at layers {list(e.layer_ids)}: N={e.max_ngram_size}, K={e.n_head_per_ngram}, "
               f"d_mem={e.d_mem}, {rows}{' (NULL memory control)' if e.null_memory else ''}")
-    print("  parameters (ENGRAM.md s.6):")
+    print("  parameters (docs/ENGRAM.md section 6):")
     for key in ("P_tot", "P_act", "P_sparse", "engram", "routed", "embedding"):
         print(f"    {key:<10} {getattr(params, key):>14,}")
     print(f"    {'rho':<10} {'-' if params.rho is None else f'{params.rho:.4f}':>14}")

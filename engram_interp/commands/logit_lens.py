@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_out, check_text_fits,
-                                            emit, fmt, load_models, names_for, positive_int, seed_all, texts_from)
+from engram_interp.commands._common import (
+    add_common, add_corpus, add_seeds, arm_groups, check_out, check_text_fits, emit, fmt, load_models, names_for,
+    positive_int, seed_all, source_dict, texts_from,
+)
 
 NAME = "logit-lens"
 HELP = "LogitLens KL(p_final || q_layer) per layer of one or more models (nats)"
@@ -60,4 +62,5 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"{arm:<18}" + "  ".join(f"L{l} {x['mean']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
                                                     for l, x in zip(b["layers"], b["kl"]) if x) + f"  (n={len(b['seeds'])})")
         table += "\n" + "\n".join(lines)
+    d = source_dict(d, args, res.models[0].n_tokens if res.models else 0)
     return emit(args, d, table)

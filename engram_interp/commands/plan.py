@@ -12,7 +12,7 @@ NAME = "plan"
 HELP = "plan the iso-parameter Engram / MoE / Engram-null arms and print P_tot, P_act, rho per arm"
 DESCRIPTION = (
     "Turns a MoE baseline into its Engram partner by changing ONLY the number of routed experts and the Engram "
-    "table size (ENGRAM.md section 6): the number of routed experts whose achieved rho is closest to the target, "
+    "table size (docs/ENGRAM.md section 6): the number of routed experts whose achieved rho is closest to the target, "
     "then the table base size that matches P_tot within 0.5%. The baseline and Engram spec come from a recipe "
     "(--recipe) or from --config MOE.json plus the --layers/--ngram/--heads/--n-embed flags; flags override the "
     "recipe. V' (for the hashing multipliers) comes from the tokenizer's compression."

@@ -19,7 +19,8 @@ DESCRIPTION = (
     "inlined: opens offline), DIR/results.json and one CSV per analysis. Ablation runs when --suites is given. "
     "A and B are .ckpt files, Hugging Face folders, .gguf files or a known name (smollm2). With A alone "
     "(e.g. a pretrained model without Engram) the report holds LogitLens and A's layer-by-layer CKA; gates and "
-    "ablation need Engram/PLE layers."
+    "ablation need Engram/PLE layers. A third model C, the Engram-null control: the same analyses on it and every "
+    "finding stated against it (results.json 'findings', with a 'source' field). Definitions: docs/ANALYSES.md."
 )
 
 
@@ -27,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt_a", help="the (Engram) model: a .ckpt, a Hugging Face folder, a .gguf file or smollm2")
     p.add_argument("ckpt_b", nargs="?", default=None,
                    help="its baseline (e.g. the iso-parameter MoE); without it CKA compares A's layers with each other")
+    p.add_argument("ckpt_control", nargs="?", default=None,
+                   help="optional Engram-null control (same model, memory without content): every finding is "
+                        "stated against it; without it no difference is called established")
     add_corpus(p)
     p.add_argument("--suites", nargs="*", default=None, help="task suite .jsonl files/folders for the ablation")
     p.add_argument("--max-items", type=positive_int, default=DEFAULTS.items,
@@ -48,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import (
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
+    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
     from engram_interp.analysis.memory import memory_inspect
+    from engram_interp.commands._common import corpus_name
+    from engram_interp.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences
     from engram_interp.data.suites import read_suites, subsample_suites
     from engram_interp.io import check_output_dir
     from engram_interp.memory_tables import open_tables
@@ -67,15 +74,18 @@ def run(args: argparse.Namespace) -> int:
     texts = texts_from(args)
     suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed) if args.suites else None
     seed_all(args.seed)
-    paths_in = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else [])
+    paths_in = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + ([args.ckpt_control] if args.ckpt_control else [])
     with phase("load"):
         models = load_models(paths_in, args.device, args.allow_nonfinite)
     names = names_for(paths_in)
     a, na = models[0], names[0]
     b, nb = (models[1], names[1]) if len(models) > 1 else (None, None)
+    c, nc = (models[2], names[2]) if len(models) > 2 else (None, None)
+    if c is not None and not c.engram_layers:
+        raise EngramInterpError(f"{args.ckpt_control} has no Engram layers; the third model must be the Engram-null control")
     if not a.engram_layers and b is not None and b.engram_layers:
         raise EngramInterpError(f"{args.ckpt_a} has no Engram layers; the report needs the Engram model first")
-    pair = {na: a} if b is None else {na: a, nb: b}
+    pair = dict(zip(names, models))
     check_text_fits(models, args.probe_text, "--probe-text")
     if suites:
         warn_overlong(models, suites)
@@ -90,12 +100,19 @@ def run(args: argparse.Namespace) -> int:
         cka = cka_analysis(a, b, None if args.tokens == "entities" else texts, tokens=args.tokens, probes=args.probes,
                            batch_size=args.cka_batch, max_tokens=args.max_tokens, text_batch_size=args.batch_size,
                            seed=args.seed, progress=prog, names=(na, nb or na))
-    gm, gc, abl = [], None, None
+        if c is not None:
+            cka.references["control"] = reference_entry(cka_analysis(
+                c, b, None if args.tokens == "entities" else texts, tokens=args.tokens, probes=args.probes, k=cka.k,
+                batch_size=args.cka_batch, max_tokens=args.max_tokens, text_batch_size=args.batch_size, seed=args.seed,
+                progress=prog, names=(nc, nb or nc)))
+    gm, gc, abl, gc_control = [], None, None, None
     if a.engram_layers:
         say("gates ...")
         with phase("gates"):
             gm = [gate_map(a, args.probe_text, name=na)]
-            gc = gate_corpus(a, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, name=na)
+            gk = dict(batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, seed=args.seed)
+            gc = gate_corpus(a, texts, name=na, **gk)
+            gc_control = gate_corpus(c, texts, name=nc, **gk) if c is not None else None
     if suites and a.engram_layers:
         say("ablation ...")
         with phase("ablation"):
@@ -119,10 +136,29 @@ def run(args: argparse.Namespace) -> int:
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
     if not a.engram_layers:
         notes.append(f"{na} has no Engram/PLE layers: no gate statistics, no Engram ablation and no memory section.")
+    findings = lens_sentences(lens.to_dict()["models"], na, nc, nb)
+    findings += [f"CKA {na} vs {nb or na}: " + alignment_sentence(v, na, nb or na, cka.k) for v in alignment_verdicts(cka)]
+    if gc is not None:
+        findings.append(gate_sentence(gc.to_dict(), na, None if gc_control is None else gc_control.to_dict(), nc))
+    if abl is not None:
+        tables = {m["name"]: {s: vars(sc) for s, sc in m["suites"].items()} for m in abl.models}
+        findings += ablation_sentences(tables, {s: chance_level(items) for s, items in suites.items()}, [na], nc)
+        if b is not None and not b.engram_layers:
+            findings.append(f"{nb}: no Engram layers, so it retains 100% by construction.")
+    if c is None:
+        findings.append("No Engram-null control was given (third model), so no difference above is established.")
+    if c is not None:
+        notes.append(f"Control C = {args.ckpt_control}; corpus {corpus_name(args)}; seed {args.seed}. "
+                     "Definitions: docs/ANALYSES.md.")
+    source = {"corpus": corpus_name(args), "tokens": lens.models[0].n_tokens, "seed": args.seed}
     with phase("write"):
         paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""),
                              lens=lens, token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes,
-                             force=args.force, memory=mem, attribution=attr)
+                             force=args.force, memory=mem, attribution=attr, findings=findings,
+                             probe_text=args.probe_text, source=source,
+                             extra_gates=[gc_control] if gc_control is not None else [])
+    for line in findings:
+        print("- " + line)
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")

@@ -1,4 +1,4 @@
-"""Multi-head n-gram hashing, bit-exact with DeepSeek's Engram demo (ENGRAM.md section 3).
+"""Multi-head n-gram hashing, bit-exact with DeepSeek's Engram demo (docs/ENGRAM.md section 3).
 
 Addressing depends only on token ids, so it runs before (and outside) the forward pass:
     canonical ids x (after tokenizer compression)  ->  [batch, pos, (N-1)*K] table rows.

@@ -1,6 +1,6 @@
 """The shared hooked model: dense, DeepSeekMoE and Engram transformers, single-stream or mHC.
 
-One block does, in order (ENGRAM.md section 1):
+One block does, in order (docs/ENGRAM.md section 1):
     h = h + Engram(h, ids)      (only at engram.layer_ids)
     h = h + Attention(RMSNorm(h))
     h = h + FFN(RMSNorm(h))     (dense SwiGLU, or DeepSeekMoE after the leading dense layers)

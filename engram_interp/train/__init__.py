@@ -1,6 +1,6 @@
 """Paired training: iso-parameter planner, TOML recipes, token-stream batching, the resumable loop.
 
-- ``planner.py``  MoE baseline -> Engram partner (+ Engram-null control) at equal P_tot (ENGRAM.md s.6)
+- ``planner.py``  MoE baseline -> Engram partner (+ Engram-null control) at equal P_tot (docs/ENGRAM.md section 6)
 - ``recipe.py``   the recipe TOML: data, baseline, Engram spec, arms, optimisation, output
 - ``data.py``     seeded, resumable windows from uint16 token files; fixed validation windows
 - ``loop.py``     AdamW + Adam(5x) tables, balancing, bf16 autocast, eval, resume state, .ckpt + card

@@ -123,7 +123,7 @@ def real_text_epochs(meta: dict[str, Any], tokens_seen: int, n_train_tokens: int
 
 
 # ---- a micro data dir for tests and the tiny recipe, through the real data pipeline ------------------
-SAMPLE_TEXT = Path(__file__).resolve().parents[2] / "probes" / "texts" / "public_domain.txt"
+SAMPLE_TEXT = Path(__file__).resolve().parents[2] / "probes" / "seen" / "public_domain.txt"
 
 
 def write_toy_data(out_dir: Path, n_train_tokens: int = 60_000, seed: int = 0, vocab_size: int = 512,

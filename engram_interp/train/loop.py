@@ -1,6 +1,6 @@
 """The training loop: paired arms, one after another, resumable at any step boundary.
 
-Per arm (ENGRAM.md section 7):
+Per arm (docs/ENGRAM.md section 7):
   - model init from the arm's seed (on CPU, then moved: the same init on every device);
   - AdamW on the backbone, weight decay on matrices only; the Engram tables
     (``blocks.{l}.engram.memory.weight``) in their own group: Adam, no decay, ``engram_lr_mult`` x LR;

@@ -1,4 +1,4 @@
-"""Iso-parameter planner (ENGRAM.md section 6): a MoE baseline -> its Engram partner and controls.
+"""Iso-parameter planner (docs/ENGRAM.md section 6): a MoE baseline -> its Engram partner and controls.
 
 A pair changes ONLY ``moe.n_routed_experts`` and the Engram table size. For every candidate number
 of routed experts E' < E the planner sizes the tables (one base size b for every order, so

@@ -1,0 +1,35 @@
+"""Progress bars with a total (so tqdm shows a percentage and an ETA) for the analyses' token loops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["count_tokens", "token_progress"]
+
+
+def count_tokens(model, texts: Sequence[str], max_tokens: int | None) -> int:
+    """Tokens the analyses will read from ``texts`` (no BOS), stopping at ``max_tokens``: the bar's total."""
+    total = 0
+    for text in texts:
+        total += len(model.encode(text))
+        if max_tokens is not None and total >= max_tokens:
+            return max_tokens
+    return total
+
+
+def token_progress(batches: Iterable[T], total: int | None, desc: str, count: Callable[[T], int],
+                   enabled: bool = True) -> Iterator[T]:
+    """Yield ``batches`` unchanged while a tqdm bar counts ``count(batch)`` tokens out of ``total``
+    (percentage and ETA on stderr); ``enabled=False``: no bar."""
+    if not enabled:
+        yield from batches
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc=desc, unit="tok", unit_scale=True, leave=False, dynamic_ncols=True) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(count(batch))
