@@ -186,8 +186,10 @@ def arm_groups(specs: list[str], seeds_dir: str | None = None) -> list[tuple[str
                 extra = [q for q in Path(seeds_dir).glob(f"{stem}-seed*.ckpt") if re.fullmatch(rf"{re.escape(stem)}-seed\d+", q.stem)]
                 extra.sort(key=lambda q: int(q.stem.rsplit("seed", 1)[1]))
                 paths += [str(q) for q in extra if str(q) not in paths]
-        for p in paths:
-            if not Path(p).is_file():
+        from engram_interp.backends import is_foreign
+
+        for p in paths:  # a .ckpt, or what load_models opens too (a Hugging Face folder, a .gguf, a known name)
+            if not (Path(p).exists() or is_foreign(p)):
                 raise EngramInterpError(f"no such checkpoint: {p}")
         groups.append((Path(paths[0]).stem, paths))
     return groups

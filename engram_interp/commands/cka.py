@@ -115,6 +115,13 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
         per_pair.append({"a": na, "b": nb, "soft_alignment": res.soft_alignment, "argmax": res.argmax, "diag": diag,
                          "n_examples": res.n_examples})
         del a, b
+    if args.control:  # the Engram-null reference of the first pair, at the same k
+        from engram_interp.analysis.alignment import reference_entry
+
+        c, b0 = load_models([args.control, pairs[0][1]], args.device, args.allow_nonfinite)
+        nc, nb0 = names_for([args.control, pairs[0][1]])
+        first.references["control"] = reference_entry(
+            cka_analysis(c, b0, texts, names=(nc, nb0), **dict(_kwargs(args), k=first.k)))
     d = source_dict(first.to_dict(), args, first.n_examples)
     d["seed_pairs"] = per_pair
     sa = bands([p["soft_alignment"] for p in per_pair])
