@@ -47,7 +47,7 @@ def test_arm_groups_expand_seeds(tmp_path):
     groups = arm_groups([str(tmp_path / "moe.ckpt"), f"{tmp_path / 'x.ckpt'},{tmp_path / 'moe.ckpt'}"], str(seeds))
     assert groups[0] == ("moe", [str(tmp_path / "moe.ckpt"), str(seeds / "moe-seed2.ckpt"), str(seeds / "moe-seed10.ckpt")])
     assert groups[1][0] == "x" and groups[1][1][:2] == [str(tmp_path / "x.ckpt"), str(tmp_path / "moe.ckpt")]
-    with pytest.raises(EngramInterpError, match="no such checkpoint"):
+    with pytest.raises(EngramInterpError, match="no such model"):
         arm_groups([str(tmp_path / "missing.ckpt")])
     with pytest.raises(EngramInterpError, match="--seeds"):
         arm_groups([str(tmp_path / "moe.ckpt")], str(tmp_path / "nowhere"))

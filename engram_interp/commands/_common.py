@@ -190,7 +190,7 @@ def arm_groups(specs: list[str], seeds_dir: str | None = None) -> list[tuple[str
 
         for p in paths:  # a .ckpt, or what load_models opens too (a Hugging Face folder, a .gguf, a known name)
             if not (Path(p).exists() or is_foreign(p)):
-                raise EngramInterpError(f"no such checkpoint: {p}")
+                raise EngramInterpError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
         groups.append((Path(paths[0]).stem, paths))
     return groups
 
