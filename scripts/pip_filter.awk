@@ -7,6 +7,6 @@
 fenced { next }
 after && /^[[:space:]]+/ { after = 0; next }
 { after = 0 }
-/SetuptoolsDeprecationWarning|[A-Za-z]+Warning: .*(deprecated|setuptools)|^[[:space:]]*warnings\.warn\(/ { next }
+/BuildBackendWarning|SetuptoolsDeprecationWarning|[A-Za-z]+Warning: .*(deprecated|setuptools)|^[[:space:]]*warnings\.warn\(/ { next }
 /^WARNING: Location|is ignored/ { next }
 { print }

@@ -23,6 +23,7 @@ NOISY = """\
 
 !!
   corrected = dist._finalize_license_expression()
+  /tmp/pip-build-env-i9nb0axj/overlay/lib/python3.11/site-packages/setuptools/command/editable_wheel.py:354: BuildBackendWarning: Editable installation.
 WARNING: Location 'x' is ignored: it is either a non-existing path or lacks a specific scheme.
 ERROR: Could not find a version that satisfies the requirement nothing==0
 """
