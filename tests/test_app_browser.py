@@ -29,6 +29,8 @@ DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # Screenshots go to a temporary folder; refresh the ones in docs/ with
 #   ENGRAM_INTERP_SCREENSHOTS=docs/screenshots python -m pytest tests/test_app_browser.py
 SHOTS_ENV = "ENGRAM_INTERP_SCREENSHOTS"
+#   ... and ENGRAM_INTERP_SCREENSHOTS_BUNDLED=1 serves the bundled checkpoints instead of tiny random ones
+BUNDLED_ENV = "ENGRAM_INTERP_SCREENSHOTS_BUNDLED"
 # (url path, file name, text that must be on the finished page)
 PAGES = [
     ("LogitLens", "logit_lens.png", "LogitLens"),
@@ -139,6 +141,10 @@ def server(tmp_path_factory):
     from engram_interp.testing import tiny_model
 
     d = tmp_path_factory.mktemp("browser")
+    if os.environ.get(BUNDLED_ENV):  # docs/screenshots/: the bundled set, its probes and held-out corpus
+        yield from _serve(d, [ROOT / "checkpoints" / f"{k}.ckpt" for k in ("engram", "moe", "engram-null")],
+                          ROOT / "probes", ROOT / "probes" / "texts" / "heldout.txt")
+        return
     paths = [ei.save(tiny_model(kind), d / f"{kind}.ckpt", provenance={"val_loss": 5.0}) for kind in ("engram", "moe", "engram-null")]
     probes = d / "probes"
     probes.mkdir()
@@ -152,6 +158,10 @@ def server(tmp_path_factory):
 
     corpus = d / "corpus.txt"  # the library's corpus for LogitLens KL curves and gate tables
     corpus.write_text("\n\n".join([_TEXT] * 6))
+    yield from _serve(d, paths, probes, corpus)
+
+
+def _serve(d: Path, paths: list, probes: Path, corpus: Path):
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), ENGRAM_INTERP_CORPUS=str(corpus))
     log = open(d / "server.log", "w")
