@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from engram_interp.commands._common import add_corpus, fmt, texts_from
+from engram_interp.commands._common import add_corpus, fmt, non_negative_int, positive_int, texts_from
 from engram_interp.errors import EngramInterpError
 
 NAME = "memory"
@@ -29,9 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an Engram .ckpt, or a DeepSeek-V4.1 / demo / Qwen4-Exp folder with tokenizer.json")
     add_corpus(p)
     p.add_argument("--ngram", default=None, help="an n-gram (text of at least 2 tokens) to look up in every head")
-    p.add_argument("--max-tokens", type=int, default=20000, help="hash at most this many corpus tokens (default 20000)")
-    p.add_argument("--top", type=int, default=5, help="heaviest rows shown per order (default 5)")
-    p.add_argument("--untouched", type=int, default=2048, help="untouched rows sampled per head for the norm control (default 2048)")
+    p.add_argument("--max-tokens", type=positive_int, default=20000, help="hash at most this many corpus tokens (default 20000)")
+    p.add_argument("--top", type=positive_int, default=5, help="heaviest rows shown per order (default 5)")
+    p.add_argument("--untouched", type=non_negative_int, default=2048, help="untouched rows sampled per head for the norm control (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the untouched-row sample (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true", help="with --out: replace existing files")
