@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 MAX_DIM = 2**40  # no tensor dimension is larger; bounds every size computed from a header
 EXTRA_MEMORY = 64 * 2**20  # bytes a load may need beyond twice the file size (RoPE tables, id tables)
 _CHUNK = 1 << 22  # elements per step of the streaming non-finite check
+_MAPPED_CHUNK = 1 << 19  # elements per read of a memory-mapped table's non-finite check (2 MiB of fp32)
 
 
 @dataclass
@@ -235,26 +237,30 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None, dtyp
     the tokenizer, and the config's parameter count and computed buffers against what the file
     holds; then builds the model, compares every tensor name and shape, and streams the weights in
     one tensor at a time, each checked for NaN/Inf (refused, naming the tensor, unless
-    ``allow_nonfinite``). Memory: about the model's own size plus one tensor.
+    ``allow_nonfinite``). Memory: about the model's own size plus one tensor, where the Engram
+    memory tables count only with the rows a forward touches: on the CPU, when the file stores them
+    in the dtype asked for, they are memory-mapped from the file (copy-on-write) instead of read in.
     """
     target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
     info = read_info(path)
     tokenizer = info.tokenizer()
     _check_layers(info)
     _check_size(info)
-    model = _build(info, tokenizer)
+    model = _build(info, tokenizer, table_device="meta")
     _check_tensors(info, {k: list(v.shape) for k, v in model.state_dict().items()})
-    _stream_weights(path, model, allow_nonfinite)
+    map_dtype = (target_dtype or model.embed.W_E.dtype) if target_device.type == "cpu" else None
+    _stream_weights(path, model, allow_nonfinite, map_dtype)
     model.provenance = info.provenance
     model.checkpoint_path = info.path
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 
-def _build(info: CheckpointInfo, tokenizer):
+def _build(info: CheckpointInfo, tokenizer, table_device=None):
     from engram_interp.model import EngramTransformer
 
     try:
-        return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression)
+        return EngramTransformer(info.config, tokenizer=tokenizer, compression=info.compression,
+                                 table_device=table_device)
     except CheckpointError:
         raise
     except EngramInterpError as exc:
@@ -332,11 +338,21 @@ def _nonfinite_count(t: torch.Tensor) -> int:
 _TORCH_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> None:
+_NUMPY_VIEWS = {"F64": (np.float64, torch.float64), "F32": (np.float32, torch.float32),
+                "F16": (np.float16, torch.float16), "BF16": (np.uint16, torch.bfloat16)}  # numpy has no bfloat16
+
+
+def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool, map_dtype: torch.dtype | None = None) -> None:
     """Read the file's tensors one at a time (``pread`` at the header's checked offsets) straight
-    into ``model``; each is checked for NaN/Inf first. Peak memory: the model plus one tensor."""
+    into ``model``; each is checked for NaN/Inf first. Peak memory: the model plus one tensor.
+
+    Parameters the model holds on the meta device (the Engram tables, built unallocated) become
+    tensors of their own: memory-mapped from the file when it stores them as ``map_dtype`` (their
+    non-finite check then reads the file in bounded chunks, never the whole table at once),
+    otherwise read in whole."""
     header, data_start, _ = _raw_header(path)  # re-read: the offsets belong to the file being read now
     fd, _ = open_regular(path, "file")
+    params = dict(model.named_parameters())
     try:
         with torch.no_grad():
             for name, target in model.state_dict().items():
@@ -344,22 +360,71 @@ def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool) -> No
                 if entry is None or entry["shape"] != list(target.shape) or entry["dtype"] not in _TORCH_DTYPES:
                     raise CheckpointError(f"{path} changed while being read (tensor {name})")
                 begin, end = entry["data_offsets"]
+                stored = _TORCH_DTYPES[entry["dtype"]]
+                if target.is_meta and stored == map_dtype and end > begin:
+                    _check_region_finite(fd, path, name, data_start + begin, end - begin, entry["dtype"],
+                                         allow_nonfinite)
+                    _set_param(model, name, params[name], _map_region(path, data_start + begin, entry))
+                    continue
                 buf = bytearray(end - begin)
                 if os.preadv(fd, [buf], data_start + begin) != len(buf):
                     raise CheckpointError(f"{path} is truncated (tensor {name} is cut short)")
-                t = torch.frombuffer(buf, dtype=_TORCH_DTYPES[entry["dtype"]]).view(entry["shape"]) if buf else \
-                    torch.empty(entry["shape"], dtype=_TORCH_DTYPES[entry["dtype"]])
+                t = torch.frombuffer(buf, dtype=stored).view(entry["shape"]) if buf else \
+                    torch.empty(entry["shape"], dtype=stored)
                 if not allow_nonfinite:
-                    bad = _nonfinite_count(t)
-                    if bad:
-                        raise CheckpointError(f"{path}: tensor {name} holds {bad:,} NaN/Inf value(s); the model"
-                                              " would output NaN (pass --allow-nonfinite to load it anyway)")
-                target.copy_(t)
+                    _refuse_nonfinite(path, name, _nonfinite_count(t))
+                if target.is_meta:  # read in whole, in the dtype the rest of the model has
+                    _set_param(model, name, params[name], t.to(model.embed.W_E.dtype, copy=True))
+                else:
+                    target.copy_(t)
                 del t, buf
     except OSError as exc:
         raise CheckpointError(f"cannot read {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _refuse_nonfinite(path, name: str, bad: int) -> None:
+    if bad:
+        raise CheckpointError(f"{path}: tensor {name} holds {bad:,} NaN/Inf value(s); the model"
+                              " would output NaN (pass --allow-nonfinite to load it anyway)")
+
+
+def _check_region_finite(fd: int, path, name: str, offset: int, nbytes: int, dtype: str, allow_nonfinite: bool) -> None:
+    """The non-finite check of one stored tensor, read in chunks of ``_MAPPED_CHUNK`` elements
+    (through the page cache, so nothing of it stays in this process's memory)."""
+    if allow_nonfinite:
+        return
+    step = _MAPPED_CHUNK * DTYPE_SIZES[dtype]
+    buf = bytearray(min(step, nbytes))
+    bad = 0
+    for start in range(0, nbytes, step):
+        view = memoryview(buf)[: min(step, nbytes - start)]
+        if os.preadv(fd, [view], offset + start) != len(view):
+            raise CheckpointError(f"{path} is truncated (tensor {name} is cut short)")
+        bad += int((~torch.isfinite(torch.frombuffer(view, dtype=_TORCH_DTYPES[dtype]))).sum())
+    _refuse_nonfinite(path, name, bad)
+
+
+def _map_region(path, offset: int, entry: dict) -> torch.Tensor:
+    """A stored tensor as a copy-on-write memory map of the file: a page is read when a row on it is
+    first touched (no read-ahead: hashed rows are scattered, so neighbouring pages are rarely wanted)
+    and a write copies only the page it lands on; the file itself is never changed."""
+    np_dtype, torch_dtype = _NUMPY_VIEWS[entry["dtype"]]
+    shape = tuple(entry["shape"])
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    nbytes = math.prod(shape) * DTYPE_SIZES[entry["dtype"]]
+    with open(path, "rb") as f:
+        region = mmap.mmap(f.fileno(), offset + nbytes - start, access=mmap.ACCESS_COPY, offset=start)
+    if hasattr(mmap, "MADV_RANDOM"):
+        region.madvise(mmap.MADV_RANDOM)
+    array = np.frombuffer(region, dtype=np_dtype, count=math.prod(shape), offset=offset - start).reshape(shape)
+    return torch.from_numpy(array).view(torch_dtype)
+
+
+def _set_param(model, name: str, old: torch.nn.Parameter, value: torch.Tensor) -> None:
+    owner, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(owner), leaf, torch.nn.Parameter(value, requires_grad=old.requires_grad))
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

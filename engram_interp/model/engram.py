@@ -26,7 +26,7 @@ from engram_interp.model.hashing import ngram_hash_ids
 
 
 class Engram(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_id: int, canonical_pad_id: int):
+    def __init__(self, cfg: ModelConfig, layer_id: int, canonical_pad_id: int, table_device=None):
         super().__init__()
         e = cfg.engram
         assert e is not None and e.table_sizes is not None and e.multipliers is not None, "resolve the config first"
@@ -41,7 +41,10 @@ class Engram(nn.Module):
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # head offsets
         self.register_buffer("multipliers", torch.tensor(e.multipliers[i], dtype=torch.long), persistent=False)
 
-        self.memory = nn.Embedding(sum(e.table_sizes[i]), e.d_head)  # all heads back to back (no .item(): builds on meta)
+        # all heads back to back; table_device="meta" allocates nothing (checkpoint.load maps the rows from the file)
+        rows = sum(e.table_sizes[i])
+        self.memory = nn.Embedding(rows, e.d_head) if table_device is None else \
+            nn.Embedding(rows, e.d_head, _weight=torch.empty(rows, e.d_head, device=table_device))  # no init pass
         self.W_V = nn.Linear(e.d_mem, d, bias=e.proj_bias)
         self.W_K = nn.ModuleList([nn.Linear(e.d_mem, d, bias=e.proj_bias) for _ in range(m)])
         self.key_norm = nn.ModuleList([nn.RMSNorm(d) for _ in range(m)])  # demo norm1 (eps: dtype eps)

@@ -32,11 +32,11 @@ from engram_interp.tokenizer import Compression, display_token, tokenizer_identi
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer: int, canonical_pad_id: int):
+    def __init__(self, cfg: ModelConfig, layer: int, canonical_pad_id: int, table_device=None):
         super().__init__()
         self.layer = layer
         has_engram = cfg.engram is not None and layer in cfg.engram.layer_ids
-        self.engram = Engram(cfg, layer, canonical_pad_id) if has_engram else None
+        self.engram = Engram(cfg, layer, canonical_pad_id, table_device) if has_engram else None
         self.ln1 = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
         self.ln2 = RMSNorm(cfg.d_model, cfg.norm_eps)
@@ -70,10 +70,13 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
     ``tokenizer`` (a ``tokenizers.Tokenizer``) enables text input; ``compression`` maps raw ids to
     canonical ids for Engram hashing (identity when omitted). The config's Engram hashing constants
-    are resolved from the compression's V' if they are not already frozen in it.
+    are resolved from the compression's V' if they are not already frozen in it. ``table_device="meta"``
+    builds the Engram memory tables without allocating them (``checkpoint.load`` then maps them from
+    the file, so only the rows a forward touches are ever read into memory).
     """
 
-    def __init__(self, cfg: ModelConfig, tokenizer: Tokenizer | None = None, compression: Compression | None = None):
+    def __init__(self, cfg: ModelConfig, tokenizer: Tokenizer | None = None, compression: Compression | None = None,
+                 table_device: str | torch.device | None = None):
         super().__init__()
         cfg.validate()
         if compression is None:
@@ -101,7 +104,7 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
         self.embed = Embed(cfg.vocab_size, cfg.d_model)
         self.hook_embed = HookPoint()  # [batch, pos, d_model]
-        self.blocks = nn.ModuleList([Block(cfg, layer, pad) for layer in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([Block(cfg, layer, pad, table_device) for layer in range(cfg.n_layers)])
         if cfg.n_branches > 1:
             self.readout_weights = nn.Parameter(torch.full((cfg.n_branches,), 1.0 / cfg.n_branches))
         self.hook_readout = HookPoint()  # [batch, pos, d_model]
@@ -117,7 +120,7 @@ class EngramTransformer(InterpModel, HookedRootModule):
         std = self.cfg.init_std
         out_std = std / (2 * self.cfg.n_layers) ** 0.5
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
+            if isinstance(module, (nn.Linear, nn.Embedding)) and not module.weight.is_meta:  # meta: loaded later
                 nn.init.normal_(module.weight, std=std)
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
