@@ -66,17 +66,35 @@ class LogitLensAccumulator:
                 "n_tokens": int(self.count.item())}
 
 
+LENS_CHUNK = 256  # tokens per step: 256 x vocab fp32 (8 MiB at 8,192) stays in a CPU's last-level cache
+
+
+def _shifted_softmax_parts(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For logits ``z [c, vocab]`` (overwritten): ``y = z - max z`` (in place), ``s = exp(y)``,
+    ``S = sum s`` and ``log S``; so ``log_softmax(z) = y - log S`` and ``softmax(z) = s / S``,
+    from one exponential pass."""
+    y = z.sub_(z.amax(-1, keepdim=True))
+    s = y.exp()
+    total = s.sum(-1)
+    return y, s, total, total.log()
+
+
 @torch.no_grad()
 def lens_kl_batch(
-    model, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = 1024,
+    model, tokens: torch.Tensor, mask: torch.Tensor, chunk: int = LENS_CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token KL(p_final || q_l) and entropy H(q_l) for every layer point: two ``[n_points, n_sel]``
-    float32 tensors (nats), ``n_sel = mask.sum()``, tokens in row-major order of ``mask``."""
+    float32 tensors (nats), ``n_sel = mask.sum()``, tokens in row-major order of ``mask``.
+
+    With ``y = z - max z``, ``S = sum exp(y)`` per distribution: ``sum p log q = p.y_q - log S_q``, so
+    KL = (p.y_p - log S_p) - (p.y_q - log S_q) and H(q) = log S_q - exp(y_q).y_q / S_q: one exp pass
+    and two dot products per layer, no log-probabilities materialised. Both terms of KL are computed
+    the same way, so a layer identical to the final one gives exactly 0."""
     names = layer_hook_names(model)
     wanted = set(names)
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
     n_sel = int(mask.sum())
-    final = logits[mask]  # [n_sel, vocab]
+    final = logits[mask]  # [n_sel, vocab]: a copy, overwritten chunk by chunk below
     del logits
     acts = [cache[name][mask] for name in names]  # each [n_sel, d] or [n_sel, M, d]: selected once
     del cache
@@ -84,13 +102,13 @@ def lens_kl_batch(
     ents = torch.empty(len(names), n_sel, device=final.device)
     for start in range(0, n_sel, chunk):
         stop = min(start + chunk, n_sel)
-        log_p = F.log_softmax(final[start:stop].float(), dim=-1)
-        p = log_p.exp()
-        p_log_p = torch.linalg.vecdot(p, log_p)  # [c]: sum p log p, once per chunk
+        y_p, p, total_p, log_total_p = _shifted_softmax_parts(final[start:stop].float())
+        p = p.div_(total_p.unsqueeze(-1))
+        p_log_p = torch.linalg.vecdot(p, y_p) - log_total_p  # [c]: sum p log p, once per chunk
         for li, h in enumerate(acts):
-            log_q = F.log_softmax(model.lens_logits(h[start:stop].unsqueeze(0))[0].float(), dim=-1)  # [c, vocab]
-            kls[li, start:stop] = p_log_p - torch.linalg.vecdot(p, log_q)
-            ents[li, start:stop] = -torch.linalg.vecdot(log_q.exp(), log_q)
+            y, s, total, log_total = _shifted_softmax_parts(model.lens_logits(h[start:stop].unsqueeze(0))[0].float())
+            kls[li, start:stop] = p_log_p - (torch.linalg.vecdot(p, y) - log_total)
+            ents[li, start:stop] = log_total - torch.linalg.vecdot(s, y) / total
     return kls, ents
 
 
@@ -132,7 +150,7 @@ def logit_lens(
     *,
     batch_size: int = 8,
     max_tokens: int | None = 20000,
-    chunk: int = 1024,
+    chunk: int = LENS_CHUNK,
     progress: bool = False,
     names: Sequence[str] | None = None,
     on_progress: Callable[[int, int | None, str], None] | None = None,
