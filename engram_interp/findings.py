@@ -30,7 +30,8 @@ from typing import Any
 from engram_interp.analysis.seeds import Band, arm_of, band, early_mean, separated
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["Finding", "MIN_SEEDS", "READING_TARGET", "compute_findings", "load_measurements", "render_markdown"]
+__all__ = ["Finding", "MIN_SEEDS", "READING_TARGET", "compute_findings", "format_band", "load_measurements",
+           "render_markdown"]
 
 MIN_SEEDS = 2  # seeds per arm before a band can decide anything
 READING_TARGET = 0.8  # full-model reading accuracy the factual-vs-reading contrast needs (both arms)
@@ -250,7 +251,8 @@ def compute_findings(measurements: dict[str, Any]) -> list[Finding]:
     return [f for f in out if f is not None]
 
 
-def _fmt_band(b: dict | None, digits: int) -> str:
+def format_band(b: dict | None, digits: int) -> str:
+    """A Band dict as ``mean [min, max], t95 [lo, hi] (n=N)`` (just ``mean (n=1)`` for one seed)."""
     if b is None:
         return "-"
     s = f"{b['mean']:.{digits}f}"
@@ -279,7 +281,7 @@ def render_markdown(findings: list[Finding], header: str = "") -> str:
                   "| arm | mean [min, max], t95 (n seeds) |", "|---|---|"]
         for arm, b in f.bands.items():
             d = 3 if (f.key == "ablation" and "full" in arm) else digits
-            lines.append(f"| {arm} | {_fmt_band(b, d)} |")
+            lines.append(f"| {arm} | {format_band(b, d)} |")
         lines += ["", f"**Verdict: {f.verdict}.** {f.reason[0].upper() + f.reason[1:]}.",
                   "", f"Source: {', '.join(f'`{s}`' for s in f.source)}."]
     return "\n".join(lines) + "\n"

@@ -257,13 +257,15 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
                  ablation: AblationResult | None = None, notes: Sequence[str] = (), findings: Sequence[str] = (),
                  probe_text: str | None = None, source: dict | None = None,
                  extra_gates: Sequence[GateCorpusResult] = (), force: bool = False, memory=None,
-                 attribution: Sequence = ()) -> dict[str, Path]:
+                 attribution: Sequence = (), seed_bands: dict | None = None,
+                 seed_findings: Sequence = ()) -> dict[str, Path]:
     """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` (strict JSON)
     and CSVs into ``out``, each file atomically (temporary file + rename). A folder holding an earlier
     report needs ``force``; then the whole earlier set is replaced (its files this report does not
     write are removed). ``findings``: measured sentences shown first; ``probe_text``: printed with the
     per-token figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the
-    control's gate statistics (figures and ``results.json["gates_control"]``).
+    control's gate statistics (figures and ``results.json["gates_control"]``); ``seed_bands`` /
+    ``seed_findings`` (``engram_interp.findings.Finding``): the across-seed section.
     Returns ``{"html": path, "json": path, "csv": [paths]}``."""
     out = check_output_dir(out, REPORT_FILES, force)
     out.mkdir(parents=True, exist_ok=True)
@@ -294,6 +296,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     if memory is not None:  # a MemoryResult (engram_interp.analysis.memory)
         parts.append(memory_section(memory, include_plotlyjs=not figs))
     parts.append(attribution_section(attribution, include_plotlyjs=not figs and memory is None))
+    if seed_findings:
+        parts.insert(0, seed_section(seed_findings))
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
     if findings:
         note_html += "<h2>Findings (each against its control)</h2><ul>" + "".join(
@@ -306,6 +310,10 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     results: dict = {} if source is None else {"source": source}
     if findings:
         results["findings"] = list(findings)
+    if seed_bands:
+        results["seed_bands"] = seed_bands
+    if seed_findings:
+        results["seed_findings"] = [f.to_dict() for f in seed_findings]
     if lens:
         results["logit_lens"] = lens.to_dict()
     if token_lens:
@@ -328,6 +336,26 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     csvs = write_csvs(out, lens, cka, gates, ablation)
     replace_set(out, REPORT_FILES, {p.name for p in [html_path, json_path, *csvs]})
     return {"html": html_path, "json": json_path, "csv": csvs}
+
+
+def seed_section(findings: Sequence) -> str:
+    """HTML of the across-seed findings: the verdict table, then each finding's bands (mean [min, max]
+    over seeds, 95% t interval, n seeds) and its reason; the same objects as checkpoints/FINDINGS.md."""
+    from engram_interp.findings import MIN_SEEDS, format_band
+
+    rows = "".join(f"<tr><td>{html.escape(f.title)}</td><td><b>{html.escape(f.verdict)}</b></td></tr>" for f in findings)
+    out = ["<h2>Across seeds</h2>",
+           f"<p>Each number is reduced to one value per seed; a verdict other than 'not established' needs >= {MIN_SEEDS}"
+           " seeds per model and bands that do not overlap (rules: checkpoints/FINDINGS.md).</p>",
+           f"<table><tr><th>finding</th><th>verdict</th></tr>{rows}</table>"]
+    for f in findings:
+        digits = 1 if f.key == "ablation" else 3
+        bands = "".join(f"<tr><td>{html.escape(arm)}</td><td>{html.escape(format_band(b, 3 if 'full' in arm else digits))}"
+                        "</td></tr>" for arm, b in f.bands.items())
+        out += [f"<h3>{html.escape(f.title)}</h3><p>Measured: {html.escape(f.metric)}.</p>",
+                f"<table><tr><th>model</th><th>mean [min, max], t95 (n seeds)</th></tr>{bands}</table>",
+                f"<p><b>{html.escape(f.verdict)}</b>: {html.escape(f.reason)}.</p>"]
+    return "".join(out)
 
 
 # ------------------------------------------------------------------------------- memory inspector

@@ -137,6 +137,46 @@ def test_report_html_offline(ckpts, capsys, tmp_path):
     assert (out / "cka.csv").is_file() and (out / "ablation.csv").is_file()
 
 
+def test_report_with_seeds_bands_and_findings_as_findings_md(ckpts, capsys, tmp_path):
+    """`report A,A2 B,B2 --suites`: the seed bands equal LogitLens run on each model alone, the models
+    in the figures are the first seeds, and the verdicts are compute_findings of the same numbers
+    named by role (so they do not depend on the file names)."""
+    from engram_interp.analysis import ablation_sensitivity, logit_lens
+    from engram_interp.data.suites import read_suites
+    from engram_interp.findings import compute_findings
+
+    engram2 = tmp_path / "engram_b.ckpt"
+    save(tiny_model("engram", seed=5), engram2)
+    a, b = f"{ckpts['engram']},{engram2}", f"{ckpts['moe']},{ckpts['moe_seed1']}"
+    out = tmp_path / "rep"
+    rc = main(["report", a, b, "--out", str(out), "--corpus", str(ckpts["corpus"]), "--suites", str(ckpts["suite"]),
+               "--device", "cpu", "--quiet", "--cka-batch", "32", "--max-tokens", "300"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert [m["name"] for m in res["logit_lens"]["models"]] == ["engram", "moe"]  # the figures: first seeds
+    texts = [t for t in ckpts["corpus"].read_text().split("\n\n") if t.strip()]
+    alone = {}
+    for name, path in [("engram", ckpts["engram"]), ("engram_b", engram2), ("moe", ckpts["moe"]),
+                       ("moe_seed1", ckpts["moe_seed1"])]:
+        alone[name] = logit_lens({name: ei.load(path, device="cpu")}, texts, max_tokens=300).models[0].kl
+    band = res["seed_bands"]["logit_lens"]["engram"]
+    assert band["seeds"] == ["engram", "engram_b"]
+    for layer, x in enumerate(band["kl"]):
+        pair = [alone["engram"][layer], alone["engram_b"][layer]]
+        assert x["low"] == pytest.approx(min(pair), abs=1e-6) and x["high"] == pytest.approx(max(pair), abs=1e-6)
+    models = {n: ei.load(p, device="cpu") for n, p in [("engram", ckpts["engram"]), ("engram-seed1", engram2),
+                                                       ("moe", ckpts["moe"]), ("moe-seed1", ckpts["moe_seed1"])]}
+    lens = {"models": [dict(m, name=n) for n, m in zip(models, logit_lens(models, texts, max_tokens=300).to_dict()["models"])]}
+    abl = ablation_sensitivity(models, read_suites([str(ckpts["suite"])])).to_dict()
+    expected = compute_findings({"lens": lens, "ablate": abl})
+    got = res["seed_findings"]
+    assert [f["verdict"] for f in got] == [f.verdict for f in expected]
+    assert got[0]["bands"]["engram"]["values"] == pytest.approx(expected[0].bands["engram"]["values"], abs=1e-6)
+    html = (out / "report.html").read_text()
+    assert "Across seeds" in html and "across seeds, LogitLens" in printed
+
+
 def test_user_errors(ckpts, capsys, tmp_path):
     assert main(["gates", str(ckpts["moe"]), "--text", "hi", "--device", "cpu"]) == 2
     assert "no Engram" in capsys.readouterr().err

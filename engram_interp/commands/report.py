@@ -7,8 +7,8 @@ import contextlib
 import sys
 import time
 
-from engram_interp.commands._common import (add_common, add_corpus, check_text_fits, load_models, names_for, positive_int,
-                                            seed_all, texts_from, warn_overlong)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_text_fits, load_models,
+                                            names_for, positive_int, seed_all, texts_from, warn_overlong)
 from engram_interp.defaults import DEFAULTS
 from engram_interp.errors import EngramInterpError
 
@@ -20,12 +20,17 @@ DESCRIPTION = (
     "A and B are .ckpt files, Hugging Face folders, .gguf files or a known name (smollm2). With A alone "
     "(e.g. a pretrained model without Engram) the report holds LogitLens and A's layer-by-layer CKA; gates and "
     "ablation need Engram/PLE layers. A third model C, the Engram-null control: the same analyses on it and every "
-    "finding stated against it (results.json 'findings', with a 'source' field). Definitions: docs/ANALYSES.md."
+    "finding stated against it (results.json 'findings', with a 'source' field). With several seeds per model "
+    "(--seeds DIR, or a.ckpt,a-seed1.ckpt as an argument) LogitLens and ablation also run on every seed and an "
+    "'Across seeds' section gives each finding's band over seeds and its verdict, computed as in "
+    "checkpoints/FINDINGS.md (results.json 'seed_bands' and 'seed_findings'); the figures show the first seeds. "
+    "Definitions: docs/ANALYSES.md."
 )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ckpt_a", help="the (Engram) model: a .ckpt, a Hugging Face folder, a .gguf file or smollm2")
+    p.add_argument("ckpt_a", help="the (Engram) model: a .ckpt, a Hugging Face folder, a .gguf file or smollm2 "
+                                  "(comma-separated: its seeds)")
     p.add_argument("ckpt_b", nargs="?", default=None,
                    help="its baseline (e.g. the iso-parameter MoE); without it CKA compares A's layers with each other")
     p.add_argument("ckpt_control", nargs="?", default=None,
@@ -44,6 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attribution", default=None, metavar="PROBES",
                    help="probe items with candidates (e.g. probes/entities.jsonl): add a direct-logit-attribution "
                         "section (at most --max-items items)")
+    add_seeds(p)
     # the shared defaults (engram_interp.defaults): the report's figures match the app's and measure.sh's
     add_common(p, out_is_dir=True, tokens_default=DEFAULTS.tokens, seed_default=DEFAULTS.seed)
 
@@ -53,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
     from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
+    from engram_interp.analysis.ablation import AblationResult
+    from engram_interp.analysis.logit_lens import LogitLensResult
     from engram_interp.analysis.memory import memory_inspect
     from engram_interp.commands._common import corpus_name
     from engram_interp.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences
@@ -74,17 +82,24 @@ def run(args: argparse.Namespace) -> int:
     texts = texts_from(args)
     suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed) if args.suites else None
     seed_all(args.seed)
-    paths_in = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + ([args.ckpt_control] if args.ckpt_control else [])
+    specs = [args.ckpt_a] + ([args.ckpt_b] if args.ckpt_b else []) + ([args.ckpt_control] if args.ckpt_control else [])
+    groups = arm_groups(specs, args.seeds)  # [(arm, [seed paths])]: the first path of each is "the" model
+    all_paths = [p for _, ps in groups for p in ps]
     with phase("load"):
-        models = load_models(paths_in, args.device, args.allow_nonfinite)
-    names = names_for(paths_in)
+        all_models = load_models(all_paths, args.device, args.allow_nonfinite)
+    all_names = names_for(all_paths)
+    first = [all_paths.index(ps[0]) for _, ps in groups]
+    models, names = [all_models[i] for i in first], [all_names[i] for i in first]
+    paths_in = [all_paths[i] for i in first]
+    several = any(len(ps) > 1 for _, ps in groups)
+    everyone = dict(zip(all_names, all_models)) if several else dict(zip(names, models))
     a, na = models[0], names[0]
     b, nb = (models[1], names[1]) if len(models) > 1 else (None, None)
     c, nc = (models[2], names[2]) if len(models) > 2 else (None, None)
     if c is not None and not c.engram_layers:
-        raise EngramInterpError(f"{args.ckpt_control} has no Engram layers; the third model must be the Engram-null control")
+        raise EngramInterpError(f"{paths_in[2]} has no Engram layers; the third model must be the Engram-null control")
     if not a.engram_layers and b is not None and b.engram_layers:
-        raise EngramInterpError(f"{args.ckpt_a} has no Engram layers; the report needs the Engram model first")
+        raise EngramInterpError(f"{paths_in[0]} has no Engram layers; the report needs the Engram model first")
     pair = dict(zip(names, models))
     check_text_fits(models, args.probe_text, "--probe-text")
     if suites:
@@ -93,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     say("logit lens ...")
     with phase("logit-lens"):
-        lens = logit_lens(pair, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog)
+        lens_all = logit_lens(everyone, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog)
+        lens = LogitLensResult([m for m in lens_all.models if m.name in pair])
         tl = [logit_lens_tokens(m, args.probe_text, name=n) for n, m in pair.items()]
     say("cka ...")
     with phase("cka"):
@@ -105,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
                 c, b, None if args.tokens == "entities" else texts, tokens=args.tokens, probes=args.probes, k=cka.k,
                 batch_size=args.cka_batch, max_tokens=args.max_tokens, text_batch_size=args.batch_size, seed=args.seed,
                 progress=prog, names=(nc, nb or nc)))
-    gm, gc, abl, gc_control = [], None, None, None
+    gm, gc, abl, abl_all, gc_control = [], None, None, None, None
     if a.engram_layers:
         say("gates ...")
         with phase("gates"):
@@ -116,12 +132,13 @@ def run(args: argparse.Namespace) -> int:
     if suites and a.engram_layers:
         say("ablation ...")
         with phase("ablation"):
-            abl = ablation_sensitivity(pair, suites, seed=args.seed, progress=prog)
+            abl_all = ablation_sensitivity(everyone, suites, seed=args.seed, progress=prog)
+            abl = AblationResult([m for m in abl_all.models if m["name"] in pair], abl_all.mode)
     mem = None
     if a.engram_layers:
         say("memory ...")
         with phase("memory"):
-            mem = memory_inspect(open_tables(args.ckpt_a), texts, max_tokens=args.max_tokens, seed=args.seed,
+            mem = memory_inspect(open_tables(paths_in[0]), texts, max_tokens=args.max_tokens, seed=args.seed,
                                  progress=prog)
     attr = []
     if args.attribution:
@@ -132,8 +149,11 @@ def run(args: argparse.Namespace) -> int:
         with phase("attribution"):
             attr = [attribution_over_items(m, items, suite=suite, max_items=args.max_items or 100, seed=args.seed,
                                            progress=prog, name=n) for n, m in pair.items()]
-    notes = [f"A = {args.ckpt_a}" + (f", B = {args.ckpt_b}" if b is not None else " (CKA: A's layers against each other)")
+    notes = [f"A = {paths_in[0]}" + (f", B = {paths_in[1]}" if b is not None else " (CKA: A's layers against each other)")
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
+    if several:
+        notes.append("Seeds: " + "; ".join(f"{arm}: {', '.join(ps)}" for arm, ps in groups) + ". The figures show the"
+                     " first seed of each; LogitLens and ablation ran on every seed (section 'Across seeds').")
     if not a.engram_layers:
         notes.append(f"{na} has no Engram/PLE layers: no gate statistics, no Engram ablation and no memory section.")
     findings = lens_sentences(lens.to_dict()["models"], na, nc, nb)
@@ -148,17 +168,21 @@ def run(args: argparse.Namespace) -> int:
     if c is None:
         findings.append("No Engram-null control was given (third model), so no difference above is established.")
     if c is not None:
-        notes.append(f"Control C = {args.ckpt_control}; corpus {corpus_name(args)}; seed {args.seed}. "
+        notes.append(f"Control C = {paths_in[2]}; corpus {corpus_name(args)}; seed {args.seed}. "
                      "Definitions: docs/ANALYSES.md.")
     source = {"corpus": corpus_name(args), "tokens": lens.models[0].n_tokens, "seed": args.seed}
+    seed_bands, seed_findings = across_seeds(groups, all_names, lens_all, abl_all) if several else (None, [])
     with phase("write"):
         paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""),
                              lens=lens, token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes,
                              force=args.force, memory=mem, attribution=attr, findings=findings,
                              probe_text=args.probe_text, source=source,
-                             extra_gates=[gc_control] if gc_control is not None else [])
+                             extra_gates=[gc_control] if gc_control is not None else [],
+                             seed_bands=seed_bands, seed_findings=seed_findings)
     for line in findings:
         print("- " + line)
+    for f in seed_findings:
+        print(f"- across seeds, {f.title}: {f.verdict} ({f.reason})")
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
     print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
@@ -175,3 +199,29 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
     print("phase timings (s): " + ", ".join(f"{name} {sec:.1f}" for name, sec in timings) + f"; total {total:.1f}")
     return 0
+
+
+ROLES = ("engram", "moe", "engram-null")  # the report's positional models A, B, C
+
+
+def across_seeds(groups: list[tuple[str, list[str]]], all_names: list[str], lens_all, abl_all) -> tuple[dict, list]:
+    """Seed bands of LogitLens and ablation over every seed of each model, and the findings computed
+    from them exactly as for checkpoints/FINDINGS.md (``engram_interp.findings``). The models are
+    named by their role (A = engram, B = moe, C = engram-null; seed k > 0 as ROLE-seedk), so the
+    verdicts do not depend on file names."""
+    from engram_interp.analysis.seeds import ablation_bands, lens_bands
+    from engram_interp.findings import compute_findings
+
+    it = iter(all_names)
+    named = {arm: [next(it) for _ in ps] for arm, ps in groups}
+    bands = {"logit_lens": lens_bands(lens_all, named)}
+    if abl_all is not None:
+        bands["ablation"] = ablation_bands(abl_all, named)
+    role = {}
+    for (arm, names), r in zip(named.items(), ROLES):
+        role |= {n: r if k == 0 else f"{r}-seed{k}" for k, n in enumerate(names)}
+    measurements = {"lens": {"models": [{**m, "name": role[m["name"]]} for m in lens_all.to_dict()["models"]]}}
+    if abl_all is not None:
+        d = abl_all.to_dict()
+        measurements["ablate"] = {**d, "models": [{**m, "name": role[m["name"]]} for m in d["models"]]}
+    return bands, compute_findings(measurements)
