@@ -57,6 +57,12 @@ CKA_DEFAULTS = {"tokens": "entities", "n_examples": DEFAULTS.tokens, "batch": 25
 # k of the stored soft alignment (with its bootstrap CI): None = the library's default for B's depth
 
 
+def token_progress(progress: Progress) -> Callable[[int, int | None, str], None]:
+    """An analysis's ``on_progress(tokens done, token budget, what)`` as the app's progress bar."""
+    return lambda done, total, what: progress(min(done / total, 1.0) if total else 0.5,
+                                              f"{what}: {done:,}/{f'{total:,}' if total else '?'} tokens")
+
+
 # ---- CKA -----------------------------------------------------------------------------------------
 def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[str, Any]:
     """Cached ``engram_interp.analysis.cka.cka_analysis`` of model A vs B, as its ``to_dict()``
@@ -75,7 +81,7 @@ def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[
         res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"],
                            probes=None if probes is None else str(probes), batch_size=params["batch"],
                            max_tokens=params["n_examples"], k=k, n_boot=params["n_boot"], seed=params["seed"],
-                           names=(pair.labels[0], pair.labels[1]))
+                           names=(pair.labels[0], pair.labels[1]), on_progress=token_progress(progress))
         return dict(res.to_dict(), source=source)
 
     return state.disk_cached("cka", pair.shas, cka_key(params, k), compute, label="CKA")
@@ -260,8 +266,7 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
             progress(0.05, f"{entry.label}: {params['max_tokens']} tokens of {source}")
             res = logit_lens({entry.label: entry.model()}, texts, batch_size=params["batch_size"],
                              max_tokens=params["max_tokens"],
-                             on_progress=lambda done, total, name: progress(
-                                 done / total if total else 0.5, f"{name}: {done}/{total or '?'} tokens"))
+                             on_progress=token_progress(progress))
             return dict(res.to_dict()["models"][0], source=source)
 
         key = dict(params, data=corpus_id())
@@ -311,7 +316,7 @@ def gate_corpus(entry: Entry, params: dict[str, Any]) -> dict[str, Any]:
         progress(0.05, f"{entry.label}: gates over {params['max_tokens']} tokens of {source}")
         res = run(entry.model(), texts, batch_size=params["batch_size"], max_tokens=params["max_tokens"],
                   min_count=params["min_count"], top_n=params["top_n"], name=entry.label, n_perm=params["n_perm"],
-                  seed=params["seed"])
+                  seed=params["seed"], on_progress=token_progress(progress))
         return dict(res.to_dict(), source=source)
 
     return state.disk_cached("gates", [entry.sha], dict(params, data=corpus_id()), compute,

@@ -69,3 +69,22 @@ def test_gate_corpus_top_lists_and_ranking():
     assert [s.mean for s in top] == sorted([s.mean for s in top], reverse=True)
     assert r.bottom["1.0"][0].mean <= top[-1].mean
     assert all(0 < m < 1 for m in r.mean_gate)
+
+
+def test_gate_corpus_and_cka_report_progress_in_tokens():
+    """The app's progress bars: on_progress(done, budget, name) after each batch, done rising to the
+    number of tokens actually analysed."""
+    from engram_interp.analysis import cka_analysis
+    from engram_interp.analysis.progress import count_tokens
+
+    model = tiny_model("engram")
+    texts = ["The Milky Way is a galaxy. By the way, the Princess of Wales visited London. " * 8] * 6
+    budget = 700
+    calls = []
+    gate_corpus(model, texts, batch_size=1, max_tokens=budget, on_progress=lambda *a: calls.append(a))
+    assert len(calls) > 1 and [c[0] for c in calls] == sorted(c[0] for c in calls)
+    assert calls[-1][0] == count_tokens(model, texts, budget) and calls[-1][1] == budget
+    calls.clear()
+    cka_analysis(model, tiny_model("moe"), texts, batch_size=16, max_tokens=budget, text_batch_size=1, n_boot=5,
+                 on_progress=lambda *a: calls.append(a))
+    assert len(calls) > 1 and calls[-1][0] == count_tokens(model, texts, budget) and calls[-1][1] == budget

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -423,6 +423,7 @@ def cka_analysis(
     seed: int = 0,
     shuffle_buffer: int | None = None,
     progress: bool = False,
+    on_progress: Callable[[int, int | None, str], None] | None = None,
     names: tuple[str, str] | None = None,
 ) -> CKAResult:
     """Minibatch unbiased linear CKA between every layer point of ``model_a`` and of ``model_b``
@@ -478,11 +479,15 @@ def cka_analysis(
     it = token_progress(batches, total, f"cka {na} vs {nb}", lambda b: int(selected_mask(b).sum()), progress)
     varies_a = torch.zeros(la, dtype=torch.bool)
     varies_b = torch.zeros(lb, dtype=torch.bool)
+    done = 0
     with torch.no_grad():
         for batch in it:
             sel = selected_mask(batch)
             if not sel.any():
                 continue
+            done += int(sel.sum())
+            if on_progress is not None:
+                on_progress(done, max_tokens, f"{na} vs {nb}")
             a = torch.stack([h[sel] for h in layer_activations(model_a, batch.tokens)])  # [L_a, n, d]
             b = a if self_mode else torch.stack([h[sel].to(a.device) for h in layer_activations(mb, batch.tokens.to(mb.device))])
             varies_a |= _varies(a)

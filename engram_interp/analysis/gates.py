@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -325,10 +325,12 @@ def gate_corpus(
     name: str | None = None,
     n_perm: int = 19,
     seed: int = 0,
+    on_progress: Callable[[int, int | None, str], None] | None = None,
 ) -> GateCorpusResult:
     """Aggregate gates per suffix n-gram over ``texts``: mean gate per channel, branch selectivity
     (eta^2, omega^2, permutation baseline of ``n_perm`` seeded label shuffles) and its ranking,
-    top/bottom n-grams (by mean gate, count >= ``min_count``) per (layer, branch)."""
+    top/bottom n-grams (by mean gate, count >= ``min_count``) per (layer, branch).
+    ``on_progress(tokens done, max_tokens, name)`` is called after each batch (the app's progress bar)."""
     require_engram(model, "gate statistics")
     texts = check_texts(texts)
     names = _gate_names(model)
@@ -336,6 +338,7 @@ def gate_corpus(
     channels = [(l, b) for l in model.engram_layers for b in range(M)]
     acc = GateNgramAccumulator(len(channels), model.info.vocab_size, orders, n_perm=n_perm, seed=seed)
     gate_sum = torch.zeros(len(channels), dtype=torch.float64)
+    done = 0
     it = token_progress(token_batches(model, texts, batch_size, max_tokens),
                         count_tokens(model, texts, max_tokens) if progress else None,
                         f"gates {name or model_name(model)}", lambda b: int(b.mask.sum()), progress)
@@ -344,6 +347,9 @@ def gate_corpus(
         g = torch.cat([cache[n] for n in names], dim=-1)  # [b, p, layers*M], layer-major
         acc.update(batch.tokens, batch.mask, g)
         gate_sum += g[batch.mask].double().sum(0).cpu()
+        done += int(batch.mask.sum())
+        if on_progress is not None:
+            on_progress(done, max_tokens, name or model_name(model))
     acc.all_reduce()
     stats = acc.selectivity_stats(min_count, order=max(orders))
     sel = stats["eta2"]
