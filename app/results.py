@@ -394,7 +394,9 @@ def gates_summary(entries: Sequence[Entry]) -> list[str]:
 
 
 # ---- Ablation --------------------------------------------------------------------------------------
-ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": True, "batch_size": 16, "seed": DEFAULTS.seed}
+# per_layer off for the first view (full + all Engram layers suppressed: half the forward passes of the
+# bundled pair); the page's "each layer alone" switch adds the per-layer variants
+ABLATION_DEFAULTS = {"mode": "zero", "n_boot": 1000, "per_layer": False, "batch_size": 16, "seed": DEFAULTS.seed}
 
 
 def _suites_key(suites: dict[str, list[dict]]) -> str:
@@ -422,9 +424,10 @@ def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]
     return state.disk_cached("ablation", [entry.sha], key, compute, label=f"Ablation {entry.label}")
 
 
-def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
+def ablation_table(entries: Sequence[Entry], suites: dict, per_layer: bool = False) -> None:
     """Per Engram model and suite: full and ablated accuracy (n, chance level), retained % with its
-    bootstrap CI, and a chart; models without Engram are named once (100% by construction)."""
+    bootstrap CI, and a chart; models without Engram are named once (100% by construction).
+    ``per_layer``: also each Engram layer suppressed alone (one more pass per layer and model)."""
     import pandas as pd
     import streamlit as st
 
@@ -432,7 +435,8 @@ def ablation_table(entries: Sequence[Entry], suites: dict) -> None:
     from engram_interp.sentences import chance_level, wilson_interval
 
     try:
-        tables = {e.label: ablation(e, suites, ABLATION_DEFAULTS) for e in entries}
+        params = dict(ABLATION_DEFAULTS, per_layer=per_layer)
+        tables = {e.label: ablation(e, suites, params) for e in entries}
     except EngramInterpError as exc:
         st.error(str(exc))
         return

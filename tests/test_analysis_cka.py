@@ -157,3 +157,22 @@ def test_fp32_grams_match_float64_u_centred_reference_at_benchmark_shape():
         sb += (ub * ub).sum(1)
     ref = s / torch.sqrt(torch.outer(sa, sb))
     assert float((ours - ref).abs().max()) < 1e-6
+
+
+def test_entity_texts_cut_after_their_last_entity_read_the_same_activations():
+    """CKA on entity tokens runs each probe text only up to its last entity: the activations there
+    equal those of the whole text (the models are causal), for every model kind incl. Engram and mHC."""
+    from engram_interp.analysis.common import entity_batches, layer_activations, selected_mask
+    from engram_interp.testing import tiny_model
+
+    items = [{"text": "Alexander the Great was a king of Macedon. The Milky Way is a galaxy far away from here.",
+              "entity_end_positions": [18, 40]},
+             {"text": "By the way, the Princess of Wales visited London and Paris, then went home again.",
+              "entity_end_positions": [32, 47]}]
+    for kind in ("engram", "mhc", "moe"):
+        model = tiny_model(kind)
+        whole = next(entity_batches(model, items, batch_size=2))
+        cut = next(entity_batches(model, items, batch_size=2, end_at_last_entity=True))
+        assert cut.tokens.shape[1] < whole.tokens.shape[1] and cut.positions == whole.positions
+        for h_whole, h_cut in zip(layer_activations(model, whole.tokens), layer_activations(model, cut.tokens)):
+            torch.testing.assert_close(h_cut[selected_mask(cut)], h_whole[selected_mask(whole)], atol=1e-5, rtol=1e-5)

@@ -213,6 +213,21 @@ def test_ablation_item_view_full_vs_suppressed(app_env):
     assert len(at.dataframe) >= 2
 
 
+def test_ablation_per_layer_on_demand_keeps_the_all_layer_figures(app_env):
+    """The first view scores full + all Engram layers suppressed; the switch adds one column per
+    Engram layer alone, and the all-layer retained % stays what it was."""
+    app_env("engram", "moe")
+    at = run_page("ablation")
+    first = at.dataframe[0].value
+    assert not [c for c in first.columns if "only" in c]
+    at.toggle(key="abl-per-layer").set_value(True).run()
+    assert not at.exception
+    both = at.dataframe[0].value
+    assert [c for c in both.columns if "only" in c] == ["retained % (layer 1 only)", "retained % (layer 2 only)"]
+    assert list(both["retained %"]) == list(first["retained %"])
+    assert list(both["full acc [95% CI]"]) == list(first["full acc [95% CI]"])
+
+
 def test_cka_cached_on_disk_and_reused(app_env, monkeypatch):
     from app import state
 

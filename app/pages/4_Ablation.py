@@ -32,8 +32,11 @@ if not suites:
     st.stop()
 
 st.subheader("Retained performance per suite")
+per_layer = st.toggle("Also each Engram layer suppressed alone", value=False, key="abl-per-layer",
+                      help="One more set of forward passes per Engram layer and model; the retained % with every "
+                           "Engram layer suppressed does not change.")
 if results.library("ablation", "The ablation analysis", stop=False) is not None:
-    results.ablation_table(engram_entries, suites)
+    results.ablation_table(engram_entries, suites, per_layer=per_layer)
 
 st.subheader("One item: full vs ablated prediction")
 labels = [e.label for e in engram_entries]

@@ -449,7 +449,8 @@ def cka_analysis(
         same_tokenizer(model_a, model_b)
     na, nb = names or (model_name(model_a, "A"), model_name(mb, "B"))
     if isinstance(tokens, str) and tokens == "entities":
-        batches = entity_batches(model_a, read_entity_probes(probes), text_batch_size, max_tokens)
+        batches = entity_batches(model_a, read_entity_probes(probes), text_batch_size, max_tokens,
+                                 end_at_last_entity=True)  # CKA reads the entity positions only
         selection = "entities"
     elif isinstance(tokens, str) and tokens == "all":
         batches = token_batches(model_a, check_texts(texts), text_batch_size, max_tokens)
