@@ -176,3 +176,27 @@ def test_entity_texts_cut_after_their_last_entity_read_the_same_activations():
         assert cut.tokens.shape[1] < whole.tokens.shape[1] and cut.positions == whole.positions
         for h_whole, h_cut in zip(layer_activations(model, whole.tokens), layer_activations(model, cut.tokens)):
             torch.testing.assert_close(h_cut[selected_mask(cut)], h_whole[selected_mask(whole)], atol=1e-5, rtol=1e-5)
+
+
+def test_selected_activations_equal_the_plain_forward_per_batch():
+    """Rows re-batched by length across a window give, per original batch and in its row-major order,
+    the activations of the plain forward at the selected positions (entity positions or every token)."""
+    from engram_interp.analysis.common import (
+        entity_batches, layer_activations, selected_activations, selected_mask, token_batches,
+    )
+    from engram_interp.testing import tiny_model
+
+    items = [{"text": t, "entity_end_positions": e} for t, e in [
+        ("Alexander the Great was a king of Macedon.", [18]),
+        ("By the way, the Princess of Wales visited London and Paris, then went home again and again.", [32, 47, 57]),
+        ("The Milky Way is a galaxy.", [12]), ("Water boils at one hundred degrees in New York.", [47])]]
+    models = [tiny_model("engram"), tiny_model("mhc", seed=1)]
+    for batches in (list(entity_batches(models[0], items, batch_size=2)),
+                    list(token_batches(models[0], [i["text"] for i in items], batch_size=3))):
+        got = list(selected_activations(models, batches, window=2))
+        assert [b for b, _ in got] == batches
+        for batch, acts in got:
+            sel = selected_mask(batch)
+            for model, a in zip(models, acts):
+                ref = torch.stack([h[sel] for h in layer_activations(model, batch.tokens)])
+                torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)

@@ -437,7 +437,7 @@ def cka_analysis(
     """
     from engram_interp.analysis.common import (
         TokenBatch, check_texts, entity_batches, layer_activations, model_name, pad_batch, read_entity_probes,
-        same_tokenizer, selected_mask, token_batches,
+        same_tokenizer, selected_activations, selected_mask, token_batches,
     )
     from engram_interp.errors import EngramInterpError
 
@@ -482,15 +482,14 @@ def cka_analysis(
     varies_b = torch.zeros(lb, dtype=torch.bool)
     done = 0
     with torch.no_grad():
-        for batch in it:
-            sel = selected_mask(batch)
-            if not sel.any():
+        for batch, acts in selected_activations([model_a] if self_mode else [model_a, mb], it):
+            if acts[0] is None:
                 continue
-            done += int(sel.sum())
+            done += acts[0].shape[1]
             if on_progress is not None:
                 on_progress(done, max_tokens, f"{na} vs {nb}")
-            a = torch.stack([h[sel] for h in layer_activations(model_a, batch.tokens)])  # [L_a, n, d]
-            b = a if self_mode else torch.stack([h[sel].to(a.device) for h in layer_activations(mb, batch.tokens.to(mb.device))])
+            a = acts[0]  # [L_a, n, d]
+            b = a if self_mode else acts[1].to(a.device)
             varies_a |= _varies(a)
             varies_b |= varies_a if self_mode else _varies(b)
             for xa, xb in buf.add(a, b):

@@ -201,6 +201,59 @@ def layer_activations(model, tokens: torch.Tensor, names: list[str] | None = Non
     return [model.readout(cache[n]) for n in names]
 
 
+def selected_activations(models: Sequence, batches: Iterable[TokenBatch], window: int = 8
+                         ) -> Iterator[tuple[TokenBatch, list[torch.Tensor]]]:
+    """For each batch of ``batches``, in order: ``(batch, [per model: [n_points, n_sel, d]])``, the
+    residual stream at every layer point at the batch's selected positions (:func:`selected_mask`,
+    row-major), exactly as ``layer_activations(model, batch.tokens)[...][selected_mask(batch)]``.
+
+    Rows of ``window`` consecutive batches are run together sorted by length (longest first) in
+    forward passes of the same number of rows, so short texts are not padded to long ones; the
+    models are causal and rows independent, so only the padding changes. Each row runs only up to
+    its last selected position."""
+    pending: list[TokenBatch] = []
+    for batch in batches:
+        pending.append(batch)
+        if len(pending) == window:
+            yield from _window_activations(models, pending)
+            pending = []
+    if pending:
+        yield from _window_activations(models, pending)
+
+
+def _window_activations(models: Sequence, batches: list[TokenBatch]):
+    rows = []  # (batch index, ids up to the last selected position, selected positions)
+    for bi, batch in enumerate(batches):
+        sel = selected_mask(batch).cpu()
+        for r in range(batch.tokens.shape[0]):
+            pos = sel[r].nonzero()[:, 0]
+            end = int(pos[-1]) + 1 if len(pos) else 0
+            rows.append((bi, batch.tokens[r, :end].cpu(), pos))
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i][1]))
+    size = max(b.tokens.shape[0] for b in batches)
+    per_row: list[list[torch.Tensor | None]] = [[None] * len(rows) for _ in models]
+    for start in range(0, len(order), size):
+        group = [i for i in order[start:start + size] if len(rows[i][1])]
+        if not group:
+            continue
+        width = len(rows[group[0]][1])
+        for mi, model in enumerate(models):
+            tokens = torch.full((len(group), width), model.info.pad_token_id, dtype=torch.long)
+            for j, i in enumerate(group):
+                tokens[j, : len(rows[i][1])] = rows[i][1]
+            acts = layer_activations(model, tokens.to(model.device))
+            for j, i in enumerate(group):
+                pos = rows[i][2].to(acts[0].device)
+                per_row[mi][i] = torch.stack([h[j, pos] for h in acts])  # [n_points, n_i, d] (or [.., M, d])
+    for bi, batch in enumerate(batches):
+        mine = [i for i, row in enumerate(rows) if row[0] == bi and per_row[0][i] is not None]
+        out = []
+        for mi in range(len(models)):
+            parts = [per_row[mi][i] for i in mine]
+            out.append(torch.cat(parts, dim=1) if parts else None)
+        yield batch, out
+
+
 def resolve_device(device) -> torch.device:
     """None/'auto' -> CUDA when present else CPU; otherwise the named device (user error if absent)."""
     from engram_interp.checkpoint import resolve_device as _rd
