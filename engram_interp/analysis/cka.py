@@ -436,7 +436,7 @@ def cka_analysis(
     ``16 * batch_size``) before minibatching. ``max_tokens`` caps the examples. Returns CKAResult.
     """
     from engram_interp.analysis.common import (
-        TokenBatch, check_texts, entity_batches, layer_activations, model_name, pad_batch, read_entity_probes,
+        TokenBatch, check_texts, entity_batches, model_name, pad_batch, read_entity_probes,
         same_tokenizer, selected_activations, selected_mask, token_batches,
     )
     from engram_interp.errors import EngramInterpError
