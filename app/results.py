@@ -71,20 +71,53 @@ def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[
     def compute(progress: Progress) -> dict[str, Any]:
         from engram_interp.analysis.cka import cka_analysis
 
-        if params["tokens"] == "entities":
-            probes = state.probes_dir() / "entities_ner.jsonl"
-            texts, source = None, str(probes)
-        else:
-            probes = None
-            texts, source = corpus_texts()
+        texts, probes, source = _cka_data(params)
         progress(0.1, f"running both models over up to {params['n_examples']} tokens of {source}")
-        res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"],
-                           probes=None if probes is None else str(probes), batch_size=params["batch"],
+        res = cka_analysis(pair.models[0], pair.models[1], texts, tokens=params["tokens"], probes=probes,
+                           batch_size=params["batch"],
                            max_tokens=params["n_examples"], k=k, n_boot=params["n_boot"], seed=params["seed"],
                            names=(pair.labels[0], pair.labels[1]), on_progress=token_progress(progress))
         return dict(res.to_dict(), source=source)
 
     return state.disk_cached("cka", pair.shas, cka_key(params, k), compute, label="CKA")
+
+
+def _cka_together(rows: Sequence[Entry], b: Entry, params: dict[str, Any], k: int | None) -> None:
+    """Compute the CKA of every ``rows`` model against ``b`` that is not cached yet in one pass
+    (``cka_analyses``: B runs once for all of them) and store each under its own key, exactly as
+    :func:`cka` would have."""
+    key = cka_key(params, k)
+    missing = [x for x in rows if state.cached_result("cka", [x.sha, b.sha], key) is None]
+    if len(missing) < 2:
+        return
+    pair = state.load_pair([*missing, b])
+    if pair is None:
+        return
+
+    def compute(progress: Progress) -> dict[str, Any]:
+        from engram_interp.analysis.cka import cka_analyses
+
+        texts, probes, source = _cka_data(params)
+        progress(0.05, f"{len(missing)} models vs {b.label} over up to {params['n_examples']} tokens of {source}")
+        results = cka_analyses(dict(zip(pair.labels[:-1], pair.models[:-1])), pair.models[-1], texts,
+                               tokens=params["tokens"], probes=probes, batch_size=params["batch"],
+                               max_tokens=params["n_examples"], k=k, n_boot=params["n_boot"], seed=params["seed"],
+                               name_b=pair.labels[-1], on_progress=token_progress(progress))
+        for x, res in zip(missing, results):
+            state.store_result("cka", [x.sha, b.sha], key, dict(res.to_dict(), source=source))
+        return {"stored": [x.sha for x in missing]}
+
+    state.disk_cached("cka_together", [x.sha for x in missing] + [b.sha], key, compute,
+                      label=f"CKA of {', '.join(x.label for x in missing)} vs {b.label}")
+
+
+def _cka_data(params: dict[str, Any]) -> tuple[list[str] | None, str | None, str]:
+    """(texts, probe file, source name) of a CKA run with ``params``."""
+    if params["tokens"] == "entities":
+        probes = state.probes_dir() / "entities_ner.jsonl"
+        return None, str(probes), str(probes)
+    texts, source = corpus_texts()
+    return texts, None, source
 
 
 def cka_key(params: dict[str, Any], k: int | None) -> dict[str, Any]:
@@ -130,6 +163,8 @@ def cka_with_references(a: Entry, b: Entry, entries: Sequence[Entry], params: di
         pair = state.load_pair([x, b])
         return None if pair is None else cka(pair, params, k=kk)
 
+    if compute:
+        _cka_together([a, *reference_entries(a, b, entries).values()], b, params, k)
     res = get(a, k)
     if not res or "cka" not in res:
         return None

@@ -200,3 +200,17 @@ def test_selected_activations_equal_the_plain_forward_per_batch():
             for model, a in zip(models, acts):
                 ref = torch.stack([h[sel] for h in layer_activations(model, batch.tokens)])
                 torch.testing.assert_close(a, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_several_models_against_one_baseline_equal_separate_analyses():
+    """cka_analyses runs B once for every A; each result equals its own cka_analysis call."""
+    from engram_interp.analysis.cka import cka_analyses, cka_analysis
+    from engram_interp.testing import tiny_model
+
+    texts = ["The Milky Way is a galaxy. By the way, the Princess of Wales visited London. " * 4] * 4
+    a1, a2, b = tiny_model("engram"), tiny_model("engram-null", seed=3), tiny_model("moe", seed=1)
+    kw = dict(batch_size=32, max_tokens=300, n_boot=20, seed=4)
+    together = cka_analyses({"a1": a1, "a2": a2}, b, texts, name_b="b", **kw)
+    for res, model, name in zip(together, (a1, a2), ("a1", "a2")):
+        alone = cka_analysis(model, b, texts, names=(name, "b"), **kw)
+        assert res.to_dict() == alone.to_dict()

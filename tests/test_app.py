@@ -228,6 +228,35 @@ def test_ablation_per_layer_on_demand_keeps_the_all_layer_figures(app_env):
     assert list(both["full acc [95% CI]"]) == list(first["full acc [95% CI]"])
 
 
+def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, ckpts, tmp_path, monkeypatch):
+    """With an Engram-null control loaded, A vs B and control vs B come from one pass (B runs once);
+    each stored result equals its own cka_analysis call with the page's settings."""
+    from app import results, state
+    from engram_interp.analysis.cka import cka_analysis
+    from engram_interp.testing import tiny_model
+
+    ckpts["null"] = ei.save(tiny_model("engram-null", seed=2), tmp_path / "null.ckpt")
+    app_env("engram", "moe", "null")
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "fresh-cache"))
+    import engram_interp.analysis.cka as cka_lib
+
+    calls = []
+    original = cka_lib.cka_analyses
+    monkeypatch.setattr(cka_lib, "cka_analyses", lambda rows, *a, **k: calls.append(list(rows)) or original(rows, *a, **k))
+    at = run_page("cka")
+    assert not at.error, texts(at.error)
+    assert calls == [["engram", "null"]]
+    entries = {e.label: e for e in state.entries()}
+    params = dict(results.CKA_DEFAULTS, n_examples=results.CKA_DEFAULTS["n_examples"])
+    for row in ("engram", "null"):
+        stored = state.cached_result("cka", [entries[row].sha, entries["moe"].sha], results.cka_key(params, None))
+        alone = cka_analysis(ei.load(ckpts[row], device="cpu"), ei.load(ckpts["moe"], device="cpu"), None,
+                             tokens="entities", probes=str(state.probes_dir() / "entities_ner.jsonl"),
+                             batch_size=params["batch"], max_tokens=params["n_examples"], n_boot=params["n_boot"],
+                             seed=params["seed"], names=(row, "moe"))
+        assert {k: v for k, v in stored.items() if k != "source"} == alone.to_dict()
+
+
 def test_cka_cached_on_disk_and_reused(app_env, monkeypatch):
     from app import state
 

@@ -28,6 +28,7 @@ from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
 
 __all__ = [
     "CKAAccumulator",
+    "cka_analyses",
     "u_centred_grams",
     "minibatch_cka",
     "soft_alignment",
@@ -413,6 +414,30 @@ def cka_analysis(
     model_b=None,
     texts: Sequence[str] | str | None = None,
     *,
+    names: tuple[str, str] | None = None,
+    **kwargs,
+) -> CKAResult:
+    """Minibatch unbiased linear CKA between every layer point of ``model_a`` and of ``model_b``
+    (``None``: A against itself) on the same tokens.
+
+    ``tokens``: ``"all"`` (every token of ``texts`` except BOS and padding), ``"entities"`` (final
+    token of each named entity of the probe set ``probes``, default ``probes/entities_ner.jsonl``),
+    or explicit positions, one list per text (positions in ``model.to_tokens(text)``, BOS = 0).
+    Tokens are shuffled across sequences (buffer of ``shuffle_buffer`` tokens, default
+    ``16 * batch_size``) before minibatching. ``max_tokens`` caps the examples. The other keywords
+    are those of :func:`cka_analyses`. Returns CKAResult.
+    """
+    from engram_interp.analysis.common import model_name
+
+    na, nb = names or (model_name(model_a, "A"), model_name(model_b if model_b is not None else model_a, "B"))
+    return cka_analyses({na: model_a}, model_b, texts, name_b=nb, **kwargs)[0]
+
+
+def cka_analyses(
+    models_a: dict,
+    model_b=None,
+    texts: Sequence[str] | str | None = None,
+    *,
     tokens: str | Sequence[Sequence[int]] = "all",
     probes: str | None = None,
     batch_size: int = 256,
@@ -424,30 +449,29 @@ def cka_analysis(
     shuffle_buffer: int | None = None,
     progress: bool = False,
     on_progress: Callable[[int, int | None, str], None] | None = None,
-    names: tuple[str, str] | None = None,
-) -> CKAResult:
-    """Minibatch unbiased linear CKA between every layer point of ``model_a`` and of ``model_b``
-    (``None``: A against itself) on the same tokens.
-
-    ``tokens``: ``"all"`` (every token of ``texts`` except BOS and padding), ``"entities"`` (final
-    token of each named entity of the probe set ``probes``, default ``probes/entities_ner.jsonl``),
-    or explicit positions, one list per text (positions in ``model.to_tokens(text)``, BOS = 0).
-    Tokens are shuffled across sequences (buffer of ``shuffle_buffer`` tokens, default
-    ``16 * batch_size``) before minibatching. ``max_tokens`` caps the examples. Returns CKAResult.
-    """
+    name_b: str | None = None,
+) -> list[CKAResult]:
+    """:func:`cka_analysis` of each model of ``models_a`` (``{name: model}``) against the same
+    ``model_b``, over the same tokens in one pass: B runs once per batch for all of them. Each result
+    equals that of a separate ``cka_analysis`` call (same seed: the same shuffles and bootstrap).
+    With ``model_b=None`` (self-similarity) give one model."""
     from engram_interp.analysis.common import (
-        TokenBatch, check_texts, entity_batches, model_name, pad_batch, read_entity_probes,
-        same_tokenizer, selected_activations, selected_mask, token_batches,
+        check_texts, entity_batches, model_name, read_entity_probes, same_tokenizer,
+        selected_activations, selected_mask, token_batches,
     )
     from engram_interp.errors import EngramInterpError
 
-    if batch_size <= 3:
+    if batch_size < 4:
         raise EngramInterpError("--batch-size must be at least 4 for unbiased CKA")
+    rows = list(models_a.items())
     self_mode = model_b is None
+    if not rows or (self_mode and len(rows) > 1):
+        raise EngramInterpError("give one model A for self-similarity, or at least one model A against a model B")
+    model_a = rows[0][1]
     mb = model_a if self_mode else model_b
-    if not self_mode:
-        same_tokenizer(model_a, model_b)
-    na, nb = names or (model_name(model_a, "A"), model_name(mb, "B"))
+    for _, m in rows:
+        same_tokenizer(m, mb)
+    nb = name_b or model_name(mb, "B")
     if isinstance(tokens, str) and tokens == "entities":
         batches = entity_batches(model_a, read_entity_probes(probes), text_batch_size, max_tokens,
                                  end_at_last_entity=True)  # CKA reads the entity positions only
@@ -464,9 +488,11 @@ def cka_analysis(
         batches = _position_batches(model_a, texts, tokens, text_batch_size)
         selection = "positions"
 
-    la, lb = model_a.info.n_layers + 1, mb.info.n_layers + 1
-    acc = CKAAccumulator(la, None if self_mode else lb, device=model_a.device, n_boot=n_boot, seed=seed)
-    buf = _ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed)
+    las = [m.info.n_layers + 1 for _, m in rows]
+    lb = mb.info.n_layers + 1
+    accs = [CKAAccumulator(la, None if self_mode else lb, device=m.device, n_boot=n_boot, seed=seed)
+            for la, (_, m) in zip(las, rows)]
+    bufs = [_ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed) for _ in rows]
     total = None
     if progress and selection == "all":
         from engram_interp.analysis.progress import count_tokens
@@ -477,42 +503,49 @@ def cka_analysis(
         total = n_ent if max_tokens is None else min(n_ent, max_tokens)
     from engram_interp.analysis.progress import token_progress
 
-    it = token_progress(batches, total, f"cka {na} vs {nb}", lambda b: int(selected_mask(b).sum()), progress)
-    varies_a = torch.zeros(la, dtype=torch.bool)
+    what = f"{', '.join(n for n, _ in rows)} vs {nb}"
+    it = token_progress(batches, total, f"cka {what}", lambda b: int(selected_mask(b).sum()), progress)
+    varies_a = [torch.zeros(la, dtype=torch.bool) for la in las]
     varies_b = torch.zeros(lb, dtype=torch.bool)
+    run = [m for _, m in rows] + ([] if self_mode else [mb])
     done = 0
     with torch.no_grad():
-        for batch, acts in selected_activations([model_a] if self_mode else [model_a, mb], it):
+        for batch, acts in selected_activations(run, it):
             if acts[0] is None:
                 continue
             done += acts[0].shape[1]
             if on_progress is not None:
-                on_progress(done, max_tokens, f"{na} vs {nb}")
-            a = acts[0]  # [L_a, n, d]
-            b = a if self_mode else acts[1].to(a.device)
-            varies_a |= _varies(a)
-            varies_b |= varies_a if self_mode else _varies(b)
-            for xa, xb in buf.add(a, b):
-                acc.update(xa, None if self_mode else xb)
-        for xa, xb in buf.flush():
-            acc.update(xa, None if self_mode else xb)
-    if acc.n_batches == 0:
+                on_progress(done, max_tokens, what)
+            for i in range(len(rows)):
+                a = acts[i]  # [L_a, n, d]
+                b = a if self_mode else acts[-1].to(a.device)
+                varies_a[i] |= _varies(a)
+                if i == 0:
+                    varies_b |= varies_a[0] if self_mode else _varies(b)
+                for xa, xb in bufs[i].add(a, b):
+                    accs[i].update(xa, None if self_mode else xb)
+        for i in range(len(rows)):
+            for xa, xb in bufs[i].flush():
+                accs[i].update(xa, None if self_mode else xb)
+    if accs[0].n_batches == 0:
         raise EngramInterpError("too few tokens for CKA (need more than 3); give more text or a larger --max-tokens")
-    _warn_constant(na, varies_a, nb if not self_mode else None, varies_b)
-    m = _defined(acc.result(), varies_a, varies_b)
-    lo, hi = (_defined(x, varies_a, varies_b) for x in acc.ci())
-    kk = default_k(lb) if k is None else max(1, min(k, lb))
-    sa = soft_alignment(m, kk)
-    sa_boot = soft_alignment(_defined(acc.bootstrap(), varies_a, varies_b), kk)
-    sa_lo, sa_hi = percentile_ci(sa_boot)
-    return CKAResult(
-        name_a=na, name_b=nb, layers_a=list(range(la)), layers_b=list(range(lb)), cka=m.tolist(),
-        ci_low=lo.tolist(), ci_high=hi.tolist(), soft_alignment=sa.tolist(),
-        soft_alignment_ci=[sa_lo.tolist(), sa_hi.tolist()], argmax=cka_argmax(m).tolist(), k=kk,
-        n_examples=acc.n_examples, n_batches=acc.n_batches, batch_size=batch_size, tokens=selection,
-        engram_layers_a=list(getattr(model_a, "engram_layers", [])),
-        soft_alignment_range=list(soft_alignment_range(kk, lb)),
-    )
+    out = []
+    for (na, m), acc, va, la in zip(rows, accs, varies_a, las):
+        _warn_constant(na, va, nb if not self_mode else None, varies_b)
+        cka = _defined(acc.result(), va, varies_b)
+        lo, hi = (_defined(x, va, varies_b) for x in acc.ci())
+        kk = default_k(lb) if k is None else max(1, min(k, lb))
+        sa = soft_alignment(cka, kk)
+        sa_lo, sa_hi = percentile_ci(soft_alignment(_defined(acc.bootstrap(), va, varies_b), kk))
+        out.append(CKAResult(
+            name_a=na, name_b=nb, layers_a=list(range(la)), layers_b=list(range(lb)), cka=cka.tolist(),
+            ci_low=lo.tolist(), ci_high=hi.tolist(), soft_alignment=sa.tolist(),
+            soft_alignment_ci=[sa_lo.tolist(), sa_hi.tolist()], argmax=cka_argmax(cka).tolist(), k=kk,
+            n_examples=acc.n_examples, n_batches=acc.n_batches, batch_size=batch_size, tokens=selection,
+            engram_layers_a=list(getattr(m, "engram_layers", [])),
+            soft_alignment_range=list(soft_alignment_range(kk, lb)),
+        ))
+    return out
 
 
 def _varies(acts: torch.Tensor) -> torch.Tensor:
