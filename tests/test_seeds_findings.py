@@ -118,8 +118,10 @@ def test_findings_md_is_generated_from_the_measurements():
     measured = load_measurements(ROOT / "checkpoints" / "measurements")
     expected = render_markdown(compute_findings(measured))
     assert (ROOT / "checkpoints" / "FINDINGS.md").read_text(encoding="utf-8") == expected
-    lens = {m["name"]: m["kl"] for m in measured["lens"]["models"]}
-    assert f"{sum(lens['engram'][1:5]) / 4:.3f}" in expected  # spot check against the raw JSON
+    early = [sum(m["kl"][1:5]) / 4 for m in measured["lens"]["models"] if arm_of(m["name"]) == "engram"]
+    # spot check against the raw JSON: the Engram seeds' mean, min and max of the early-layer KL
+    for value in (sum(early) / len(early), min(early), max(early)):
+        assert f"{value:.3f}" in expected
 
 
 def test_findings_command(tmp_path, capsys):
