@@ -94,7 +94,7 @@ def _cka_together(rows: Sequence[Entry], b: Entry, params: dict[str, Any], k: in
     if pair is None:
         return
 
-    def compute(progress: Progress) -> dict[str, Any]:
+    def compute(progress: Progress) -> None:
         from engram_interp.analysis.cka import cka_analyses
 
         texts, probes, source = _cka_data(params)
@@ -105,10 +105,8 @@ def _cka_together(rows: Sequence[Entry], b: Entry, params: dict[str, Any], k: in
                                name_b=pair.labels[-1], on_progress=token_progress(progress))
         for x, res in zip(missing, results):
             state.store_result("cka", [x.sha, b.sha], key, dict(res.to_dict(), source=source))
-        return {"stored": [x.sha for x in missing]}
 
-    state.disk_cached("cka_together", [x.sha for x in missing] + [b.sha], key, compute,
-                      label=f"CKA of {', '.join(x.label for x in missing)} vs {b.label}")
+    state.with_progress(compute, label=f"CKA of {', '.join(x.label for x in missing)} vs {b.label}")
 
 
 def _cka_data(params: dict[str, Any]) -> tuple[list[str] | None, str | None, str]:

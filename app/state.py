@@ -326,6 +326,14 @@ def disk_cached(
     value = cached_result(kind, shas, params)
     if value is not None:
         return value
+    value = with_progress(compute, label=label)
+    store_result(kind, shas, params, value)
+    return value
+
+
+def with_progress(compute: Callable[[Callable[[float, str], None]], Any], *, label: str) -> Any:
+    """Run ``compute(progress)`` under a progress bar with elapsed time and ETA (no gradients);
+    returns its value."""
     bar = st.progress(0.0, text=f"{label}: starting ...")
     started = time.monotonic()
 
@@ -337,7 +345,6 @@ def disk_cached(
     with torch.no_grad():
         value = compute(progress)
     bar.empty()
-    store_result(kind, shas, params, value)
     return value
 
 

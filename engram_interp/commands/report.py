@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
     from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
+    from engram_interp.analysis.cka import cka_analyses
     from engram_interp.analysis.ablation import AblationResult
     from engram_interp.analysis.logit_lens import LogitLensResult
     from engram_interp.analysis.memory import memory_inspect
@@ -113,14 +114,16 @@ def run(args: argparse.Namespace) -> int:
         tl = [logit_lens_tokens(m, args.probe_text, name=n) for n, m in pair.items()]
     say("cka ...")
     with phase("cka"):
-        cka = cka_analysis(a, b, None if args.tokens == "entities" else texts, tokens=args.tokens, probes=args.probes,
-                           batch_size=args.cka_batch, max_tokens=args.max_tokens, text_batch_size=args.batch_size,
-                           seed=args.seed, progress=prog, names=(na, nb or na))
-        if c is not None:
-            cka.references["control"] = reference_entry(cka_analysis(
-                c, b, None if args.tokens == "entities" else texts, tokens=args.tokens, probes=args.probes, k=cka.k,
-                batch_size=args.cka_batch, max_tokens=args.max_tokens, text_batch_size=args.batch_size, seed=args.seed,
-                progress=prog, names=(nc, nb or nc)))
+        ck = dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
+                  text_batch_size=args.batch_size, seed=args.seed, progress=prog)
+        cka_texts = None if args.tokens == "entities" else texts
+        if c is not None and b is not None:  # A and the control against B in one pass (B runs once)
+            cka, control = cka_analyses({na: a, nc: c}, b, cka_texts, name_b=nb, **ck)
+            cka.references["control"] = reference_entry(control)
+        else:
+            cka = cka_analysis(a, b, cka_texts, names=(na, nb or na), **ck)
+            if c is not None:
+                cka.references["control"] = reference_entry(cka_analysis(c, b, cka_texts, k=cka.k, names=(nc, nc), **ck))
     gm, gc, abl, abl_all, gc_control = [], None, None, None, None
     if a.engram_layers:
         say("gates ...")
