@@ -1,6 +1,7 @@
 """Tokenize round trip on a tiny cache built in a tmp dir, and the eval-leak filter."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +75,24 @@ def test_tokenize_roundtrip_and_no_leak(tiny, tmp_path):
                  progress=False)
     assert (tmp_path / "out" / "train.bin").read_bytes() == (tmp_path / "out2" / "train.bin").read_bytes()
     assert needles_from_probes(probes) == [LEAK]
+
+
+def test_tokenize_refuses_a_world_other_than_the_suites(tiny, tmp_path):
+    """probes/facts_world.jsonl names the world it was built for; a stream of another world is refused
+    before any work (its closed-book facts would be about people the stream barely mentions)."""
+    from engram_interp.data.suites import facts_world_items
+    from engram_interp.data.world import DEFAULT_PEOPLE, World
+    from engram_interp.errors import EngramInterpError
+
+    cache, tok_path, probes, _, _ = tiny
+    items = facts_world_items(World(0, 40), n_people=5)
+    (probes / "facts_world.jsonl").write_text("".join(json.dumps(x) + "\n" for x in items))
+    cfg = StreamConfig(tokens=2000, people=200, workers=1, val_world_tokens=200)
+    with pytest.raises(EngramInterpError, match="--people 40"):
+        write_stream(cache, tok_path, tmp_path / "bad", cfg, probes=probes, progress=False)
+    assert not (tmp_path / "bad").exists()
+    ok = StreamConfig(tokens=2000, people=40, workers=1, val_world_tokens=200)
+    assert write_stream(cache, tok_path, tmp_path / "ok", ok, probes=probes, progress=False)["config"]["people"] == 40
+    # the committed suites and the CLI default describe the same world
+    first = json.loads((Path(__file__).resolve().parents[1] / "probes" / "facts_world.jsonl").open().readline())
+    assert first["meta"]["world_people"] == DEFAULT_PEOPLE == StreamConfig(tokens=1).people

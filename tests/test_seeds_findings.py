@@ -97,13 +97,22 @@ def test_cka_counts_independent_seeds_and_uses_the_null_control():
     assert _verdict(m, "cka") == "not established"  # the null control covers it
 
 
-def _ablate(reading: float, facts: float, retained_reading: float, retained_facts: float) -> dict:
-    def suites(engram: bool):
-        r = retained_reading if engram else 100.0
-        f = retained_facts if engram else 100.0
-        return {"reading": {"full": reading, "retained": r}, "facts_world": {"full": facts, "retained": f},
-                "facts_real": {"full": facts, "retained": f}}
-    return {"models": [{"name": n, "suites": suites(n.startswith("engram"))} for n in ("engram", "engram-seed1", "moe", "moe-seed1")]}
+def _ablate(reading: float, facts: float, retained_reading: float, retained_facts: float,
+            kv: float | None = None, null_diff: float | None = None) -> dict:
+    """Zero-ablation JSON of two seeds per arm: ``reading`` / ``facts`` full accuracies, the Engram
+    seeds' retained %; ``kv`` adds a kv_recall suite (retained as reading); ``null_diff`` adds
+    Engram-null seeds whose reading - facts retained difference is that many points."""
+    def suites(arm: str):
+        r, f = (retained_reading, retained_facts) if arm == "engram" else (100.0, 100.0)
+        if arm == "engram-null":
+            r, f = 100.0 + null_diff, 100.0
+        out = {"reading": {"full": reading, "retained": r}, "facts_world": {"full": facts, "retained": f},
+               "facts_real": {"full": facts, "retained": f}}
+        if kv is not None:
+            out["kv_recall"] = {"full": kv, "retained": r}
+        return out
+    arms = ("engram", "moe") + (("engram-null",) if null_diff is not None else ())
+    return {"models": [{"name": a + s, "suites": suites(a)} for a in arms for s in ("", "-seed1")]}
 
 
 def test_ablation_is_testable_only_when_the_full_models_pass():
@@ -111,6 +120,17 @@ def test_ablation_is_testable_only_when_the_full_models_pass():
     assert f.verdict == "not testable at this scale" and "0.26" in f.reason and "50%" in f.reason
     assert _verdict({"ablate": _ablate(0.9, 0.6, 95.0, 20.0)}, "ablation") == "reproduced"
     assert _verdict({"ablate": _ablate(0.9, 0.6, 20.0, 95.0)}, "ablation") == "not reproduced"
+    assert _verdict({"ablate": _ablate(0.9, 0.3, 95.0, 20.0)}, "ablation") == "not testable at this scale"
+
+
+def test_ablation_uses_an_in_context_suite_that_passes_and_the_null_control():
+    # reading at chance but kv_recall passed by both arms: the contrast is kv_recall vs facts_world
+    f = {x.key: x for x in compute_findings({"ablate": _ablate(0.25, 0.6, 95.0, 20.0, kv=0.9)})}["ablation"]
+    assert f.verdict == "reproduced" and f.reason.startswith("kv_recall (in context) against facts_world")
+    assert f.bands["engram retained % kv_recall - facts_world, points"]["mean"] == pytest.approx(75.0)
+    # the Engram-null seeds show the same difference: the control covers the effect
+    assert _verdict({"ablate": _ablate(0.9, 0.6, 95.0, 20.0, null_diff=75.0)}, "ablation") == "not established"
+    assert _verdict({"ablate": _ablate(0.9, 0.6, 95.0, 20.0, null_diff=0.0)}, "ablation") == "reproduced"
 
 
 def test_findings_md_is_generated_from_the_measurements():

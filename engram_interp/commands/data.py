@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from engram_interp.commands._common import input_file, non_negative_int, positive_int
+from engram_interp.data.world import DEFAULT_PEOPLE
 
 NAME = "data"
 HELP = "build the real-text corpus cache, train the BPE tokenizer, write token streams, make task suites"
@@ -53,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--real-fraction", type=float, default=0.5, help="share of training tokens from real text")
     k.add_argument("--fact-fraction", type=float, default=0.02, help="share of training tokens of real-fact sentences")
     k.add_argument("--seed", type=int, default=0)
-    k.add_argument("--people", type=positive_int, default=20000, help="people in the generated world")
+    k.add_argument("--people", type=positive_int, default=DEFAULT_PEOPLE,
+                   help=f"people in the generated world (default {DEFAULT_PEOPLE}: the world probes/ is built for)")
     k.add_argument("--world-seed", type=int, default=0, help="seed of the generated world (entities); fixed by the suites")
     k.add_argument("--probes", type=Path, default=Path("probes"), help="suite dir whose eval prompts must not leak")
     k.add_argument("--workers", type=non_negative_int, default=0, help="processes (default: all cores)")
@@ -67,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--cache", type=Path, default=None, help="corpus cache (for entities/idioms/NER windows)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--world-seed", type=int, default=0)
-    s.add_argument("--people", type=positive_int, default=20000)
+    s.add_argument("--people", type=positive_int, default=DEFAULT_PEOPLE, help="people in the generated world")
     s.add_argument("--only", nargs="*", default=None, help="only these suites")
 
 

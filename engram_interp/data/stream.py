@@ -34,7 +34,7 @@ from engram_interp.data.bpe import BOS_ID, load_tokenizer
 from engram_interp.data.corpus import load_manifest, read_docs
 from engram_interp.data.facts import Fact, fact_doc, facts_from_suite
 from engram_interp.data.leakage import LeakFilter, needles_from_probes
-from engram_interp.data.world import World
+from engram_interp.data.world import DEFAULT_PEOPLE, World
 from engram_interp.errors import EngramInterpError
 
 DTYPE = np.uint16
@@ -52,7 +52,7 @@ class StreamConfig:
     real_fraction: float = 0.5  # share of training tokens from the real corpus (repeated in epochs)
     fact_fraction: float = 0.02  # share of training tokens of real-fact sentences (facts_real, TRAIN phrasings)
     seed: int = 0  # order of documents, world/fact renderings
-    people: int = 20000  # size of the generated world
+    people: int = DEFAULT_PEOPLE  # size of the generated world (the committed suites are built for it)
     world_seed: int = 0  # which world (people + attributes); the suites are generated for world_seed 0
     workers: int = 0  # processes; 0 = all cores
     val_world_tokens: int = 2_000_000  # tokens of val_world.bin (capped at the train world share)
@@ -178,6 +178,21 @@ def _gather(families: list[_Docs], picks: list[np.ndarray], rng: np.random.Gener
     return out
 
 
+def check_suite_world(path: Path, world_seed: int, people: int) -> None:
+    """User error when the closed-book world suite at ``path`` was generated for another world than
+    the one this stream would render (its facts would then be about people the model never meets often)."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as f:
+        first = next((line for line in f if line.strip()), "")
+    meta = json.loads(first).get("meta", {}) if first else {}
+    built = (meta.get("world_seed"), meta.get("world_people"))
+    if None not in built and built != (world_seed, people):
+        raise EngramInterpError(f"{path} is built for the world --world-seed {built[0]} --people {built[1]}; this stream "
+                                f"asks for --world-seed {world_seed} --people {people} (use those values, or regenerate "
+                                "the suites with `data suites --people N`)")
+
+
 def write_stream(cache: Path, tokenizer: Path, out: Path, cfg: StreamConfig, probes: Path | None = Path("probes"),
                  force: bool = False, progress: bool = True) -> dict:
     """Write train.bin / val.bin / val_real.bin / val_world.bin / meta.json to ``out`` and return the meta."""
@@ -191,6 +206,8 @@ def write_stream(cache: Path, tokenizer: Path, out: Path, cfg: StreamConfig, pro
         raise EngramInterpError("--tokens must be positive")
     if not 0 <= cfg.incontext_fraction <= 1:
         raise EngramInterpError("--incontext-fraction must be in [0, 1]")
+    if probes:
+        check_suite_world(Path(probes) / "facts_world.jsonl", cfg.world_seed, cfg.people)
     tok = load_tokenizer(tokenizer)
     if tok.get_vocab_size() > np.iinfo(DTYPE).max + 1:
         raise EngramInterpError(f"vocab size {tok.get_vocab_size()} does not fit uint16")

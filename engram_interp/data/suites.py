@@ -23,8 +23,8 @@ from typing import Any
 
 from engram_interp.data.facts import RELATIONS, Fact, collect_real_facts, render
 from engram_interp.data.incontext import SCORING as INCONTEXT_SCORING
-from engram_interp.data.world import (ATTRIBUTES, CITIES, EVAL_CLOZE, EVAL_QUESTIONS, MAJORS, MONTHS, TRAIN_QUESTIONS,
-                                      Person, World, syllable_word, unseen_name)
+from engram_interp.data.world import (ATTRIBUTES, CITIES, DEFAULT_PEOPLE, EVAL_CLOZE, EVAL_QUESTIONS, MAJORS, MONTHS,
+                                      TRAIN_QUESTIONS, Person, World, syllable_word, unseen_name)
 from engram_interp.errors import EngramInterpError
 from engram_interp.io import atomic_write_text, loads_strict, quote, read_regular_text
 
@@ -115,8 +115,10 @@ def _attr_pool(world: World, attr: str) -> list[str]:
 
 
 def facts_world_items(world: World, n_people: int = 1000, seed: int = 0) -> list[dict]:
-    """For ``n_people`` sampled people, two attributes each: one held-out cloze, one held-out question."""
+    """For ``n_people`` sampled people (every person when the world is smaller), two attributes each:
+    one held-out cloze, one held-out question."""
     rng = random.Random(f"facts_world:{seed}")
+    n_people = min(n_people, len(world.people))
     pools = {a: _attr_pool(world, a) for a in ATTRIBUTES}
     items = []
     for idx in sorted(rng.sample(range(len(world.people)), n_people)):
@@ -405,7 +407,7 @@ def _wordnet_noun(cache: Path | None) -> Path | None:
     return hits[0] if hits else None
 
 
-def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed: int = 0, people: int = 20000,
+def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed: int = 0, people: int = DEFAULT_PEOPLE,
                  only: list[str] | None = None) -> dict[str, int]:
     """Regenerate the suites into ``out`` (all, or ``only`` these); returns items per suite."""
     from engram_interp.data.corpus import load_manifest, read_docs

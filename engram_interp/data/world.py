@@ -182,6 +182,9 @@ def render_sentence(template: str, person: Person, value: str, use_pronoun: bool
     return _cap(text)
 
 
+DEFAULT_PEOPLE = 20000  # world size of `data tokenize` / `data suites`: the world the committed suites are built for
+
+
 class World:
     """The fictional population: ``World(seed, n_people).people[i]`` is a :class:`Person`."""
 
