@@ -27,6 +27,7 @@ from engram_interp.model.attention import Attention
 from engram_interp.model.engram import Engram
 from engram_interp.model.hyperconnections import HyperConnection
 from engram_interp.model.layers import Embed, RMSNorm, SwiGLU, Unembed
+from engram_interp.model.loss import chunked_cross_entropy
 from engram_interp.model.moe import MoE
 from engram_interp.tokenizer import Compression, display_token, tokenizer_identity
 
@@ -219,7 +220,11 @@ class EngramTransformer(InterpModel, HookedRootModule):
             x = block(x, canonical)
         if return_type is None:
             return None
-        logits = self.unembed(self.ln_final(self.hook_readout(self.readout(x))))
+        h = self.ln_final(self.hook_readout(self.readout(x)))
+        if return_type == "loss" and not torch.is_autocast_enabled(h.device.type):
+            # the logits are never needed whole: a chunked loss saves most of the step on a CPU (model/loss.py)
+            return chunked_cross_entropy(h[:, :-1].reshape(-1, h.shape[-1]), self.unembed.W_U, tokens[:, 1:].reshape(-1))
+        logits = self.unembed(h)
         if return_type == "logits":
             return logits
         loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
