@@ -93,3 +93,18 @@ def test_read_suites_files_and_folders(tmp_path):
 
 def test_committed_probes_folder_reads_every_suite():
     assert set(suites.read_suites(PROBES)) == set(suites.SUITES)
+
+
+@pytest.mark.parametrize("name", [*suites.SUITES])
+def test_scoring_text_names_the_rule_score_items_applies(name):
+    """score_items ranks an item that lists candidates and decodes greedily one that does not; the
+    documented rule of each committed suite (SCORING, shown in cards and docs) must say the same."""
+    items = suites.read_suites(PROBES / f"{name}.jsonl")[name]
+    ranked = {bool(it.get("candidates")) for it in items}
+    assert len(ranked) == 1, "a suite mixes ranked and greedy items"
+    text = suites.SCORING[name]
+    if ranked.pop():
+        assert text.startswith("rank"), text
+        assert "greedy" not in text, text
+    else:
+        assert text.startswith("greedy"), text

@@ -28,15 +28,14 @@ from engram_interp.data.world import (ATTRIBUTES, CITIES, DEFAULT_PEOPLE, EVAL_C
 from engram_interp.errors import EngramInterpError
 from engram_interp.io import atomic_write_text, loads_strict, quote, read_regular_text
 
+# What ``engram_interp.analysis.score_items`` measures: an item with candidates is scored by rank (rank 1 of
+# the gold among them by summed log-prob; chance 1 / candidates), an item without by greedy exact match.
 SCORING = {
-    "facts_real": "greedy exact match of the whole answer (greedy decode len(answer tokens) tokens); "
-                  "secondary: rank of the gold answer among candidates by summed log-prob. "
-                  "person_description items (meta.scoring='rank') are rank-only.",
-    "facts_world": "greedy exact match of the whole answer; secondary: rank among candidates.",
-    "reading": "greedy exact match of the whole answer (the answer is in the passage verbatim); "
-               "secondary: rank among candidates (the values stated in the passage + distractors).",
-    "entities": "greedy exact match of the answer (one word; usually 1-2 tokens); secondary: rank among candidates.",
-    "idioms": "greedy exact match of the answer (one word); secondary: rank among candidates.",
+    "facts_real": "rank 1 of the gold answer among 5 candidates (same relation) by summed log-prob; chance 0.2.",
+    "facts_world": "rank 1 of the gold answer among 5 candidates (same attribute) by summed log-prob; chance 0.2.",
+    "reading": "rank 1 of the gold answer among the values stated in the passage + 2 distractors (summed log-prob).",
+    "entities": "rank 1 of the gold completion among its candidates (summed log-prob).",
+    "idioms": "rank 1 of the gold completion among its candidates (summed log-prob).",
     "copying": "greedy exact match of the whole answer (the rest of the repeated sequence).",
     "agreement": "rank: correct iff the gold verb has the higher summed log-prob of the two candidates.",
 }
