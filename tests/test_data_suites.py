@@ -55,6 +55,13 @@ def test_generators_are_seeded_and_correct():
         passage = it["prompt"].split("\nQuestion:")[0]
         assert it["answer"].strip() in passage  # open book: answer verbatim in the passage
         assert it["meta"]["entity"] not in {p.name for p in w.people}
+    ob = suites.open_book_items(w, n=40, seed=1)
+    assert ob == suites.open_book_items(w, n=40, seed=1)
+    for it in ob:
+        passage = it["prompt"].split("\nQuestion:")[0]
+        assert it["answer"].strip() in passage and passage.count(".") >= 1
+        assert [c for c in it["candidates"] if c.strip() in it["prompt"]] == [it["answer"]]  # only the gold is stated
+        assert it["meta"]["entity"] not in {p.name for p in w.people}
     for it in suites.copying_items(["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta", "iota", "kappa",
                                     "lam", "mu", "nu", "xi"], n=10):
         seq, given = it["prompt"].split("\n")

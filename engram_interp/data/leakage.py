@@ -15,14 +15,14 @@ from pathlib import Path
 # Suites whose prompts (and named unseen entities) must never occur in training documents.
 # entities/idioms/agreement/copying probe corpus statistics or in-context skills: their short
 # prompts ("United") occur in any English text by design.
-LEAK_CHECKED_SUITES = ("facts_real", "facts_world", "reading", "name_copy", "kv_recall")  # + data/incontext.py
+LEAK_CHECKED_SUITES = ("facts_real", "facts_world", "reading", "open_book", "name_copy", "kv_recall")  # + data/incontext.py
 
 _WORD = re.compile(r"\w+")
 
 
 def needles_from_probes(probes: Path) -> list[str]:
     """Prompts of the leak-checked suites in ``probes/`` plus every ``meta["entity"]`` of the
-    ``reading`` suite (names that must never be trained on). Missing files give no needles."""
+    ``reading`` and ``open_book`` suites (names that must never be trained on). Missing files give no needles."""
     needles: list[str] = []
     for suite in LEAK_CHECKED_SUITES:
         path = Path(probes) / f"{suite}.jsonl"
@@ -33,7 +33,7 @@ def needles_from_probes(probes: Path) -> list[str]:
                 continue
             item = json.loads(line)
             needles.append(item["prompt"])
-            if suite == "reading" and item.get("meta", {}).get("entity"):
+            if suite in ("reading", "open_book") and item.get("meta", {}).get("entity"):
                 needles.append(item["meta"]["entity"])
     return sorted(set(needles))
 

@@ -34,6 +34,7 @@ SCORING = {
     "facts_real": "rank 1 of the gold answer among 5 candidates (same relation) by summed log-prob; chance 0.2.",
     "facts_world": "rank 1 of the gold answer among 5 candidates (same attribute) by summed log-prob; chance 0.2.",
     "reading": "rank 1 of the gold answer among the values stated in the passage + 2 distractors (summed log-prob).",
+    "open_book": "rank 1 of the one value stated in the prompt among it + 4 unstated values of its attribute; chance 0.2.",
     "entities": "rank 1 of the gold completion among its candidates (summed log-prob).",
     "idioms": "rank 1 of the gold completion among its candidates (summed log-prob).",
     "copying": "greedy exact match of the whole answer (the rest of the repeated sequence).",
@@ -134,6 +135,14 @@ def facts_world_items(world: World, n_people: int = 1000, seed: int = 0) -> list
     return items
 
 
+def _unseen_person(rng: random.Random, world: World, pools: dict[str, list[str]]) -> Person:
+    """A person whose name parts are not in ``world``'s pools (never trained on), attributes from its pools."""
+    name = unseen_name(rng, world)
+    company = rng.choice(world.pools["companies"])
+    return Person(name, rng.choice("mf"), rng.choice(pools["birth_date"]), rng.choice(CITIES),
+                  rng.choice(world.pools["universities"]), rng.choice(MAJORS), company, world.company_city[company])
+
+
 def reading_items(world: World, n: int = 500, seed: int = 0) -> list[dict]:
     """Open-book items: a 2-4 sentence passage about an UNSEEN person, then a question in the
     exact format of the world's passage-with-questions training documents."""
@@ -141,13 +150,11 @@ def reading_items(world: World, n: int = 500, seed: int = 0) -> list[dict]:
     pools = {a: _attr_pool(world, a) for a in ATTRIBUTES}
     items, used = [], set()
     while len(items) < n:
-        name = unseen_name(rng, world)
+        person = _unseen_person(rng, world, pools)
+        name = person.name
         if name in used:
             continue
         used.add(name)
-        company = rng.choice(world.pools["companies"])
-        person = Person(name, rng.choice("mf"), rng.choice(pools["birth_date"]), rng.choice(CITIES),
-                        rng.choice(world.pools["universities"]), rng.choice(MAJORS), company, world.company_city[company])
         attrs = rng.sample(ATTRIBUTES, rng.randint(2, 4))
         passage = world.passage(person, attrs, rng)
         asked = rng.choice(attrs)
@@ -158,6 +165,30 @@ def reading_items(world: World, n: int = 500, seed: int = 0) -> list[dict]:
         rng.shuffle(cands)
         meta = {"entity": name, "attribute": asked, "stated_attributes": attrs, "n_sentences": len(attrs)}
         items.append(_item("reading", len(items), prompt, " " + value, meta, [" " + c for c in cands]))
+    return items
+
+
+def open_book_items(world: World, n: int = 400, seed: int = 0) -> list[dict]:
+    """The easiest open-book items: one sentence states one attribute of an UNSEEN person, then the
+    question about it (format of ``reading``). Candidates: the stated value + 4 values of the same
+    attribute that are not in the prompt, so a model that reads the prompt at all can find it
+    (``reading`` needs the value told apart from the other stated ones)."""
+    rng = random.Random(f"open_book:{seed}")
+    pools = {a: _attr_pool(world, a) for a in ATTRIBUTES}
+    items, used = [], set()
+    while len(items) < n:
+        person = _unseen_person(rng, world, pools)
+        if person.name in used:
+            continue
+        used.add(person.name)
+        asked = rng.choice(ATTRIBUTES)
+        passage = world.passage(person, [asked], rng)
+        value = getattr(person, asked)
+        prompt = f"{passage}\nQuestion: {rng.choice(TRAIN_QUESTIONS[asked]).format(n=person.name)}\nAnswer:"
+        cands = [value] + rng.sample([v for v in pools[asked] if v != value and v not in prompt], 4)
+        rng.shuffle(cands)
+        meta = {"entity": person.name, "attribute": asked}
+        items.append(_item("open_book", len(items), prompt, " " + value, meta, [" " + c for c in cands]))
     return items
 
 
@@ -427,6 +458,8 @@ def write_suites(out: Path, cache: Path | None = None, seed: int = 0, world_seed
         emit("facts_world", facts_world_items(world, seed=seed))
     if "reading" in want:
         emit("reading", reading_items(world, seed=seed))
+    if "open_book" in want:
+        emit("open_book", open_book_items(world, seed=seed))
     if "agreement" in want:
         emit("agreement", agreement_items(seed=seed))
     if want & {"name_copy", "kv_recall"}:
