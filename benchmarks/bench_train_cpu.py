@@ -16,6 +16,7 @@ Needs the recipe's token stream (``.cache/stream-cpu``, see the recipe's header)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -44,8 +45,7 @@ def time_steps(ctx, arm, variant: str, threads: int, steps: int, warmup: int) ->
     if variant == "plain_loss":
         fwd = plain_forward(model)
     else:
-        ctx_c = ctx if variant != "compiled" else type(ctx)(**{**ctx.__dict__, "compile": True})
-        fwd = loop._training_forward(model, ctx_c)
+        fwd = loop._training_forward(model, dataclasses.replace(ctx, compile=variant == "compiled"))
     for s in range(warmup):
         loop._train_step(model, opt, fwd, loop._batch(ctx, s, arm), loop.lr_at(s, ctx.recipe), ctx)
     t = time.perf_counter()

@@ -226,7 +226,11 @@ def _ablation(m: dict[str, Any]) -> Finding | None:
         verdict, reason = "not testable at this scale", "; ".join(parts)
     else:
         ctx, fact = passed[0], known[0]
-        diffs = {x["name"]: x["suites"][ctx]["retained"] - x["suites"][fact]["retained"] for x in models
+        def diff(x: dict) -> float | None:  # retained is None for a seed whose full model scored 0
+            r, f = x["suites"][ctx]["retained"], x["suites"][fact]["retained"]
+            return None if r is None or f is None else r - f
+
+        diffs = {x["name"]: diff(x) for x in models
                  if ctx in x["suites"] and fact in x["suites"] and arm_of(x["name"]) in ("engram", "engram-null")}
         bs = _bands_by_arm(diffs)
         controls = ("engram-null",) if bs.get("engram-null") else ()
