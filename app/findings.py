@@ -64,9 +64,9 @@ def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
 def render_summary(entries: Sequence[Entry]) -> None:
     """The measured sentences of each finding (against its control, with intervals), from the disk
     cache only (nothing is computed on the Overview)."""
-    from app import results
+    from app import summaries
 
-    for title, lines in results.summaries(entries):
+    for title, lines in summaries.summaries(entries):
         st.markdown(f"**{title}**")
         for line in lines:
             st.markdown(f"- {line}")
@@ -74,17 +74,17 @@ def render_summary(entries: Sequence[Entry]) -> None:
 
 def compute_all(entries: Sequence[Entry]) -> None:
     """Run every analysis with the defaults the summary reads (cached results are reused)."""
-    from app import results, state
+    from app import inputs, results, summaries
     from engram_interp.errors import EngramInterpError
 
     steps = [("LogitLens", lambda: results.lens_curves(entries, results.LENS_DEFAULTS))]
-    for a, b in results._pairs(entries):
+    for a, b in summaries._pairs(entries):
         steps.append((f"CKA {a.label} vs {b.label} (and its references)",
                       lambda a=a, b=b: results.cka_with_references(a, b, entries, results.CKA_DEFAULTS)))
     for e in entries:
         if e.has_engram:
             steps.append((f"Gates {e.label}", lambda e=e: results.gate_corpus(e, results.GATES_DEFAULTS)))
-            suites, _ = results.probe_suites()
+            suites, _ = inputs.probe_suites()
             if suites:
                 steps.append((f"Ablation {e.label}", lambda e=e, s=suites: results.ablation(e, s, results.ABLATION_DEFAULTS)))
     problems = []
@@ -103,12 +103,12 @@ def compute_all(entries: Sequence[Entry]) -> None:
 
 
 def render_verdicts(folder: str | None = None) -> None:
-    """The verdicts of checkpoints/FINDINGS.md (engram_interp.findings on the measurement JSON of
+    """The verdicts of checkpoints/FINDINGS.md (engram_interp.claims.findings on the measurement JSON of
     ``folder``, default checkpoints/measurements): one row per finding with its across-seed bands."""
     from pathlib import Path
 
     from engram_interp.errors import EngramInterpError
-    from engram_interp.findings import compute_findings, load_measurements
+    from engram_interp.claims.findings import compute_findings, load_measurements
 
     path = Path(folder) if folder else Path(__file__).resolve().parents[1] / "checkpoints" / "measurements"
     try:

@@ -87,3 +87,30 @@ def render(entry, text: str) -> None:
         layer = cols[0].selectbox("Layer", range(patterns.shape[0]), key=f"{key}-attn-layer")
         head = cols[1].selectbox("Head", range(patterns.shape[1]), key=f"{key}-attn-head")
         st.plotly_chart(attention_figure(toks, patterns[layer, head], layer, head), width="stretch", key=f"{key}-attn-fig")
+
+
+@st.cache_data(max_entries=32, show_spinner="Running the model on the text ...")
+def residual_streams(path: str, sha: str, text: str) -> tuple[list[str], torch.Tensor]:
+    """(token strings, residual streams ``[n_layers + 1, pos, ...]``) for one text.
+
+    Row ``l < n_layers`` is ``blocks.{l}.hook_resid_pre``; the last row is the stream leaving the
+    last block, whose lens logits are the model's own final logits. Raises EngramInterpError on
+    empty or too-long text.
+    """
+    model = state.model_for(path, sha)
+    tokens = model.to_tokens(text)
+    with torch.no_grad():
+        return _residual_streams(model, tokens)
+
+
+def _residual_streams(model, tokens: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    points = model.layer_point_names()
+    names = set(points)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+    stack = [cache[name][0] for name in points]
+    return model.to_str_tokens(tokens[0]), torch.stack(stack).float()
+
+
+def layer_names(n_layers: int) -> list[str]:
+    """Row labels of ``residual_streams``: ``L0`` .. ``L{n-1}`` (stream entering block l), ``final``."""
+    return [f"L{l}" for l in range(n_layers)] + ["final"]

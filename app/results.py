@@ -7,11 +7,11 @@ positions, activations) that the library does not provide yet and should move in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from app import state
+from app.inputs import corpus_id, corpus_texts, data_id
 from app.state import Entry
 from engram_interp.defaults import DEFAULTS
 
@@ -20,7 +20,7 @@ Progress = Callable[[float, str], None]
 
 def as_result(cls, data: dict[str, Any]):
     """Rebuild a library result dataclass from its cached ``to_dict()`` (extra keys such as ``source``
-    dropped), so pages can hand it to the ``engram_interp.report`` figures."""
+    dropped), so pages can hand it to the ``engram_interp.figures`` figures."""
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(cls)}
@@ -34,7 +34,7 @@ def lens_result(curves: Sequence[dict[str, Any]]):
 
 
 def cka_result(data: dict[str, Any]):
-    from engram_interp.analysis.cka import CKAResult
+    from engram_interp.analysis.cka_models import CKAResult
 
     return as_result(CKAResult, data)
 
@@ -65,11 +65,11 @@ def token_progress(progress: Progress) -> Callable[[int, int | None, str], None]
 
 # ---- CKA -----------------------------------------------------------------------------------------
 def cka(pair: state.Pair, params: dict[str, Any], k: int | None = None) -> dict[str, Any]:
-    """Cached ``engram_interp.analysis.cka.cka_analysis`` of model A vs B, as its ``to_dict()``
+    """Cached ``engram_interp.analysis.cka_models.cka_analysis`` of model A vs B, as its ``to_dict()``
     (plus ``source``). Layer points 0..n_layers; ``cka``/``ci_low``/``ci_high`` ``[L_a][L_b]``."""
 
     def compute(progress: Progress) -> dict[str, Any]:
-        from engram_interp.analysis.cka import cka_analysis
+        from engram_interp.analysis.cka_models import cka_analysis
 
         texts, probes, source = _cka_data(params)
         progress(0.1, f"running both models over up to {params['n_examples']} tokens of {source}")
@@ -95,7 +95,7 @@ def _cka_together(rows: Sequence[Entry], b: Entry, params: dict[str, Any], k: in
         return
 
     def compute(progress: Progress) -> None:
-        from engram_interp.analysis.cka import cka_analyses
+        from engram_interp.analysis.cka_models import cka_analyses
 
         texts, probes, source = _cka_data(params)
         progress(0.05, f"{len(missing)} models vs {b.label} over up to {params['n_examples']} tokens of {source}")
@@ -174,114 +174,8 @@ def cka_with_references(a: Entry, b: Entry, entries: Sequence[Entry], params: di
     return res
 
 
-# ---- Overview summaries (disk cache only) --------------------------------------------------------
-def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
-    """(Engram model, baseline) pairs; the Engram-null control only where no real Engram arm is loaded."""
-    engram = [e for e in entries if e.has_engram and not is_control(e)] or [e for e in entries if e.has_engram]
-    other = [e for e in entries if not e.has_engram]
-    return [(a, b) for a in engram for b in other]
 
 
-def cka_summary(entries: Sequence[Entry]) -> list[str]:
-    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts
-
-    lines = []
-    for a, b in _pairs(entries):
-        res = cka_with_references(a, b, entries, CKA_DEFAULTS, compute=False)
-        if res is None:
-            continue
-        what = {"entities": "named-entity final tokens", "all": "tokens"}.get(res["tokens"], "tokens")
-        head = (f"{a.label} vs {b.label}, CKA soft alignment of the Engram layers on {res['n_examples']} {what} "
-                f"({res.get('source', '?')}; 95% bootstrap intervals over {res['n_batches']} minibatches, "
-                "which do not cover seed-to-seed variation unless a second baseline seed is loaded): ")
-        verdicts = alignment_verdicts(res)
-        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"]) for v in verdicts) or "-"))
-    return lines
-
-
-def summaries(entries: Sequence[Entry]) -> list[tuple[str, list[str]]]:
-    out = []
-    for title, page, fn in (
-        ("1 · LogitLens: KL(final || lens) per layer", "LogitLens", lens_summary),
-        ("2 · CKA: soft alignment of the Engram layers against the Engram-null control", "CKA", cka_summary),
-        ("3 · Gates: gate selectivity against a permutation baseline", "Gates", gates_summary),
-        ("4 · Ablation: accuracy retained with Engram suppressed", "Ablation", ablation_summary),
-    ):
-        try:
-            lines = fn(entries) if fn else []
-        except ImportError:
-            lines = [f"the {page} analysis is not in this build of engram_interp yet"]
-        except Exception as exc:  # noqa: BLE001 - a stale cache entry must not break the Overview
-            lines = [f"cached result unreadable ({type(exc).__name__}); recompute it on the {page} page"]
-        out.append((title, lines or [f"not computed yet: open the {page} page"]))
-    return out
-
-
-def fmt_ci(value: float, low: float, high: float, digits: int = 2) -> str:
-    if any(math.isnan(x) for x in (value, low, high)):
-        return "n/a"
-    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
-
-
-# ---- library modules that may not be in this build yet --------------------------------------------
-def library(module: str, what: str, stop: bool = True):
-    """Import ``engram_interp.analysis.<module>``; when it is missing, say so on the page and stop the
-    page (or return None when ``stop`` is False)."""
-    import importlib
-
-    import streamlit as st
-
-    try:
-        return importlib.import_module(f"engram_interp.analysis.{module}")
-    except ImportError as exc:
-        st.info(f"{what} is not available in this build of engram_interp (`engram_interp.analysis.{module}`: {exc}).")
-        if stop:
-            st.stop()
-        return None
-
-
-def data_id(path) -> str:
-    """Identity of the data a cached result was computed from, for its cache key: path, size and
-    mtime of a file, or of every file in a folder (cheap: nothing is read). A result computed on
-    other data (another ``ENGRAM_INTERP_CORPUS``, an edited probe file) never answers for this one."""
-    import hashlib
-    from pathlib import Path
-
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    blob = "|".join(f"{f}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.exists())
-    return hashlib.sha256(f"{p.resolve()}|{blob}".encode()).hexdigest()[:16]
-
-
-def corpus_id() -> str:
-    """:func:`data_id` of the library's default corpus (``default_corpus_path``)."""
-    from engram_interp.analysis.common import default_corpus_path
-
-    return data_id(default_corpus_path())
-
-
-def corpus_texts() -> tuple[list[str], str]:
-    """The library's default corpus (``engram_interp.analysis.common.default_texts``) and where it
-    came from. Raises EngramInterpError when there is none (the page shows the message)."""
-    from engram_interp.analysis.common import default_corpus_path, default_texts
-
-    texts = default_texts()
-    return texts, f"{len(texts)} texts from {default_corpus_path()}"
-
-
-SUITE_ITEMS = DEFAULTS.items  # items per suite the app scores (a seeded subsample, as `engram-interp ablate --max-items`)
-
-
-def probe_suites() -> tuple[dict[str, list[dict]], str | None]:
-    """The task suites of the probe folder (``engram_interp.data.suites.read_suites``), at most
-    ``SUITE_ITEMS`` items each (seed 0), and, when there are none or a file is malformed, ``({}, the reason)``."""
-    from engram_interp.data.suites import read_suites, subsample_suites
-    from engram_interp.errors import EngramInterpError
-
-    try:
-        return subsample_suites(read_suites(state.probes_dir()), SUITE_ITEMS, seed=DEFAULTS.seed), None
-    except EngramInterpError as exc:
-        return {}, str(exc)
 
 
 # ---- LogitLens -------------------------------------------------------------------------------------
@@ -313,20 +207,6 @@ def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry |
     control = next((e for e in entries if is_control(e)), None)
     baseline = next((e for e in entries if not e.has_engram), None)
     return engram, control, baseline
-
-
-def lens_summary(entries: Sequence[Entry]) -> list[str]:
-    from engram_interp.sentences import lens_sentences
-
-    curves = [dict(c, name=e.label) for e in entries if (c := state.cached_result("logit_lens", [e.sha], dict(LENS_DEFAULTS, data=corpus_id())))]
-    engram, control, baseline = _roles(entries)
-    lines = []
-    for e in engram or [e for e in entries if e.has_engram]:
-        lines += lens_sentences(curves, e.label, control.label if control else None, baseline.label if baseline else None)
-    if curves and not lines:
-        lines = [f"{c['name']}: mean KL over layers {sum(c['kl'][:-1]) / max(1, len(c['kl']) - 1):.3f} nats "
-                 f"({c['n_tokens']} tokens); no Engram model loaded" for c in curves]
-    return lines
 
 
 # ---- Gates -----------------------------------------------------------------------------------------
@@ -384,7 +264,7 @@ def gate_tables(entry: Entry) -> None:
         "beats shuffles": ["yes" if t else "no" for t in tracks],
     })
     from engram_interp.analysis.gates import GateCorpusResult
-    from engram_interp.report import gate_selectivity_figure
+    from engram_interp.figures import gate_selectivity_figure
 
     st.dataframe(sel, hide_index=True, width="stretch", column_config={
         "eta^2": st.column_config.NumberColumn(help="share of gate variance explained by 3-gram identity (inflated by small groups)"),
@@ -409,21 +289,6 @@ def gate_tables(entry: Entry) -> None:
                  "max": round(s["max"], 3)} for s in res[side][key]]
         col.markdown(f"**{title}**")
         col.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-
-
-def gates_summary(entries: Sequence[Entry]) -> list[str]:
-    from engram_interp.sentences import gate_sentence
-
-    engram, control, _ = _roles(entries)
-    ctl = state.cached_result("gates", [control.sha], dict(GATES_DEFAULTS, data=corpus_id())) if control else None
-    lines = []
-    for e in engram or ([control] if control else []):
-        res = state.cached_result("gates", [e.sha], dict(GATES_DEFAULTS, data=corpus_id()))
-        if res:
-            other = ctl if e is not control else None
-            lines.append(gate_sentence(res, e.label, other, control.label if other else None)
-                         + f" Data: {res.get('source', '?')}.")
-    return lines
 
 
 # ---- Ablation --------------------------------------------------------------------------------------
@@ -465,7 +330,7 @@ def ablation_table(entries: Sequence[Entry], suites: dict, per_layer: bool = Fal
     import streamlit as st
 
     from engram_interp.errors import EngramInterpError
-    from engram_interp.sentences import chance_level, wilson_interval
+    from engram_interp.claims.sentences import chance_level, wilson_interval
 
     try:
         params = dict(ABLATION_DEFAULTS, per_layer=per_layer)
@@ -473,7 +338,7 @@ def ablation_table(entries: Sequence[Entry], suites: dict, per_layer: bool = Fal
     except EngramInterpError as exc:
         st.error(str(exc))
         return
-    from engram_interp.report import retained_figure
+    from engram_interp.figures import retained_figure
 
     chance = {name: chance_level(items) for name, items in suites.items()}
     rows = []
@@ -496,19 +361,3 @@ def ablation_table(entries: Sequence[Entry], suites: dict, per_layer: bool = Fal
                "little while the full accuracy's interval reaches the chance level.")
 
 
-def ablation_summary(entries: Sequence[Entry]) -> list[str]:
-    from engram_interp.sentences import ablation_sentences, chance_level
-
-    scored, _ = probe_suites()
-    if not scored:
-        return []
-    engram, control, _ = _roles(entries)
-    key = dict(ABLATION_DEFAULTS, suites=_suites_key(scored))
-    tables = {e.label: t for e in engram + ([control] if control else [])
-              if (t := state.cached_result("ablation", [e.sha], key))}
-    chance = {name: chance_level(items) for name, items in scored.items()}
-    lines = ablation_sentences(tables, chance, [e.label for e in engram], control.label if control else None)
-    without = [e.label for e in entries if not e.has_engram]
-    if lines and without:
-        lines.append(f"{', '.join(without)}: no Engram layers, so it retains 100% by construction.")
-    return lines

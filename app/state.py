@@ -8,7 +8,7 @@
   ``~/.cache/engram-interp/app``), keyed by the checkpoints' hashes and the parameters, and saved
   with ``torch.save`` / read back with ``torch.load(weights_only=True)`` (nothing is unpickled).
 
-No analysis is computed here: pages call ``engram_interp.analysis`` and ``engram_interp.report``.
+No analysis is computed here: pages call ``engram_interp.analysis`` and ``engram_interp.figures``.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class Entry:
     sha: str = ""
     info: Any = None  # engram_interp.checkpoint.CheckpointInfo (a .ckpt; None for a Hugging Face model)
     error: str | None = None
-    params: Any = None  # engram_interp.params.ParamCounts (a .ckpt only)
+    params: Any = None  # engram_interp.model.params.ParamCounts (a .ckpt only)
     model_info: Any = None  # engram_interp.interface.ModelInfo (a Hugging Face folder / GGUF file)
 
     @property
@@ -148,7 +148,7 @@ def model_sha256(path: Path) -> str:
 @st.cache_data(show_spinner=False, max_entries=64)
 def _read_entry(path: str, mtime_ns: int, size: int) -> tuple[str, Any, Any]:
     from engram_interp.checkpoint import read_info
-    from engram_interp.params import count_params
+    from engram_interp.model.params import count_params
 
     info = read_info(path)
     return file_sha256(Path(path)), info, count_params(info.config)
@@ -374,32 +374,6 @@ def load_pair(chosen: Sequence[Entry]) -> Pair | None:
     return Pair(entries=list(chosen), models=models)
 
 
-# ---- one text through one model (memory cache: changing a widget never re-runs the model) --------
-@st.cache_data(max_entries=32, show_spinner="Running the model on the text ...")
-def residual_streams(path: str, sha: str, text: str) -> tuple[list[str], torch.Tensor]:
-    """(token strings, residual streams ``[n_layers + 1, pos, ...]``) for one text.
-
-    Row ``l < n_layers`` is ``blocks.{l}.hook_resid_pre``; the last row is the stream leaving the
-    last block, whose lens logits are the model's own final logits. Raises EngramInterpError on
-    empty or too-long text.
-    """
-    model = _load_model(path, sha)
-    tokens = model.to_tokens(text)
-    with torch.no_grad():
-        return _residual_streams(model, tokens)
-
-
-def _residual_streams(model, tokens: torch.Tensor) -> tuple[list[str], torch.Tensor]:
-    points = model.layer_point_names()
-    names = set(points)
-    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-    stack = [cache[name][0] for name in points]
-    return model.to_str_tokens(tokens[0]), torch.stack(stack).float()
-
-
-def layer_names(n_layers: int) -> list[str]:
-    """Row labels of ``residual_streams``: ``L0`` .. ``L{n-1}`` (stream entering block l), ``final``."""
-    return [f"L{l}" for l in range(n_layers)] + ["final"]
 
 
 def model_for(entry_path: str, sha: str):

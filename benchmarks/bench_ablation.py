@@ -25,7 +25,7 @@ def main() -> None:
     from engram_interp.analysis.ablation import ablation_sensitivity
     from engram_interp.analysis.scoring import plan_scoring
     from engram_interp.checkpoint import load
-    from engram_interp.data.suites import read_suites, subsample_suites
+    from engram_interp.data.suite_files import read_suites, subsample_suites
     from engram_interp.defaults import DEFAULTS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

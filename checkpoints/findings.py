@@ -2,7 +2,7 @@
 
     python checkpoints/findings.py            # run after `bash checkpoints/measure.sh`
 
-Each sentence comes from ``engram_interp.sentences`` (the same code as the app's Overview and
+Each sentence comes from ``engram_interp.claims.sentences`` (the same code as the app's Overview and
 ``engram-interp report``): what was measured, against the Engram-null control, with its interval,
 "not established" where the control or the noise band covers it. Writes measurements/findings.json.
 """
@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts  # noqa: E402
-from engram_interp.data.suites import read_suites, subsample_suites  # noqa: E402
-from engram_interp.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences  # noqa: E402
+from engram_interp.data.suite_files import read_suites, subsample_suites  # noqa: E402
+from engram_interp.claims.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences  # noqa: E402
 
 M = ROOT / "checkpoints" / "measurements"
 ITEMS = 50  # items per suite of measure.sh (seed 0)

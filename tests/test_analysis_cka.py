@@ -204,7 +204,7 @@ def test_selected_activations_equal_the_plain_forward_per_batch():
 
 def test_several_models_against_one_baseline_equal_separate_analyses():
     """cka_analyses runs B once for every A; each result equals its own cka_analysis call."""
-    from engram_interp.analysis.cka import cka_analyses, cka_analysis
+    from engram_interp.analysis.cka_models import cka_analyses, cka_analysis
     from engram_interp.testing import tiny_model
 
     texts = ["The Milky Way is a galaxy. By the way, the Princess of Wales visited London. " * 4] * 4

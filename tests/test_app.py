@@ -94,7 +94,7 @@ def test_overview_shows_param_accounting_and_val_loss(app_env, ckpts):
     table = at.dataframe[0].value
     assert list(table["model"]) == ["engram", "moe", "dense"]
     from engram_interp.checkpoint import read_info
-    from engram_interp.params import count_params
+    from engram_interp.model.params import count_params
 
     expected = count_params(read_info(ckpts["engram"]).config)
     row = table[table["model"] == "engram"].iloc[0]
@@ -232,13 +232,13 @@ def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, 
     """With an Engram-null control loaded, A vs B and control vs B come from one pass (B runs once);
     each stored result equals its own cka_analysis call with the page's settings."""
     from app import results, state
-    from engram_interp.analysis.cka import cka_analysis
+    from engram_interp.analysis.cka_models import cka_analysis
     from engram_interp.testing import tiny_model
 
     ckpts["null"] = ei.save(tiny_model("engram-null", seed=2), tmp_path / "null.ckpt")
     app_env("engram", "moe", "null")
     monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "fresh-cache"))
-    import engram_interp.analysis.cka as cka_lib
+    import engram_interp.analysis.cka_models as cka_lib
 
     calls = []
     original = cka_lib.cka_analyses
@@ -264,7 +264,7 @@ def test_cka_cached_on_disk_and_reused(app_env, monkeypatch):
     at = run_page("cka")
     assert "token positions" in texts(at.caption)
     assert any(p.name.startswith("cka-") for p in state.cache_dir().iterdir())
-    import engram_interp.analysis.cka as cka_lib
+    import engram_interp.analysis.cka_models as cka_lib
 
     calls = []
     original = cka_lib.cka_analysis

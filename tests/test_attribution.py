@@ -210,7 +210,7 @@ def test_attribution_over_items_matches_one_prompt_at_a_time():
 
 def test_report_section_marks_intervals_that_cover_zero(tmp_path):
     from engram_interp.analysis.attribution_items import ComponentStat, ItemAttribution
-    from engram_interp.report import attribution_section, write_report
+    from engram_interp.figures import attribution_section, write_report
 
     stat = ComponentStat
     s = ItemAttribution(model="m", suite="entities", n_items=10, n_skipped=0, metric=stat("metric", 2.0, 1.0, 3.0),

@@ -142,8 +142,8 @@ def test_report_with_seeds_bands_and_findings_as_findings_md(ckpts, capsys, tmp_
     in the figures are the first seeds, and the verdicts are compute_findings of the same numbers
     named by role (so they do not depend on the file names)."""
     from engram_interp.analysis import ablation_sensitivity, logit_lens
-    from engram_interp.data.suites import read_suites
-    from engram_interp.findings import compute_findings
+    from engram_interp.data.suite_files import read_suites
+    from engram_interp.claims.findings import compute_findings
 
     engram2 = tmp_path / "engram_b.ckpt"
     save(tiny_model("engram", seed=5), engram2)

@@ -140,7 +140,7 @@ def test_plan_bad_tokenizer_is_one_line(tmp_path, capsys):
 
 def test_ablate_defaults_to_the_bundled_suites():
     from engram_interp.cli import build_parser
-    from engram_interp.data.suites import DEFAULT_SUITES
+    from engram_interp.data.suite_files import DEFAULT_SUITES
 
     args = build_parser().parse_args(["ablate", "x.ckpt"])
     assert args.suites == [str(DEFAULT_SUITES)] and (DEFAULT_SUITES / "facts_world.jsonl").is_file()

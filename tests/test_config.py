@@ -6,7 +6,7 @@ import pytest
 
 from engram_interp.config import EngramConfig, ModelConfig, MoEConfig
 from engram_interp.errors import ConfigError
-from engram_interp.params import count_params
+from engram_interp.model.params import count_params
 from engram_interp.testing import tiny_model
 
 

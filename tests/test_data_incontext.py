@@ -9,7 +9,7 @@ from pathlib import Path
 from engram_interp.data.incontext import incontext_doc, incontext_items
 from engram_interp.data.leakage import LeakFilter, needles_from_probes
 from engram_interp.data.stream import world_doc
-from engram_interp.data.suites import validate_item
+from engram_interp.data.suite_files import validate_item
 from engram_interp.data.world import World
 
 ROOT = Path(__file__).resolve().parents[1]

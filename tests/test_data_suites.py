@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engram_interp.data import suites
+from engram_interp.data import suite_files, suites
 from engram_interp.data.facts import RELATIONS, Fact, fact_doc
 from engram_interp.data.world import World
 from engram_interp.errors import EngramInterpError
@@ -16,21 +16,21 @@ PROBES = Path(__file__).resolve().parents[1] / "probes"
 
 def test_validate_item_rejects_bad_items():
     ok = {"id": "x-1", "suite": "x", "prompt": "p", "answer": " a", "candidates": [" a", " b"], "meta": {}}
-    suites.validate_item(ok)
+    suite_files.validate_item(ok)
     for bad in ({**ok, "answer": "a"}, {**ok, "candidates": [" b", " c"]}, {**ok, "candidates": [" a", " a"]},
                 {k: v for k, v in ok.items() if k != "meta"}, {**ok, "prompt": ""}):
         with pytest.raises(ValueError):
-            suites.validate_item(bad)
+            suite_files.validate_item(bad)
 
 
 @pytest.mark.parametrize("name", [*suites.SUITES])
 def test_committed_suite_files_follow_schema(name):
     path = PROBES / f"{name}.jsonl"
-    items = suites.read_suites(path)[name]
+    items = suite_files.read_suites(path)[name]
     assert len(items) >= 100
     ids = set()
     for it in items:
-        suites.validate_item(it)
+        suite_files.validate_item(it)
         assert it["suite"] == name and it["id"] not in ids
         ids.add(it["id"])
 
@@ -85,28 +85,28 @@ def test_read_suites_files_and_folders(tmp_path):
     p = tmp_path / "facts.jsonl"
     p.write_text(json.dumps({"id": "a", "prompt": "x", "answer": " y", "candidates": [" z"], "meta": {"k": 1}}) + "\n"
                  + json.dumps({"prompt": "p", "answer": " q", "suite": "other"}) + "\n")
-    s = suites.read_suites([p])
+    s = suite_files.read_suites([p])
     assert set(s) == {"facts", "other"}
     assert s["facts"][0]["candidates"] == [" y", " z"] and s["facts"][0]["meta"] == {"k": 1}  # fields kept
     assert s["other"][0]["id"] == "facts:2" and "candidates" not in s["other"][0]
     (tmp_path / "entities_ner.jsonl").write_text(json.dumps({"text": "t", "entity_end_positions": [0]}) + "\n")
-    assert set(suites.read_suites(tmp_path)) == {"facts", "other"}  # the folder skips non-suite probe sets
+    assert set(suite_files.read_suites(tmp_path)) == {"facts", "other"}  # the folder skips non-suite probe sets
     with pytest.raises(EngramInterpError):
-        suites.read_suites([tmp_path / "missing.jsonl"])
+        suite_files.read_suites([tmp_path / "missing.jsonl"])
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x"}\n')
     with pytest.raises(EngramInterpError, match="bad.jsonl:1"):
-        suites.read_suites(tmp_path / "bad.jsonl")
+        suite_files.read_suites(tmp_path / "bad.jsonl")
 
 
 def test_committed_probes_folder_reads_every_suite():
-    assert set(suites.read_suites(PROBES)) == set(suites.SUITES)
+    assert set(suite_files.read_suites(PROBES)) == set(suites.SUITES)
 
 
 @pytest.mark.parametrize("name", [*suites.SUITES])
 def test_scoring_text_names_the_rule_score_items_applies(name):
     """score_items ranks an item that lists candidates and decodes greedily one that does not; the
     documented rule of each committed suite (SCORING, shown in cards and docs) must say the same."""
-    items = suites.read_suites(PROBES / f"{name}.jsonl")[name]
+    items = suite_files.read_suites(PROBES / f"{name}.jsonl")[name]
     ranked = {bool(it.get("candidates")) for it in items}
     assert len(ranked) == 1, "a suite mixes ranked and greedy items"
     text = suites.SCORING[name]

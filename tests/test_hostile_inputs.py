@@ -95,7 +95,7 @@ def test_output_checks(tmp_path):
 
 
 def test_report_force_replaces_the_whole_set(tmp_path):
-    from engram_interp.report import REPORT_FILES, write_report
+    from engram_interp.figures import REPORT_FILES, write_report
 
     out = tmp_path / "rep"
     write_report(out, notes=["first"])
@@ -162,7 +162,7 @@ def _suite(tmp_path, *items, raw: bytes | None = None):
     ({"prompt": "Q", "answer": " a", "candidates": [" b", " b"]}, "duplicates"),
 ])
 def test_bad_suite_items_are_refused(item, match, tmp_path):
-    from engram_interp.data.suites import read_suites
+    from engram_interp.data.suite_files import read_suites
 
     with pytest.raises(EngramInterpError, match=match):
         read_suites(_suite(tmp_path, item))
@@ -170,7 +170,7 @@ def test_bad_suite_items_are_refused(item, match, tmp_path):
 
 def test_non_utf8_inputs_are_one_line(tmp_path):
     from engram_interp.analysis.common import read_texts
-    from engram_interp.data.suites import read_suites
+    from engram_interp.data.suite_files import read_suites
 
     with pytest.raises(EngramInterpError, match="not UTF-8 text"):
         read_suites(_suite(tmp_path, raw=b'{"prompt": "caf\xe9", "answer": " x"}\n'))
@@ -185,7 +185,7 @@ def test_non_utf8_inputs_are_one_line(tmp_path):
 
 def test_overlong_items_are_counted(tmp_path, capsys):
     from engram_interp.commands._common import warn_overlong
-    from engram_interp.data.suites import overlong_items, read_suites
+    from engram_interp.data.suite_files import overlong_items, read_suites
     from engram_interp.testing import tiny_model
 
     model = tiny_model("engram")  # 256-token context
@@ -215,7 +215,7 @@ def test_cka_constant_layer_is_nan_with_a_warning(capsys):
 
 
 def test_cka_is_clamped_to_one_and_real_layers_kept():
-    from engram_interp.analysis.cka import _defined, _varies
+    from engram_interp.analysis.cka_models import _defined, _varies
 
     m = torch.tensor([[1.0000000000000027, 0.5], [-1.2, 0.3]], dtype=torch.float64)
     out = _defined(m, torch.tensor([True, True]), torch.tensor([True, False]))

@@ -17,7 +17,7 @@ from engram_interp.analysis.memory import (
 )
 from engram_interp.cli import main
 from engram_interp.errors import EngramInterpError
-from engram_interp.memory_tables import open_tables
+from engram_interp.memory import open_tables
 from engram_interp.testing import tiny_model
 
 TEXTS = ["Alexander the Great was a king of Macedon. The Milky Way is a galaxy.",
@@ -266,7 +266,7 @@ def test_accumulator_compaction_is_invisible(tiny):
 
 
 def test_report_memory_section(result, tmp_path):
-    from engram_interp.report import memory_pca_figure, memory_usage_figure, write_report
+    from engram_interp.figures import memory_pca_figure, memory_usage_figure, write_report
 
     paths = write_report(tmp_path / "rep", memory=result)
     page = paths["html"].read_text()

@@ -22,7 +22,7 @@ def _run() -> AppTest:
 def test_memory_page_tables_match_library(app_env, ckpts):
     from engram_interp.analysis.common import default_texts
     from engram_interp.analysis.memory import memory_inspect
-    from engram_interp.memory_tables import open_tables
+    from engram_interp.memory import open_tables
 
     app_env("engram", "moe")
     at = _run()

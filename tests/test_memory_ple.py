@@ -11,7 +11,7 @@ pytest.importorskip("transformers.models.qwen4_exp")
 
 from engram_interp.analysis.memory import memory_inspect  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
-from engram_interp.memory_tables import open_tables  # noqa: E402
+from engram_interp.memory import open_tables  # noqa: E402
 from engram_interp.testing import tiny_tokenizer  # noqa: E402
 
 

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from engram_interp.errors import EngramInterpError
-from engram_interp.memory_tables import CkptTables, DemoFolderTables, V41Tables, open_tables
+from engram_interp.memory import CkptTables, DemoFolderTables, V41Tables, open_tables
 from engram_interp.model.hashing import layer_multipliers, table_sizes
 from engram_interp.testing import tiny_tokenizer
 from engram_interp.tokenizer import build_compression
@@ -178,7 +178,7 @@ def test_scattered_rows_keep_no_file_pages_resident(tmp_path):
     import re
     import struct
 
-    from engram_interp.memory_tables import SafetensorsRows
+    from engram_interp.memory import SafetensorsRows
 
     rows, dim = 262_144, 64  # 64 MiB of float32
     data = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engram_interp.data.suites import read_suites, subsample_suites
-from engram_interp.sentences import chance_level
+from engram_interp.data.suite_files import read_suites, subsample_suites
+from engram_interp.claims.sentences import chance_level
 
 PILOTS = Path(__file__).resolve().parents[1] / "checkpoints" / "recipes" / "pilots"
 ROOT = PILOTS.parents[2]

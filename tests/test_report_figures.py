@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from engram_interp.analysis.ablation import AblationResult, SuiteScore
-from engram_interp.analysis.cka import CKAResult
+from engram_interp.analysis.cka_models import CKAResult
 from engram_interp.analysis.logit_lens import TokenLens
-from engram_interp.report import cka_figure, retained_figure, shared_kl_max, token_lens_figure
+from engram_interp.figures import cka_figure, retained_figure, shared_kl_max, token_lens_figure
 
 
 def _cka() -> CKAResult:

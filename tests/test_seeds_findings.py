@@ -12,7 +12,7 @@ import pytest
 from engram_interp.analysis.seeds import arm_of, band, bands, group_by_arm, separated
 from engram_interp.commands._common import arm_groups
 from engram_interp.errors import EngramInterpError
-from engram_interp.findings import compute_findings, load_measurements, render_markdown
+from engram_interp.claims.findings import compute_findings, load_measurements, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,7 +157,7 @@ def test_findings_command(tmp_path, capsys):
 
 
 def test_app_overview_shows_the_same_verdicts(tmp_path, monkeypatch):
-    """The Overview's verdict table is built by engram_interp.findings from the same measurements."""
+    """The Overview's verdict table is built by engram_interp.claims.findings from the same measurements."""
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engram_interp.data.suites import subsample_suites
+from engram_interp.data.suite_files import subsample_suites
 from engram_interp.train.card import MARK
 
 TINY = Path(__file__).resolve().parents[1] / "checkpoints" / "recipes" / "tiny.toml"
@@ -51,8 +51,8 @@ def test_card_measures_and_writes(trained, capsys):
     import engram_interp as ei
     from engram_interp.analysis import score_items
     from engram_interp.cli import main
-    from engram_interp.data.suites import read_suites
-    from engram_interp.params import count_params
+    from engram_interp.data.suite_files import read_suites
+    from engram_interp.model.params import count_params
     from engram_interp.train.data import val_windows
 
     ckpt = trained["ckpt"]

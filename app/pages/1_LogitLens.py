@@ -11,8 +11,8 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import results, state  # noqa: E402
-from engram_interp import report  # noqa: E402
+from app import inputs, results, state  # noqa: E402
+from engram_interp import figures  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="LogitLens · engram-interp", layout="wide")
@@ -22,7 +22,7 @@ good = state.page_header(
     "readout applied); KL(p_final || q_l) in nats, averaged over tokens. Lower KL = the prediction is ready "
     "earlier. The last point is the model's own output (KL ~ 0, a self-check).",
 )
-lens = results.library("logit_lens", "The LogitLens analysis")
+lens = inputs.library("logit_lens", "The LogitLens analysis")
 
 st.subheader("KL per layer, all loaded models")
 max_tokens = st.select_slider("Tokens", results.token_options([1024, 2048, 8192, 16384]), value=results.LENS_DEFAULTS["max_tokens"],
@@ -33,7 +33,7 @@ try:
 except EngramInterpError as exc:
     st.error(str(exc))
     st.stop()
-st.plotly_chart(report.kl_figure(results.lens_result(curves)), width="stretch")
+st.plotly_chart(figures.kl_figure(results.lens_result(curves)), width="stretch")
 st.caption("Data: " + "; ".join(sorted({c.get("source", "?") for c in curves})) + ". Bars: 95% interval (1.96 SEM over tokens).")
 
 st.subheader("Your text: layer x token")
@@ -58,14 +58,14 @@ for entry, model in zip(pair.entries, pair.models):
         shown[entry.label] = (entry, token_lens(str(entry.path), entry.sha, text))
     except EngramInterpError as exc:
         st.error(f"{entry.label}: {exc}")
-zmax = report.shared_kl_max([lens.TokenLens(**tl) for _, tl in shown.values()]) if shown else None
+zmax = figures.shared_kl_max([lens.TokenLens(**tl) for _, tl in shown.values()]) if shown else None
 if len(shown) > 1:
     st.caption(f"One colour scale for both models: 0 to {zmax:.2f} nats.")
 cols = st.columns(len(shown) or 1)
 for col, (label, (entry, tl)) in zip(cols, shown.items()):
     with col:
         st.markdown(f"#### {entry.label} · {entry.kind}")
-        st.plotly_chart(report.token_lens_figure(lens.TokenLens(**tl), zmax=zmax, text=text), width="stretch",
+        st.plotly_chart(figures.token_lens_figure(lens.TokenLens(**tl), zmax=zmax, text=text), width="stretch",
                         key=f"lens-{entry.label}")
         final = [cell[0][0] if cell else "" for cell in tl["top_tokens"][-1]]
         st.caption("Hover a cell for the lens's top-5 tokens. Final prediction per position: "

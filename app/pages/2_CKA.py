@@ -13,8 +13,8 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import results, state  # noqa: E402
-from engram_interp import report  # noqa: E402
+from app import results, state, summaries  # noqa: E402
+from engram_interp import figures  # noqa: E402
 from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts  # noqa: E402
 from engram_interp.analysis.cka import cka_argmax, default_k, soft_alignment, soft_alignment_range  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
@@ -67,7 +67,7 @@ argmax = cka_argmax(matrix)
 st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_batches']} minibatches of "
            f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
 engram_layers = list(res.get("engram_layers_a") or [])
-st.plotly_chart(report.cka_figure(results.cka_result(res)), width="stretch")
+st.plotly_chart(figures.cka_figure(results.cka_result(res)), width="stretch")
 lo_k, hi_k = soft_alignment_range(k, matrix.shape[1])
 st.caption(f"With k = {k} of {matrix.shape[1]} layer points the index can only lie between {lo_k:.1f} and {hi_k:.1f} "
            "while the top-k CKA values are about equal (a weighted mean of k distinct layer indices), so "
@@ -98,8 +98,8 @@ for j in range(matrix.shape[0]):
         **ref_cols,
         "a_j - j": round(float(align[j]) - j, 2),
         "argmax": int(argmax[j]),
-        "CKA at diagonal [95% CI]": results.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
-        "max CKA [95% CI]": results.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
+        "CKA at diagonal [95% CI]": summaries.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
+        "max CKA [95% CI]": summaries.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
                                            float(high[j, argmax[j]]), 3),
     })
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

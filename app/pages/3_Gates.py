@@ -11,8 +11,8 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import results, state  # noqa: E402
-from engram_interp import report  # noqa: E402
+from app import inputs, results, state  # noqa: E402
+from engram_interp import figures  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Gates · engram-interp", layout="wide")
@@ -32,7 +32,7 @@ if model is None:
 st.subheader("Your text")
 text = st.text_area("Text", "Alexander the Great met the Princess of Wales. By the way, the Milky Way is a galaxy.",
                     key="gates-text", max_chars=20000)
-gates_lib = results.library("gates", "The gate analysis")
+gates_lib = inputs.library("gates", "The gate analysis")
 
 
 @st.cache_data(max_entries=32, show_spinner="Running the model on the text ...")
@@ -46,7 +46,7 @@ if state.tokens_or_error(model, text, entry.label) is not None:
     except EngramInterpError as exc:
         st.error(str(exc))
         st.stop()
-    st.plotly_chart(report.gate_figure(results.gate_map_result(gm)), width="stretch")
+    st.plotly_chart(figures.gate_figure(results.gate_map_result(gm)), width="stretch")
     st.caption("Hover a cell for the 2- and 3-gram that ends at that token and the gate value.")
 
 st.subheader("Corpus: n-grams by mean gate")

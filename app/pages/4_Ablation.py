@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import results, state  # noqa: E402
+from app import inputs, results, state  # noqa: E402
 from engram_interp.analysis.item_view import item_candidates  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
@@ -25,7 +25,7 @@ good = state.page_header(
     "comprehension survives (C3 93%).",
 )
 engram_entries = state.engram_entries(good, "there is nothing to ablate, so it retains 100% by construction.")
-suites, problem = results.probe_suites()
+suites, problem = inputs.probe_suites()
 if not suites:
     st.info(f"No task suites found in `{state.probes_dir()}` ({problem}; suites are JSONL files with `prompt` and "
             "`answer` fields). Generate them with `engram-interp data suites`, or point `--probes` at a folder that has them.")
@@ -35,7 +35,7 @@ st.subheader("Retained performance per suite")
 per_layer = st.toggle("Also each Engram layer suppressed alone", value=False, key="abl-per-layer",
                       help="One more set of forward passes per Engram layer and model; the retained % with every "
                            "Engram layer suppressed does not change.")
-if results.library("ablation", "The ablation analysis", stop=False) is not None:
+if inputs.library("ablation", "The ablation analysis", stop=False) is not None:
     results.ablation_table(engram_entries, suites, per_layer=per_layer)
 
 st.subheader("One item: full vs ablated prediction")

@@ -37,7 +37,7 @@ for entry, model in zip(pair.entries, pair.models):
     if state.tokens_or_error(model, text, entry.label) is None:
         st.stop()
     try:
-        streams.append(state.residual_streams(str(entry.path), entry.sha, text))
+        streams.append(probe_views.residual_streams(str(entry.path), entry.sha, text))
     except EngramInterpError as exc:
         st.error(f"{entry.label}: {exc}")
         st.stop()
@@ -63,7 +63,7 @@ for entry, model, (toks, resid) in zip(pair.entries, pair.models, streams):  # o
         top = probs.topk(k, dim=-1)
         rows = []
         for layer, (vals, ids) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
-            row = {"layer": state.layer_names(model.info.n_layers)[layer]}
+            row = {"layer": probe_views.layer_names(model.info.n_layers)[layer]}
             for rank, (p, i) in enumerate(zip(vals, ids)):
                 row[f"#{rank + 1}"] = f"{model.decode_token(i)!r} {p:.3f}"
             rows.append(row)

@@ -12,8 +12,8 @@ if _ROOT not in sys.path:
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import results, state  # noqa: E402
-from engram_interp import report  # noqa: E402
+from app import inputs, state  # noqa: E402
+from engram_interp import figures  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Memory · engram-interp", layout="wide")
@@ -27,15 +27,15 @@ good = state.page_header(
 engram_entries = state.engram_entries(good, "it has no memory tables to inspect.")
 labels = [e.label for e in engram_entries]
 entry = engram_entries[st.selectbox("Model", range(len(labels)), format_func=lambda i: labels[i], key="memory-model")]
-memory_lib = results.library("memory", "The memory inspector")
+memory_lib = inputs.library("memory", "The memory inspector")
 PARAMS = {"max_tokens": 8192, "untouched": 2048, "seed": 0}
 
 
 def _compute(ngram: str | None):
     def compute(progress):
-        from engram_interp.memory_tables import open_tables
+        from engram_interp.memory import open_tables
 
-        texts, source = results.corpus_texts()
+        texts, source = inputs.corpus_texts()
         progress(0.05, f"{entry.label}: hashing {PARAMS['max_tokens']} tokens of {source}")
         tables = open_tables(entry.path)
         if ngram is not None:
@@ -57,7 +57,7 @@ st.caption(f"{res.n_positions} positions from {data.get('corpus', 'the corpus')}
            + (" · Engram-null: every n-gram reads row 0 of each head" if res.null_memory else ""))
 
 st.subheader("Usage")
-st.plotly_chart(report.memory_usage_figure(res), width="stretch")
+st.plotly_chart(figures.memory_usage_figure(res), width="stretch")
 st.caption("Positions served by each touched row, rows ranked by load (log-log); s is the fitted Zipf exponent.")
 
 st.subheader("Collisions")
@@ -73,7 +73,7 @@ st.dataframe(table, hide_index=True, key="memory-collisions")
 st.caption("Collision share: positions whose row also serves another corpus n-gram. Uniform hash: the same figure "
            "expected for a uniformly random hash into a table of this size (the control). |row|: mean L2 norm of the "
            "touched rows and of a seeded sample of untouched rows.")
-st.plotly_chart(report.memory_norm_figure(res), width="stretch")
+st.plotly_chart(figures.memory_norm_figure(res), width="stretch")
 
 st.subheader("Heaviest rows")
 L = res.layers[st.selectbox("Layer", range(len(res.layers)), format_func=lambda i: str(res.layers[i].layer), key="memory-layer")]
@@ -108,6 +108,6 @@ if ngram.strip():
                                 + ", ".join(f"`{m['text']!r}` {m['cosine']:.2f}" for m in lay["neighbours"][:8]))
 
 st.subheader("Memory map")
-st.plotly_chart(report.memory_pca_figure(res, L.layer), width="stretch")
+st.plotly_chart(figures.memory_pca_figure(res, L.layer), width="stretch")
 st.caption("PCA of the memory vectors (an n-gram's rows in every head of its order, concatenated) of the most "
            "frequent n-grams; hover a point for the n-gram.")

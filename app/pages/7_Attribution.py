@@ -12,8 +12,8 @@ if _ROOT not in sys.path:
 
 import streamlit as st  # noqa: E402
 
-from app import results, state  # noqa: E402
-from engram_interp import attribution_figures as figures  # noqa: E402
+from app import inputs, state  # noqa: E402
+from engram_interp.figures import attribution as figures  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Attribution · engram-interp", layout="wide")
@@ -24,8 +24,8 @@ good = state.page_header(
     "and each FFN/MoE layer wrote at the last position; the bars add up to the model's own logit. Patching puts "
     "activations of the clean prompt into the corrupted one and shows how much of the clean logit difference returns.",
 )
-attribution = results.library("attribution", "Direct logit attribution")
-patching = results.library("patching", "Activation patching")
+attribution = inputs.library("attribution", "Direct logit attribution")
+patching = inputs.library("patching", "Activation patching")
 
 chosen = state.pick_models(good, n=2, key="attr")
 pair = state.load_pair(chosen)

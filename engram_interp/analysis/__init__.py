@@ -1,7 +1,7 @@
 """The four analyses of docs/ANALYSES.md as streaming accumulators plus high-level functions.
 
 High-level (model(s) + texts/suites -> a result dataclass with ``.to_dict()`` / ``.to_json()``);
-the CLI, ``engram_interp.report`` and the Streamlit app all call these:
+the CLI, ``engram_interp.figures`` and the Streamlit app all call these:
 
 - ``logit_lens(models, texts, ...) -> LogitLensResult``: KL(p_final || q_layer) per layer, nats.
   ``models``: a model, a list, or ``{name: model}``. ``.models[i]`` is a ``LensCurve``
@@ -14,7 +14,7 @@ the CLI, ``engram_interp.report`` and the Streamlit app all call these:
   selectivity, branch_ranking, top/bottom n-grams).
 - ``ablation_sensitivity(models, suites, mode="zero"|"mean", ...) -> AblationResult``
   (``.suites[name]`` -> SuiteScore full, ablated, retained %, ci, per_layer); suites come from
-  ``engram_interp.data.suites.read_suites(paths)``.
+  ``engram_interp.data.suite_files.read_suites(paths)``.
 
 Math / accumulators (tensors in, tensors out; state = sums, ``.all_reduce()`` over torch.distributed):
 
@@ -30,9 +30,8 @@ Layer points everywhere: ``blocks.{l}.hook_resid_pre`` for l = 0..L-1, then the 
 from engram_interp.analysis.ablation import (
     AblationAccumulator, AblationResult, SuiteScore, ablation_sensitivity, mean_engram_output, score_items,
 )
-from engram_interp.analysis.cka import (
-    CKAAccumulator, CKAResult, cka_analysis, cka_argmax, minibatch_cka, soft_alignment, u_centred_grams,
-)
+from engram_interp.analysis.cka import CKAAccumulator, cka_argmax, minibatch_cka, soft_alignment, u_centred_grams
+from engram_interp.analysis.cka_models import CKAResult, cka_analysis
 from engram_interp.analysis.common import default_texts, read_entity_probes, read_texts
 from engram_interp.analysis.gates import GateCorpusResult, GateMap, GateNgramAccumulator, NgramStat, gate_corpus, gate_map
 from engram_interp.analysis.logit_lens import (

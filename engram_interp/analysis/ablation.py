@@ -3,7 +3,7 @@ the Engram output suppressed (Y = 0, or Y = its mean over a reference corpus) at
 and at each alone. Retained % = 100 * ablated score / full score, with a paired Poisson-bootstrap
 95% CI over examples (replicate weights keyed by example index: sharded runs give the same CIs).
 
-Suite items (JSONL, read with ``engram_interp.data.suites.read_suites``):
+Suite items (JSONL, read with ``engram_interp.data.suite_files.read_suites``):
 ``{"id", "suite", "prompt", "answer", "candidates"?}``. Scoring:
 - no candidates: greedy exact match: the answer's tokens (tokenized on their own, appended to
   the prompt's) are each the argmax of the model given the prompt and the previous answer tokens

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from engram_interp.analysis.cka import CKAResult
+from engram_interp.analysis.cka_models import CKAResult
 
 __all__ = ["AlignmentVerdict", "reference_entry", "alignment_verdicts", "alignment_sentence"]
 

@@ -303,7 +303,7 @@ class GateCorpusResult:
     tracks_ngrams: list[bool] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        from engram_interp.analysis.cka import _nan_to_none
+        from engram_interp.analysis.cka_models import _nan_to_none
 
         return _nan_to_none(asdict(self))
 

@@ -207,7 +207,7 @@ def check_text_fits(models: list, text: str, flag: str) -> None:
 
 def warn_overlong(models: list, suites: dict) -> None:
     """One warning line per model and suite whose items do not fit the context (counted, not silent)."""
-    from engram_interp.data.suites import overlong_items
+    from engram_interp.data.suite_files import overlong_items
     from engram_interp.io import warn
 
     for m in models:

@@ -6,7 +6,7 @@ import argparse
 
 from engram_interp.commands._common import (add_common, add_seeds, arm_groups, check_out, emit, fmt, load_models, names_for,
                                             non_negative_int, positive_int, seed_all, warn_overlong)
-from engram_interp.data.suites import DEFAULT_SUITES
+from engram_interp.data.suite_files import DEFAULT_SUITES
 
 NAME = "ablate"
 HELP = "Engram-ablation sensitivity: task-suite scores with Engram suppressed (retained %%, bootstrap CIs)"
@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import ablation_sensitivity
     from engram_interp.analysis.common import default_texts, read_texts
-    from engram_interp.data.suites import read_suites, subsample_suites
+    from engram_interp.data.suite_files import read_suites, subsample_suites
 
     check_out(args)
     seed_all(args.seed)

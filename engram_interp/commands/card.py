@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from engram_interp.commands._common import add_device, positive_int
-from engram_interp.data.suites import DEFAULT_SUITES
+from engram_interp.data.suite_files import DEFAULT_SUITES
 from engram_interp.io import dumps_strict
 
 NAME = "card"

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.findings import compute_findings, load_measurements, render_markdown
+    from engram_interp.claims.findings import compute_findings, load_measurements, render_markdown
 
     found = compute_findings(load_measurements(args.measurements))
     if not found:

@@ -68,7 +68,7 @@ def _foreign_info(args: argparse.Namespace, model) -> int:
 
 
 def _ckpt_info(args: argparse.Namespace, model) -> int:
-    from engram_interp.params import count_params
+    from engram_interp.model.params import count_params
 
     cfg, params = model.cfg, count_params(model.cfg)
     comp = model.compression

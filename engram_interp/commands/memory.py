@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.memory import memory_inspect
-    from engram_interp.memory_tables import open_tables
+    from engram_interp.memory import open_tables
 
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise EngramInterpError("--max-tokens must be positive")

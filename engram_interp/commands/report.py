@@ -59,16 +59,16 @@ def run(args: argparse.Namespace) -> int:
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
     from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
-    from engram_interp.analysis.cka import cka_analyses
+    from engram_interp.analysis.cka_models import cka_analyses
     from engram_interp.analysis.ablation import AblationResult
     from engram_interp.analysis.logit_lens import LogitLensResult
     from engram_interp.analysis.memory import memory_inspect
     from engram_interp.commands._common import corpus_name
-    from engram_interp.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences
-    from engram_interp.data.suites import read_suites, subsample_suites
+    from engram_interp.claims.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences
+    from engram_interp.data.suite_files import read_suites, subsample_suites
     from engram_interp.io import check_output_dir
-    from engram_interp.memory_tables import open_tables
-    from engram_interp.report import REPORT_FILES, write_report
+    from engram_interp.memory import open_tables
+    from engram_interp.figures import REPORT_FILES, write_report
 
     check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
     timings: list[tuple[str, float]] = []
@@ -209,11 +209,11 @@ ROLES = ("engram", "moe", "engram-null")  # the report's positional models A, B,
 
 def across_seeds(groups: list[tuple[str, list[str]]], all_names: list[str], lens_all, abl_all) -> tuple[dict, list]:
     """Seed bands of LogitLens and ablation over every seed of each model, and the findings computed
-    from them exactly as for checkpoints/FINDINGS.md (``engram_interp.findings``). The models are
+    from them exactly as for checkpoints/FINDINGS.md (``engram_interp.claims.findings``). The models are
     named by their role (A = engram, B = moe, C = engram-null; seed k > 0 as ROLE-seedk), so the
     verdicts do not depend on file names."""
     from engram_interp.analysis.seeds import ablation_bands, lens_bands
-    from engram_interp.findings import compute_findings
+    from engram_interp.claims.findings import compute_findings
 
     it = iter(all_names)
     named = {arm: [next(it) for _ in ps] for arm, ps in groups}

@@ -67,7 +67,7 @@ def kv_recall_item(rng: random.Random, n_pairs: int | None = None) -> tuple[str,
 def incontext_items(world: World, n: int = 400, seed: int = 0) -> dict[str, list[dict]]:
     """Evaluation items ``{"name_copy": [...], "kv_recall": [...]}``, ``n`` each, schema of
     ``engram_interp.data.suites`` (seed space ``incontext-eval``)."""
-    from engram_interp.data.suites import _item
+    from engram_interp.data.suite_files import _item
 
     rng = random.Random(f"incontext-eval:{seed}")
     copy, recall = [], []

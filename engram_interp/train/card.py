@@ -2,10 +2,10 @@
 
 :func:`measure` re-measures a checkpoint's figures with the project's own functions:
 validation loss per source (``val_real.bin`` / ``val_world.bin`` of a token-stream dir, the training
-loop's windows and :func:`engram_interp.train.loop.val_loss`), task-suite accuracy of the full model
-(:func:`engram_interp.analysis.score_items` on :func:`engram_interp.data.suites.read_suites`, each
+loop's windows and :func:`engram_interp.train.evaluate.val_loss`), task-suite accuracy of the full model
+(:func:`engram_interp.analysis.score_items` on :func:`engram_interp.data.suite_files.read_suites`, each
 suite subsampled to ``max_items`` with a seed), P_tot / P_act / rho
-(:func:`engram_interp.params.count_params`) and the provenance stored in the checkpoint.
+(:func:`engram_interp.model.params.count_params`) and the provenance stored in the checkpoint.
 :func:`render_card` turns provenance (+ measurements) into Markdown; :func:`write_card` refuses to
 overwrite a card this project did not generate (first line :data:`MARK`) unless forced.
 """
@@ -96,10 +96,10 @@ def measure(ckpt: str | Path, data: str | Path | None = None, suites: str | Path
     """
     import engram_interp as ei
     from engram_interp.analysis import score_items
-    from engram_interp.data.suites import read_suites, subsample_suites
-    from engram_interp.params import count_params
+    from engram_interp.data.suite_files import read_suites, subsample_suites
+    from engram_interp.model.params import count_params
     from engram_interp.train.data import VAL_FILES, real_text_epochs, val_windows
-    from engram_interp.train.loop import val_loss
+    from engram_interp.train.evaluate import val_loss
 
     t0 = time.monotonic()
     ckpt = Path(ckpt)

@@ -22,59 +22,31 @@ Files in the output dir, per arm:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import platform
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from engram_interp.errors import EngramInterpError
-from engram_interp.train.data import VAL_FILES, TokenStream, read_meta, real_text_epochs, val_windows
+from engram_interp.train.evaluate import val_loss
+from engram_interp.train.provenance import build_provenance, hardware, model_card
+from engram_interp.train.resume import ArmPaths, _StopSignal, _fingerprint, load_resume, save_resume
+from engram_interp.train.context import Context
+from engram_interp.train.data import VAL_FILES, TokenStream, read_meta, val_windows
 from engram_interp.train.planner import Plan, plan_pair
 from engram_interp.train.recipe import ArmSpec, Recipe
 
-RESUME_FORMAT = "engram-interp-resume"
 MAX_CKPT_MB = 40.0
 _TABLE_RE = re.compile(r"blocks\.\d+\.engram\.memory\.weight")
 
 
 # ---- shared context ------------------------------------------------------------------------------
-@dataclass
-class Context:
-    """Everything the arms of one recipe share."""
-
-    recipe: Recipe
-    tokenizer: Any  # tokenizers.Tokenizer
-    compression: Any  # engram_interp.tokenizer.Compression
-    plan: Plan
-    stream: TokenStream
-    val: dict[str, np.ndarray]  # source -> [n, seq_len] fixed windows
-    meta: dict[str, Any]
-    device: torch.device
-    compile: bool
-    amp_dtype: torch.dtype | None
-    _streams: dict[int, TokenStream] = field(default_factory=dict)
-
-    def stream_for(self, arm: ArmSpec) -> TokenStream:
-        """The batches of ``arm``: the same file as ``stream``, in the order of ``arm.data_seed``."""
-        if arm.data_seed == self.stream.seed:
-            return self.stream
-        if arm.data_seed not in self._streams:
-            s = self.stream
-            self._streams[arm.data_seed] = TokenStream(s.path, s.seq_len, s.batch_size, arm.data_seed)
-        return self._streams[arm.data_seed]
 
 
 def prepare(recipe: Recipe, device: str | None = None, compile: bool | None = None) -> Context:
@@ -160,25 +132,6 @@ def evaluate(model, ctx: Context) -> dict[str, float]:
     return val_loss(model, ctx.val, ctx.recipe.train.batch_size, ctx.device, ctx.amp_dtype)
 
 
-@torch.no_grad()
-def val_loss(model, val: dict[str, np.ndarray], batch_size: int, device: torch.device,
-             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """Mean next-token loss (nats/token) per source over ``val[source]`` windows ``[n, seq_len]``
-    (``engram_interp.train.data.val_windows``), in batches of ``batch_size``, autocast to ``amp_dtype``."""
-    was_training = model.training
-    model.eval()
-    out = {}
-    for src, windows in val.items():
-        total = 0.0
-        for i in range(0, len(windows), batch_size):
-            x = torch.from_numpy(windows[i : i + batch_size]).to(device)
-            with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None):
-                total += float(model(x, return_type="loss").float()) * x.shape[0]
-        out[src] = total / len(windows)
-    model.train(was_training)
-    return out
-
-
 def _training_forward(model, ctx: Context):
     def loss_fn(x: torch.Tensor) -> torch.Tensor:
         return model(x, return_type="loss")
@@ -229,124 +182,6 @@ def _train_step(model, opt, fwd, x: torch.Tensor, lr: float, ctx: Context) -> to
     opt.zero_grad(set_to_none=True)
     model.update_balance()
     return loss.detach()
-
-
-# ---- resume state ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ArmPaths:
-    ckpt: Path
-    log: Path
-    card: Path
-    resume_tensors: Path
-    resume_json: Path
-
-    @classmethod
-    def of(cls, out_dir: Path, arm: str) -> "ArmPaths":
-        return cls(out_dir / f"{arm}.ckpt", out_dir / f"{arm}.log.jsonl", out_dir / f"{arm}.card.md",
-                   out_dir / f"{arm}.resume.safetensors", out_dir / f"{arm}.resume.json")
-
-
-def _fingerprint(ctx: Context, arm: ArmSpec) -> dict[str, Any]:
-    """What must not change between a stop and its resume."""
-    spec = dataclasses.asdict(ctx.recipe.train)
-    for key in ("eval_interval", "eval_tokens", "log_interval", "compile", "save_dtype"):
-        spec.pop(key)
-    doc = {"arm": arm.name, "kind": arm.kind, "seed": arm.seed, "data_seed": arm.data_seed,
-           "config": ctx.plan.configs[arm.kind].to_dict(), "train": spec, "train_tokens_in_file": ctx.stream.n_tokens}
-    return json.loads(json.dumps(doc))  # as it reads back from JSON (tuples -> lists)
-
-
-def save_resume(paths: ArmPaths, model, opt, state: dict[str, Any]) -> None:
-    """Model + optimizer tensors and RNG states to safetensors, scalars to JSON (written last, atomically)."""
-    from safetensors.torch import save_file
-
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    sd = opt.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        for key, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"optim/{idx}/{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    tensors["rng/torch_cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng/torch_cuda"] = torch.cuda.get_rng_state()
-    step = str(state["step"])
-    tmp = paths.resume_tensors.with_name(paths.resume_tensors.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": RESUME_FORMAT, "step": step})
-    os.replace(tmp, paths.resume_tensors)
-    doc = {"format": RESUME_FORMAT, "version": 1, **state, "param_groups": sd["param_groups"], "optim_scalars": scalars}
-    tmp = paths.resume_json.with_name(paths.resume_json.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, paths.resume_json)
-
-
-def load_resume(paths: ArmPaths, model, opt, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from a resume state; returns its JSON (step, tokens, wall_s, ...)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    try:
-        doc = json.loads(paths.resume_json.read_text())
-        with safe_open(str(paths.resume_tensors), "pt") as f:
-            tensor_step = (f.metadata() or {}).get("step")
-        tensors = load_file(str(paths.resume_tensors))
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise EngramInterpError(f"resume state {paths.resume_json} is unreadable: {exc}") from None
-    if doc.get("format") != RESUME_FORMAT or str(doc.get("step")) != tensor_step:
-        raise EngramInterpError(f"resume state {paths.resume_json} does not match {paths.resume_tensors.name}")
-    if doc["fingerprint"] != fingerprint:
-        diff = _diff(doc["fingerprint"], fingerprint)
-        raise EngramInterpError(
-            f"{paths.resume_json} was written for a different run ({', '.join(diff[:4])} changed); "
-            "restore the recipe or delete the resume files to start this arm over"
-        )
-    model.load_state_dict({k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}, strict=True)
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim/"):
-            _, idx, name = key.split("/", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, values in doc["optim_scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in doc["param_groups"]]
-    opt.load_state_dict({"state": state, "param_groups": groups})
-    torch.set_rng_state(tensors["rng/torch_cpu"])
-    if "rng/torch_cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng/torch_cuda"])
-    return doc
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-# ---- stopping cleanly ------------------------------------------------------------------------------
-class _StopSignal:
-    """SIGTERM / first SIGINT -> stop at the next step boundary (a second SIGINT interrupts)."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.signum == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\nsignal {signum}: stopping at the next step boundary (resume state will be written)", file=sys.stderr)
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 # ---- one arm -----------------------------------------------------------------------------------------
@@ -484,86 +319,6 @@ def _finish(ctx: Context, arm: ArmSpec, model, paths: ArmPaths, val: dict[str, f
     for p in (paths.resume_json, paths.resume_tensors):
         p.unlink(missing_ok=True)
     return paths.ckpt
-
-
-# ---- provenance and model card --------------------------------------------------------------------------
-def build_provenance(ctx: Context, arm: ArmSpec, val: dict[str, float], wall: float, runs: int) -> dict[str, Any]:
-    """How an arm's weights were made: recipe, data, steps, tokens, epochs, hardware, time, versions."""
-    recipe, spec = ctx.recipe, ctx.recipe.train
-    tokens = spec.steps * spec.tokens_per_step
-    counts = ctx.plan.counts[arm.kind]
-    return {
-        "recipe_name": recipe.name,
-        "arm": arm.name,
-        "kind": arm.kind,
-        "seed": arm.seed,
-        "data_seed": arm.data_seed,
-        "steps": spec.steps,
-        "tokens": tokens,
-        "epochs_train_file": round(tokens / ctx.stream.n_tokens, 4),
-        "epochs_real_text": _round(real_text_epochs(ctx.meta, tokens, ctx.stream.n_tokens)),
-        "val_loss_real": _round(val.get("real")),
-        "val_loss_world": _round(val.get("world")),
-        "wall_time_s": round(wall, 1),
-        "runs": runs,
-        "hardware": hardware(ctx.device),
-        "torch": torch.__version__,
-        "git_commit": git_commit(),
-        "autocast": str(ctx.amp_dtype).replace("torch.", "") if ctx.amp_dtype else "none",
-        "compiled": ctx.compile,
-        "save_dtype": spec.save_dtype,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "recipe": {"name": recipe.name, "path": str(recipe.path) if recipe.path else None,
-                   "overrides": list(recipe.overrides), "text": recipe.text},
-        "data": {"dir": str(recipe.data.dir), "tokenizer": str(recipe.data.tokenizer),
-                 "train_tokens_in_file": ctx.stream.n_tokens,
-                 "val_tokens": {k: int(v.size) for k, v in ctx.val.items()}, "meta": ctx.meta},
-        "val_loss": {k: _round(v) for k, v in val.items()},
-        "params": counts.to_dict(),
-        "rho_target": recipe.engram.rho,
-        "plan": ctx.plan.rows(),
-    }
-
-
-def _round(x: float | None, digits: int = 5) -> float | None:
-    return None if x is None else round(float(x), digits)
-
-
-def hardware(device: torch.device) -> str:
-    """'NVIDIA H100 80GB HBM3' or 'CPU: <model name> (N threads)'."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {name} ({torch.get_num_threads()} threads)"
-
-
-def git_commit() -> str | None:
-    """HEAD of the repository engram_interp lives in (+ '-dirty'), or None."""
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return head.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def model_card(prov: dict[str, Any], ckpt_name: str, size_mb: float) -> str:
-    """The model-card stub written next to a new checkpoint (``engram_interp.train.card.render_card``
-    without measurements; ``engram-interp card CKPT`` replaces it with the measured card)."""
-    from engram_interp.train.card import render_card
-
-    return render_card(prov, ckpt_name, size_mb, prov["params"])
 
 
 # ---- several arms ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ of routed experts E' < E the planner sizes the tables (one base size b for every
 ``engram_vocab_size = (b,) * (N-1)``; table sizes are the primes of the global walk above b) so that
 P_tot matches the baseline, then keeps the E' whose achieved rho is closest to the target:
 
-    rho = (routed - routed_active) / P_sparse,   P_sparse = P_tot - P_act     (engram_interp.params)
+    rho = (routed - routed_active) / P_sparse,   P_sparse = P_tot - P_act     (engram_interp.model.params)
 
 Engram's dense projections (W_K, W_V, norms, conv) are active parameters, so the Engram arm has a
 slightly larger P_act than the baseline; the table shows it. The Engram-null control is the Engram
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from engram_interp.config import EngramConfig, ModelConfig
 from engram_interp.errors import ConfigError
 from engram_interp.model.hashing import table_sizes
-from engram_interp.params import ParamCounts, count_params
+from engram_interp.model.params import ParamCounts, count_params
 
 P_TOT_TOLERANCE = 0.005  # |P_tot(engram) / P_tot(moe) - 1| must not exceed this
 
@@ -166,7 +166,7 @@ def _size_tables(cfg: ModelConfig, template: EngramConfig, target: int, v_prime:
     base = min((lo, hi), key=lambda b: abs(p_tot(b) - target))
     sized = _with_base(cfg, t, base, v_prime).validate()
     counts = count_params(sized)
-    assert counts.P_tot == p_tot(base), "table accounting drifted from engram_interp.params"
+    assert counts.P_tot == p_tot(base), "table accounting drifted from engram_interp.model.params"
     return sized, counts
 
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from engram_interp.errors import EngramInterpError
-from engram_interp.memory_tables import SafetensorsRows, TableSource, _folder_tokenizer
+from engram_interp.memory.sources import SafetensorsRows, TableSource, _folder_tokenizer
 
 __all__ = ["PLETables", "ple_ngram_module"]
 
