@@ -32,11 +32,15 @@ def load(path, device=None, dtype=None, allow_nonfinite=False):
     """Load a model (eval mode) behind the one interface (``engram_interp.interface.InterpModel``):
     a ``.ckpt`` file -> ``EngramTransformer``; a Hugging Face folder, a ``.gguf`` file or a known name
     such as ``"smollm2"`` -> the Hugging Face backend (docs/MODELS.md). device: None = CUDA if present.
-    ``.ckpt`` weights holding NaN/Inf are refused unless ``allow_nonfinite``."""
+    Weights holding NaN/Inf are refused (every backend) unless ``allow_nonfinite``; a file named with a
+    trailing slash (``model.ckpt/``) is refused, as a shell would."""
     from engram_interp.backends import is_foreign, load_foreign
 
+    raw = os.fspath(path)
+    if raw.endswith(("/", os.sep)) and os.path.exists(raw.rstrip("/" + os.sep)) and not os.path.isdir(raw.rstrip("/" + os.sep)):
+        raise EngramInterpError(f"{raw}: a file, not a folder (trailing slash?)")
     if is_foreign(path):
-        return load_foreign(path, device=device, dtype=dtype)
+        return load_foreign(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
     from engram_interp.checkpoint import load as _load
 
     return _load(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)

@@ -192,8 +192,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = False
     the Path. Without ``force`` an existing file is never replaced (EngramInterpError), even if it
     appeared while writing."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise EngramInterpError(f"cannot write {quote(str(p))}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -213,6 +216,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = False
                 os.replace(tmp, p)
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise EngramInterpError(f"cannot write {quote(str(p))}: {exc.strerror or exc}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -83,7 +83,7 @@ def test_real_fact_training_docs_use_train_phrasings_only():
 
 def test_read_suites_files_and_folders(tmp_path):
     p = tmp_path / "facts.jsonl"
-    p.write_text(json.dumps({"id": "a", "prompt": "x", "answer": " y", "candidates": [" z"], "meta": {"k": 1}}) + "\n"
+    p.write_text(json.dumps({"id": "a", "prompt": "x", "answer": " y", "candidates": [" y", " z"], "meta": {"k": 1}}) + "\n"
                  + json.dumps({"prompt": "p", "answer": " q", "suite": "other"}) + "\n")
     s = suite_files.read_suites([p])
     assert set(s) == {"facts", "other"}

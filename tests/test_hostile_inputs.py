@@ -191,7 +191,7 @@ def test_overlong_items_are_counted(tmp_path, capsys):
     model = tiny_model("engram")  # 256-token context
     suites = read_suites(_suite(tmp_path, {"prompt": "The capital", "answer": " Paris"},
                                 {"prompt": "word " * 400, "answer": " Paris"},
-                                {"prompt": "The capital", "answer": " Paris", "candidates": [" Rome", " x" * 300]}))
+                                {"prompt": "The capital", "answer": " Paris", "candidates": [" Paris", " Rome", " x" * 300]}))
     assert overlong_items(model, suites) == {"s": 2}
     warn_overlong([model], suites)
     err = capsys.readouterr().err

@@ -253,7 +253,7 @@ def test_cli_memory_json_keys_and_errors(tiny, tmp_path, capsys):
     assert "heaviest rows" in printed and "nearest by memory vector" in printed
     assert json.loads((out / "memory.json").read_text())["n_positions"] == d["n_positions"]
     assert main(["memory", str(path), "--corpus", str(corpus), "--out", str(out), "--quiet"]) == 2
-    assert "exists" in capsys.readouterr().err
+    assert "already holds a result" in capsys.readouterr().err
 
 
 def test_accumulator_compaction_is_invisible(tiny):

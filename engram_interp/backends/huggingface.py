@@ -19,6 +19,7 @@ from transformer_lens.hook_points import HookPoint
 
 from engram_interp.backends import ple as ple_mod
 from engram_interp.backends.files import check_folder, check_gguf
+from engram_interp.backends.finite import quiet_transformers, refuse_nonfinite
 from engram_interp.errors import CheckpointError, EngramInterpError
 from engram_interp.interface import InterpModel, ModelInfo
 from engram_interp.tokenizer import display_token, tokenizer_identity
@@ -134,10 +135,16 @@ class HFModel(InterpModel, HookedRootModule):
         return self.hf.get_input_embeddings().weight.device
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.encode_with_offsets(text)[0]
 
     def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of ``text``; a token id past the model's vocabulary (a
+        tokenizer larger than the embedding) is refused in one line, not an IndexError later."""
         enc = self.tokenizer.encode(text, add_special_tokens=False)
+        big = [i for i in enc.ids if i >= self._info.vocab_size]
+        if big:
+            raise EngramInterpError(f"{self._info.name}: the text has token id {big[0]}, past the model's vocabulary "
+                                    f"of {self._info.vocab_size} (its tokenizer does not fit the model)")
         return enc.ids, [tuple(o) for o in enc.offsets]
 
     def decode_token(self, token_id: int) -> str:
@@ -210,10 +217,11 @@ def _ple_summary(h: ple_mod.PLEHashing) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ loading
-def load_hf(path: str | os.PathLike, device=None, dtype=None) -> HFModel:
+def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False) -> HFModel:
     """A Hugging Face folder or ``.gguf`` file -> :class:`HFModel` on ``device`` (default: CUDA when
     present), ``dtype`` (default float32). Offline, safetensors/GGUF only, no remote code; every
-    problem is a one-line CheckpointError."""
+    problem is a one-line CheckpointError (transformers' own load report is kept quiet); weights
+    holding NaN/Inf are refused unless ``allow_nonfinite``."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from engram_interp.checkpoint import resolve_device, resolve_dtype
@@ -232,22 +240,30 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None) -> HFModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        hf_tok = AutoTokenizer.from_pretrained(where, **common, **kwargs)
+        with quiet_transformers():
+            hf_tok = AutoTokenizer.from_pretrained(where, **common, **kwargs)
     except Exception as exc:  # noqa: BLE001 - a boundary: transformers raises many types
         raise CheckpointError(f"{p}: its tokenizer could not be loaded ({_one_line(exc)})") from None
     tok = getattr(hf_tok, "backend_tokenizer", None)
     if tok is None:
         raise CheckpointError(f"{p}: no fast tokenizer (tokenizer.json) could be built")
     try:
-        hf, report = AutoModelForCausalLM.from_pretrained(
-            where, **common, **kwargs, dtype=resolve_dtype(dtype) or torch.float32, output_loading_info=True
-        )
+        with quiet_transformers():
+            hf, report = AutoModelForCausalLM.from_pretrained(
+                where, **common, **kwargs, dtype=resolve_dtype(dtype) or torch.float32, output_loading_info=True
+            )
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{p}: transformers could not load it ({_one_line(exc)})") from None
     missing = list(report.get("missing_keys") or [])
     if missing:
         raise CheckpointError(f"{p} lacks {len(missing)} weight(s) the config needs, e.g. {sorted(missing)[0]}")
     hf.requires_grad_(False)
+    vocab = int(getattr(hf.config, "vocab_size", 0) or getattr(getattr(hf.config, "text_config", None), "vocab_size", 0))
+    if vocab and tok.get_vocab_size(with_added_tokens=False) > vocab:
+        raise CheckpointError(f"{p}: its tokenizer has {tok.get_vocab_size(with_added_tokens=False)} tokens but the model "
+                              f"only {vocab} (token ids would index past the embedding)")
+    if not allow_nonfinite:
+        refuse_nonfinite(hf, p)
     model = HFModel(hf, tok, _bos(tok), _pad(hf_tok), source=str(p))
     return model.to(resolve_device(device)).eval()
 

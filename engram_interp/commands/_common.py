@@ -66,6 +66,16 @@ def device(text: str) -> str:
     return text
 
 
+def text_value(text: str) -> str:
+    """An argparse type for text flags (``--text``, ``--target``, ``--ngram`` ...): refuses text that is
+    not valid UTF-8 (a lone surrogate, or undecodable bytes in the command line) in one line."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("is not valid UTF-8 text (undecodable bytes or a lone surrogate)") from None
+    return text
+
+
 def input_file(text: str) -> Path:
     """argparse type: an existing, readable regular file (FIFOs, folders, devices refused)."""
     import os
@@ -129,7 +139,7 @@ def add_corpus(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", default=None, help="text file (paragraphs) or .jsonl with a 'text' field; "
                    "default: $ENGRAM_INTERP_CORPUS, else the validation split of the data cache "
                    "(engram-interp data build), else probes/texts/")
-    p.add_argument("--text", default=None, help="analyse this text instead of a corpus")
+    p.add_argument("--text", default=None, type=text_value, help="analyse this text instead of a corpus")
 
 
 def texts_from(args) -> list[str]:
@@ -177,9 +187,11 @@ def arm_groups(specs: list[str], seeds_dir: str | None = None) -> list[tuple[str
         raise EngramInterpError(f"--seeds: no such folder: {seeds_dir}")
     groups: list[tuple[str, list[str]]] = []
     for spec in specs:
-        paths = [x for x in spec.split(",") if x]
-        if not paths:
+        paths = spec.split(",")
+        if not any(paths):
             raise EngramInterpError(f"empty checkpoint argument {spec!r}")
+        if not all(paths):
+            raise EngramInterpError(f"checkpoint argument {spec!r} has an empty path (a stray comma?)")
         if seeds_dir is not None:
             for p in list(paths):
                 stem = Path(p).stem

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for
+from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, text_value
 
 NAME = "attribute"
 HELP = "which component (embedding, attention, FFN/MoE expert, Engram) wrote the next-token logit"
@@ -23,9 +23,9 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpts", nargs="+", metavar="MODEL", help="one or more models (.ckpt, Hugging Face folder, .gguf, or a known name), side by side")
-    p.add_argument("--text", required=True, help="the prompt; the next token after it is explained")
-    p.add_argument("--target", required=True, help="the token to explain, e.g. ' Paris' (one token)")
-    p.add_argument("--contrast", default=None, help="explain logit(target) - logit(contrast), e.g. ' London'")
+    p.add_argument("--text", type=text_value, required=True, help="the prompt; the next token after it is explained")
+    p.add_argument("--target", type=text_value, required=True, help="the token to explain, e.g. ' Paris' (one token)")
+    p.add_argument("--contrast", type=text_value, default=None, help="explain logit(target) - logit(contrast), e.g. ' London'")
     p.add_argument("--per-expert", action="store_true", help="split MoE layers into their chosen routed experts")
     add_device_output(p)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import sys
 from pathlib import Path
 
-from engram_interp.commands._common import add_corpus, fmt, non_negative_int, positive_int, texts_from
+from engram_interp.commands._common import add_corpus, fmt, non_negative_int, positive_int, text_value, texts_from
 from engram_interp.errors import EngramInterpError
+from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict
 
 NAME = "memory"
 HELP = "inspect the Engram tables: row usage, hash collisions, reverse lookup, row norms, neighbours (no forward pass)"
@@ -28,7 +29,7 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an Engram .ckpt, or a DeepSeek-V4.1 / demo / Qwen4-Exp folder with tokenizer.json")
     add_corpus(p)
-    p.add_argument("--ngram", default=None, help="an n-gram (text of at least 2 tokens) to look up in every head")
+    p.add_argument("--ngram", type=text_value, default=None, help="an n-gram (text of at least 2 tokens) to look up in every head")
     p.add_argument("--max-tokens", type=positive_int, default=20000, help="hash at most this many corpus tokens (default 20000)")
     p.add_argument("--top", type=positive_int, default=5, help="heaviest rows shown per order (default 5)")
     p.add_argument("--untouched", type=non_negative_int, default=2048, help="untouched rows sampled per head for the norm control (default 2048)")
@@ -46,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_tokens is not None and args.max_tokens <= 0:
         raise EngramInterpError("--max-tokens must be positive")
+    if args.out:
+        check_output_dir(args.out, MEMORY_FILES, force=args.force)
+    raw = str(args.model)
+    if raw.endswith("/") and Path(raw.rstrip("/")).is_file():
+        raise EngramInterpError(f"{raw}: a file, not a folder (trailing slash?)")
     source = open_tables(args.model)
     if args.ngram is not None:  # one-token n-grams fail before the corpus pass
         ids = source.encode(args.ngram)
@@ -103,30 +109,29 @@ def render(res, top: int = 5) -> str:
     return "\n".join(lines)
 
 
+MEMORY_FILES = {"memory.json", "memory_heads.csv", "memory_rows.csv"}
+
+
+def _csv(header: list, rows) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def write_outputs(res, out: Path, force: bool = False) -> list[Path]:
     """``memory.json``, ``memory_heads.csv`` (one row per layer/head) and ``memory_rows.csv`` (heaviest
-    rows and their n-grams) in ``out``; refuses to replace files unless ``force``. Returns the paths."""
-    paths = [out / "memory.json", out / "memory_heads.csv", out / "memory_rows.csv"]
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not force:
-        raise EngramInterpError(f"{existing[0]} exists; pass --force to replace it")
-    out.mkdir(parents=True, exist_ok=True)
-    paths[0].write_text(json.dumps(res.to_dict(), indent=1), encoding="utf-8")
+    rows and their n-grams) in ``out``, each written atomically (a link in the way is replaced, never
+    written through); refuses to replace an earlier set unless ``force``. Returns the paths."""
+    check_output_dir(out, MEMORY_FILES, force=force)
     cols = ["order", "head", "rows", "touched", "touched_share", "top1pct_share", "zipf_exponent", "distinct_ngrams",
             "ngrams_per_row_mean", "ngrams_per_row_max", "collision_share", "uniform_collision_share", "norm_touched",
             "norm_untouched", "norm_load_spearman"]
-    with paths[1].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["layer", *cols])
-        for L in res.layers:
-            for h in L.heads:
-                w.writerow([L.layer, *(getattr(h, c) for c in cols)])
-    with paths[2].open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["layer", "order", "head", "row", "load", "n_ngrams", "ngram", "count"])
-        for L in res.layers:
-            for h in L.heads:
-                for r in h.heavy_rows:
-                    for g in r["ngrams"]:
-                        w.writerow([L.layer, h.order, h.head, r["row"], r["load"], r["n_ngrams"], g["text"], g["count"]])
-    return paths
+    heads = _csv(["layer", *cols], ([L.layer, *(getattr(h, c) for c in cols)] for L in res.layers for h in L.heads))
+    rows = _csv(["layer", "order", "head", "row", "load", "n_ngrams", "ngram", "count"],
+                ([L.layer, h.order, h.head, r["row"], r["load"], r["n_ngrams"], g["text"], g["count"]]
+                 for L in res.layers for h in L.heads for r in h.heavy_rows for g in r["ngrams"]))
+    return [atomic_write_text(out / "memory.json", dumps_strict(res.to_dict(), indent=1), force=True),
+            atomic_write_text(out / "memory_heads.csv", heads, force=True),
+            atomic_write_text(out / "memory_rows.csv", rows, force=True)]

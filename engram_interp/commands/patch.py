@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for
+from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, text_value
 
 NAME = "patch"
 HELP = "activation patching: which activations of a clean prompt restore its answer in a corrupted one"
@@ -24,10 +24,10 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("ckpt", metavar="MODEL", help="a model (.ckpt, Hugging Face folder, .gguf, or a known name)")
-    p.add_argument("--clean", required=True, help="the prompt whose answer is to be restored")
-    p.add_argument("--corrupt", required=True, help="the corrupted prompt (same number of tokens)")
-    p.add_argument("--target", required=True, help="the clean answer's token, e.g. ' Paris' (one token)")
-    p.add_argument("--contrast", default=None, help="the corrupted answer's token, e.g. ' London'")
+    p.add_argument("--clean", type=text_value, required=True, help="the prompt whose answer is to be restored")
+    p.add_argument("--corrupt", type=text_value, required=True, help="the corrupted prompt (same number of tokens)")
+    p.add_argument("--target", type=text_value, required=True, help="the clean answer's token, e.g. ' Paris' (one token)")
+    p.add_argument("--contrast", type=text_value, default=None, help="the corrupted answer's token, e.g. ' London'")
     add_device_output(p)
 
 

@@ -57,6 +57,12 @@ def _suite_item(raw: Any, where: str, stem: str, line: int) -> dict:
     for key in ("prompt", "answer"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise EngramInterpError(f"{where}: {key!r} must be a non-empty string, got {quote(raw.get(key))}")
+    for key, value in [("prompt", raw["prompt"]), ("answer", raw["answer"]), *(("candidates", c) for c in
+                                                                           raw.get("candidates") or [] if isinstance(c, str))]:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EngramInterpError(f"{where}: {key!r} is not valid UTF-8 text (a lone surrogate)") from None
     item = dict(raw)
     item["id"] = str(item.get("id", f"{stem}:{line}"))
     item["suite"] = str(item.get("suite") or stem)
@@ -66,9 +72,11 @@ def _suite_item(raw: Any, where: str, stem: str, line: int) -> dict:
             raise EngramInterpError(f"{where}: 'candidates' must be a list of non-empty strings, got {quote(cands)}")
         if len(set(cands)) != len(cands):
             raise EngramInterpError(f"{where}: 'candidates' has duplicates")
-        cands = cands if item["answer"] in cands else [item["answer"], *cands]
-        if len(cands) < 2:
+        if not set(cands) - {item["answer"]}:
             raise EngramInterpError(f"{where}: 'candidates' needs at least one candidate besides the answer")
+        if item["answer"] not in cands:
+            raise EngramInterpError(f"{where}: the answer {quote(item['answer'], 60)} is not among its candidates "
+                                    "(the candidates must include the gold answer)")
         item["candidates"] = cands
     return item
 

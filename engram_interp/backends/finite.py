@@ -1,0 +1,60 @@
+"""What every foreign load goes through after transformers has built the model: weights checked for
+NaN/Inf (in bounded chunks, naming the first bad tensor), and transformers' own prints and warnings
+kept quiet so that our one error line is the only thing a user sees."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from engram_interp.errors import CheckpointError
+
+_CHUNK = 1 << 22  # elements checked at a time: the check's extra memory is one chunk's mask
+
+
+def nonfinite_count(t: torch.Tensor) -> int:
+    """Number of NaN/Inf entries of ``t`` (0 for non-floating tensors), computed chunk by chunk."""
+    if not t.is_floating_point() or t.is_meta:
+        return 0
+    flat = t.detach().reshape(-1)
+    return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(_CHUNK))
+
+
+def refuse_nonfinite(module: torch.nn.Module, source: str | Path) -> None:
+    """Raise CheckpointError naming the first parameter or buffer that holds NaN/Inf."""
+    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+        bad = nonfinite_count(t)
+        if bad:
+            raise CheckpointError(f"{source}: weight {name} holds {bad:,} NaN/Inf value(s) "
+                                  "(pass --allow-nonfinite to look anyway)")
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """Silence transformers' logging (its load-report table), Python warnings and stray stdout prints
+    for the duration; progress bars on stderr stay visible."""
+    loggers = [logging.getLogger(n) for n in ("transformers", "gguf", "huggingface_hub")]
+    levels = [lg.level for lg in loggers]
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_level = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        hf_logging = None
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+        if hf_logging is not None:
+            hf_logging.set_verbosity(hf_level)
