@@ -39,7 +39,7 @@ def ckpts(tmp_path_factory):
         ans = model.tokenizer.decode([nxt])
         if model.tokenizer.encode(ans, add_special_tokens=False).ids == [nxt]:
             items.append({"id": str(i), "suite": "self", "prompt": p, "answer": ans})
-    items.append({"id": "mc", "suite": "mc", "prompt": "The capital of France is", "answer": " Paris", "candidates": [" Rome", " Madrid"]})
+    items.append({"id": "mc", "suite": "mc", "prompt": "The capital of France is", "answer": " Paris", "candidates": [" Paris", " Rome", " Madrid"]})
     paths["suite"] = d / "suite.jsonl"
     paths["suite"].write_text("\n".join(json.dumps(x) for x in items) + "\n")
     return paths
