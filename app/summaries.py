@@ -21,7 +21,8 @@ def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
 
 
 def cka_summary(entries: Sequence[Entry]) -> list[str]:
-    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts
+    from engram_interp.analysis.alignment import alignment_verdicts
+    from engram_interp.claims.sentences import alignment_sentence
 
     lines = []
     for a, b in _pairs(entries):

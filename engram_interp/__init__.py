@@ -24,7 +24,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "ConfigError", "EngramConfig", "EngramInterpError", "EngramTransformer", "ModelConfig",
-    "MoEConfig", "load", "save",
+    "MoEConfig", "load", "save", "untrained_twin",
 ]
 
 
@@ -51,6 +51,14 @@ def save(model, path, provenance=None, overwrite=False):
     from engram_interp.checkpoint import save as _save
 
     return _save(model, path, provenance=provenance, overwrite=overwrite)
+
+
+def untrained_twin(model, seed=0):
+    """The untrained twin of a loaded model: same architecture and config, weights re-drawn by the
+    architecture's own init under ``seed`` (engram_interp.backends.twin; docs/ANALYSES.md)."""
+    from engram_interp.backends.twin import untrained_twin as _twin
+
+    return _twin(model, seed)
 
 
 def __getattr__(name):

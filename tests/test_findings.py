@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import engram_interp as ei
-from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts
+from engram_interp.analysis.alignment import alignment_verdicts
+from engram_interp.claims.sentences import alignment_sentence
 from engram_interp.analysis.cka import default_k, soft_alignment, soft_alignment_range
 from engram_interp.cli import main
 from engram_interp.testing import tiny_model
@@ -89,7 +90,7 @@ def test_cka_cli_control_reference_and_source(ckpts, capsys):
     assert d["source"] == {"corpus": str(ckpts["corpus"]), "tokens": d["n_examples"], "seed": 3}
     assert main(argv) == 0
     table = capsys.readouterr().out
-    assert table.count("shift not established") == len(d["engram_layers_a"]) > 0
+    assert table.count("Verdict: not established") == len(d["engram_layers_a"]) > 0
 
 
 # ---- item 4: gate selectivity against its permutation baseline --------------------------------------

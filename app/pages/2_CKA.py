@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 from app import results, state, summaries  # noqa: E402
 from engram_interp import figures  # noqa: E402
-from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts  # noqa: E402
+from engram_interp.analysis.alignment import alignment_verdicts  # noqa: E402
+from engram_interp.claims.sentences import alignment_sentence  # noqa: E402
 from engram_interp.analysis.cka import cka_argmax, default_k, soft_alignment, soft_alignment_range  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 

@@ -9,9 +9,9 @@ the same index of reference models against the same baseline B:
 * ``control``: the Engram-null arm (same architecture, memory without content) vs B;
 * ``noise``: a second seed of the baseline vs B (the seed-to-seed scatter of the index).
 
-A shift is *established* only when the Engram model's interval lies entirely above (or below)
-every reference's interval, i.e. it exceeds the reference value by more than both intervals.
-Everything else is "not established".
+``verdict`` here is the within-seed comparison ("above", "below" or "not established"); the claim word a
+surface prints comes from the one verdict function (engram_interp.claims.verdict), through
+:func:`engram_interp.claims.sentences.alignment_sentence`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from engram_interp.analysis.cka_models import CKAResult
 
-__all__ = ["AlignmentVerdict", "reference_entry", "alignment_verdicts", "alignment_sentence"]
+__all__ = ["AlignmentVerdict", "reference_entry", "alignment_verdicts"]
 
 
 def reference_entry(res: CKAResult | dict) -> dict:
@@ -80,27 +80,3 @@ def alignment_verdicts(res: CKAResult | dict) -> list[AlignmentVerdict]:
             v.reason = "its interval overlaps a reference's interval"
         out.append(v)
     return out
-
-
-def _ci(value, low, high) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2f}" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
-
-
-def alignment_sentence(v: AlignmentVerdict, name_a: str, name_b: str, k: int) -> str:
-    """One measured sentence for one Engram layer: the index with its interval, each reference,
-    the attainable range, and the verdict ("not established" unless it clears the references)."""
-    parts = [f"layer {v.layer}: a_j = {_ci(v.a, *v.ci)} (k = {k}, in {name_b} layer units"
-             + ("" if v.attainable is None else f"; attainable with flat CKA: {v.attainable[0]:.1f} to {v.attainable[1]:.1f}")
-             + ")"]
-    labels = {"control": "Engram-null control", "noise": "second baseline seed"}
-    for kind, (name, value, low, high) in v.references.items():
-        parts.append(f"{labels.get(kind, kind)} {name}: {_ci(value, low, high)}")
-    if v.verdict == "above":
-        tail = f"{name_a} layer {v.layer} aligns with deeper {name_b} layers than the references do"
-    elif v.verdict == "below":
-        tail = f"{name_a} layer {v.layer} aligns with shallower {name_b} layers than the references do"
-    else:
-        tail = f"shift not established ({v.reason})"
-    return "; ".join(parts) + f". {tail}."

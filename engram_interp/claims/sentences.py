@@ -13,7 +13,9 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["wilson_interval", "chance_level", "lens_sentences", "gate_sentence", "ablation_sentences"]
+from engram_interp.claims.verdict import Control, verdict
+
+__all__ = ["wilson_interval", "chance_level", "lens_sentences", "gate_sentence", "ablation_sentences", "alignment_sentence"]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -32,6 +34,39 @@ def chance_level(items: Sequence[dict]) -> float:
     if not items:
         return math.nan
     return sum(1.0 / len(it["candidates"]) if it.get("candidates") else 0.0 for it in items) / len(items)
+
+
+def _word(effect: float | None, interval, controls: list[Control], direction: int, testable: bool = True,
+          untestable: str = "") -> str:
+    """The verdict clause of a one-seed sentence, from the one verdict function."""
+    v, why = verdict(effect, interval, controls, direction=direction, testable=testable, untestable_reason=untestable,
+                     required=("untrained twin",) if any(c.name == "untrained twin" for c in controls) else ())
+    return f"Verdict: {v} ({why})."
+
+
+# ---- CKA -----------------------------------------------------------------------------------------
+def _ci(value, low, high) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
+
+
+def alignment_sentence(v, name_a: str, name_b: str, k: int) -> str:
+    """One measured sentence for one Engram layer (an ``analysis.alignment.AlignmentVerdict``): the index
+    with its interval, each reference (Engram-null control, second baseline seed, untrained twin), the
+    attainable range, the within-seed comparison, and the verdict of the one verdict function."""
+    parts = [f"layer {v.layer}: a_j = {_ci(v.a, *v.ci)} (k = {k}, in {name_b} layer units"
+             + ("" if v.attainable is None else f"; attainable with flat CKA: {v.attainable[0]:.1f} to {v.attainable[1]:.1f}")
+             + ")"]
+    labels = {"control": "Engram-null control", "noise": "second baseline seed", "twin": "untrained twin"}
+    controls = []
+    for kind, (name, value, low, high) in v.references.items():
+        parts.append(f"{labels.get(kind, kind)} {name}: {_ci(value, low, high)}")
+        controls.append(Control(labels.get(kind, kind), value, None if low is None or high is None else [low, high]))
+    within = {"above": "within this seed its interval lies above every reference's",
+              "below": "within this seed its interval lies below every reference's"}.get(v.verdict, v.reason)
+    ci = None if None in v.ci else list(v.ci)
+    return "; ".join(parts) + f"; {within}. " + _word(v.a, ci, controls, -1 if v.verdict == "below" else 1)
 
 
 # ---- LogitLens -----------------------------------------------------------------------------------
@@ -66,11 +101,22 @@ def lens_sentences(curves: Sequence[dict[str, Any]], engram: str, control: str |
         noise = max(noise, band)
         if hi_e < lo_c and (c["kl"][j] - e["kl"][j]) > band:
             lower.append(layers[j])
-    verdict = (f"Engram's KL is lower than the control's at layer(s) {', '.join(map(str, lower))} (95% intervals apart and "
-               f"the gap larger than the control-vs-baseline difference there)" if lower
-               else "A lower KL than the control's is not established at any layer")
+    n_layers = len(layers)
+    within = (f"Within this seed Engram's 95% interval lies below the control's at layer(s) {', '.join(map(str, lower))} "
+              f"of {n_layers} (no multiple-comparison correction: a description, not a test)" if lower
+              else "Within this seed Engram's interval is below the control's at no layer")
     tail = f" The control and the baseline differ by up to {noise:.2f} nats: one seed per arm." if b is not None else ""
-    return [head + "). " + verdict + "." + tail]
+    # the pre-stated statistic: mean KL over the early half of the layer points (as in FINDINGS.md)
+    half = max(1, n_layers // 2)
+    mean = lambda x: sum(x[:half]) / half  # noqa: E731
+    sem = lambda x: math.sqrt(sum(v * v for v in x[:half])) / half  # noqa: E731
+    eff, es = mean(e["kl"]), sem(e["kl_sem"])
+    ctl = [Control("Engram-null", mean(c["kl"]), [mean(c["kl"]) - 1.96 * sem(c["kl_sem"]), mean(c["kl"]) + 1.96 * sem(c["kl_sem"])])]
+    if "untrained twin" in by:
+        t = by["untrained twin"]
+        ctl.append(Control("untrained twin", mean(t["kl"]), [mean(t["kl"]) - 1.96 * sem(t["kl_sem"]), mean(t["kl"]) + 1.96 * sem(t["kl_sem"])]))
+    return [head + "). " + within + "." + tail + f" Mean KL over layers {layers[0]}..{layers[half - 1]}: {eff:.3f} "
+            f"[{eff - 1.96 * es:.3f}, {eff + 1.96 * es:.3f}]. " + _word(eff, [eff - 1.96 * es, eff + 1.96 * es], ctl, -1)]
 
 
 # ---- Gates ---------------------------------------------------------------------------------------
@@ -93,8 +139,10 @@ def gate_sentence(res: dict, name: str, control: dict | None = None, control_nam
          f"with the n-gram labels shuffled {pm:.3f} on average (max {px:.3f} over {res.get('n_perm', '?')} shuffles, "
          f"p = {p:.2f}); omega^2 = {om:.3f} ({res.get('selectivity_groups', '?')} 3-grams, {res.get('selectivity_tokens', '?')} tokens). ")
     tracks = res.get("tracks_ngrams", [False] * len(res["channels"]))[i]
-    s += ("n-gram identity explains more of the gate than shuffled labels do." if tracks
-          else "Selectivity above the permutation baseline is not established.")
+    s += ("Within this model eta^2 exceeds every shuffle." if tracks else "eta^2 does not exceed every shuffle.")
+    groups = res.get("selectivity_groups")
+    enough = isinstance(groups, int) and groups >= 50
+    ctl = [Control("shuffled labels", px, None)]
     if control is not None:
         j = _best(control)
         com = control.get("selectivity_omega2", [None] * len(control["channels"]))[j]
@@ -102,8 +150,9 @@ def gate_sentence(res: dict, name: str, control: dict | None = None, control_nam
             cl, cb = control["channels"][j]
             s += (f" Engram-null control {control_name} (memory without content), best layer {cl} branch {cb}: "
                   f"omega^2 = {com:.3f}; ")
-            s += ("the memory adds no selectivity beyond what the hidden state gives." if om <= com
-                  else "higher for the real memory, but the difference has no interval yet: not established.")
+            s += "its omega^2 is at least the real memory's. " if om <= com else "lower than the real memory's. "
+            ctl.append(Control("Engram-null", com, None))
+    s += " " + _word(om, None, ctl, 1, testable=enough, untestable=f"too few n-grams ({groups}; 50 needed)")
     return s
 
 
@@ -131,15 +180,12 @@ def ablation_sentences(tables: dict[str, dict[str, dict]], chance: dict[str, flo
             ci = s.get("ci")
             base += f", retained {s['retained']:.0f}%" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
             ctl = (tables.get(control) or {}).get(suite) if control else None
-            if not (lo_full > ch):
-                verdict = "full model not above chance: not testable"
-            elif ci and ci[1] < 100 and (ctl is None or not ctl.get("ci") or ci[1] < ctl["ci"][0]):
-                verdict = "drop established" + ("" if ctl else " (no Engram-null control loaded)")
-            elif ci and ci[0] > 100:
-                verdict = "gain without Engram established"
-            else:
-                verdict = "change not established"
-            parts.append(f"{base}: {verdict}")
+            controls = [Control("no change", 100.0, None)]
+            if ctl and ctl.get("retained") is not None:
+                controls.append(Control("Engram-null", ctl["retained"], ctl.get("ci")))
+            word = _word(s["retained"], ci, controls, -1, testable=lo_full > ch,
+                         untestable=f"the full model is not above chance (Wilson lower bound {lo_full:.2f} vs {ch:.2f})")
+            parts.append(f"{base}. {word}")
         out.append(f"{name} with Engram suppressed: " + "; ".join(parts) + ".")
     if control and tables.get(control):
         kept = [f"{suite} {s['retained']:.0f}%" for suite, s in sorted(tables[control].items()) if s.get("retained") is not None]

@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import cka_analysis
-    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
+    from engram_interp.analysis.alignment import alignment_verdicts, reference_entry
+    from engram_interp.claims.sentences import alignment_sentence
 
     check_out(args)
     seed_all(args.seed)

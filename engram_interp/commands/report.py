@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import (
         ablation_sensitivity, cka_analysis, gate_corpus, gate_map, logit_lens, logit_lens_tokens,
     )
-    from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts, reference_entry
+    from engram_interp.analysis.alignment import alignment_verdicts, reference_entry
+    from engram_interp.claims.sentences import alignment_sentence
     from engram_interp.analysis.cka_models import cka_analyses
     from engram_interp.analysis.ablation import AblationResult
     from engram_interp.analysis.logit_lens import LogitLensResult
