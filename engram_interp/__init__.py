@@ -36,9 +36,9 @@ def load(path, device=None, dtype=None, allow_nonfinite=False):
     trailing slash (``model.ckpt/``) is refused, as a shell would."""
     from engram_interp.backends import is_foreign, load_foreign
 
-    raw = os.fspath(path)
-    if raw.endswith(("/", os.sep)) and os.path.exists(raw.rstrip("/" + os.sep)) and not os.path.isdir(raw.rstrip("/" + os.sep)):
-        raise EngramInterpError(f"{raw}: a file, not a folder (trailing slash?)")
+    from engram_interp.io import refuse_trailing_slash
+
+    refuse_trailing_slash(path)
     if is_foreign(path):
         return load_foreign(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
     from engram_interp.checkpoint import load as _load

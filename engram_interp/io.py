@@ -80,6 +80,15 @@ def dumps_strict(obj: Any, indent: int | None = None) -> str:
     return json.dumps(clean, indent=indent, allow_nan=False)
 
 
+def refuse_trailing_slash(path: str | os.PathLike) -> None:
+    """One line when ``path`` names an existing file with a trailing slash (``model.ckpt/``), as a shell
+    would refuse it; Python's ``Path`` would silently drop the slash."""
+    raw = os.fspath(path)
+    bare = raw.rstrip("/" + os.sep)
+    if raw != bare and bare and os.path.exists(bare) and not os.path.isdir(bare):
+        raise EngramInterpError(f"{quote(raw)}: a file, not a folder (trailing slash?)")
+
+
 def open_regular(path: str | os.PathLike, what: str = "file") -> tuple[int, int]:
     """Open ``path`` for reading if it is a regular file. Returns ``(fd, size in bytes)``.
 

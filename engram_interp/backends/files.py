@@ -40,7 +40,6 @@ def regular_file(path: Path, what: str) -> Path:
 def read_json(path: Path, what: str):
     """The JSON object of a small regular file; one line for a special file, an oversized, invalid,
     non-UTF-8 or too deeply nested document."""
-    regular_file(path, what)
     try:
         fd, size = open_regular(path, what)
     except EngramInterpError as exc:

@@ -13,17 +13,7 @@ from pathlib import Path
 import torch
 
 from engram_interp.errors import CheckpointError
-
-_CHUNK = 1 << 22  # elements checked at a time: the check's extra memory is one chunk's mask
-
-
-def nonfinite_count(t: torch.Tensor) -> int:
-    """Number of NaN/Inf entries of ``t`` (0 for non-floating tensors), computed chunk by chunk."""
-    if not t.is_floating_point() or t.is_meta:
-        return 0
-    flat = t.detach().reshape(-1)
-    return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(_CHUNK))
-
+from engram_interp.model.weights import nonfinite_count
 
 def refuse_nonfinite(module: torch.nn.Module, source: str | Path) -> None:
     """Raise CheckpointError naming the first parameter or buffer that holds NaN/Inf."""

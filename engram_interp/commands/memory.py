@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engram_interp.commands._common import add_corpus, fmt, non_negative_int, positive_int, text_value, texts_from
 from engram_interp.errors import EngramInterpError
-from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict
+from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, refuse_trailing_slash
 
 NAME = "memory"
 HELP = "inspect the Engram tables: row usage, hash collisions, reverse lookup, row norms, neighbours (no forward pass)"
@@ -49,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise EngramInterpError("--max-tokens must be positive")
     if args.out:
         check_output_dir(args.out, MEMORY_FILES, force=args.force)
-    raw = str(args.model)
-    if raw.endswith("/") and Path(raw.rstrip("/")).is_file():
-        raise EngramInterpError(f"{raw}: a file, not a folder (trailing slash?)")
+    refuse_trailing_slash(args.model)
     source = open_tables(args.model)
     if args.ngram is not None:  # one-token n-grams fail before the corpus pass
         ids = source.encode(args.ngram)

@@ -23,8 +23,12 @@ _MAPPED_CHUNK = 1 << 19  # elements per read of a memory-mapped table's non-fini
 # safetensors dtype name -> bytes per element. Every tensor of a model is floating point.
 
 
-def _nonfinite_count(t: torch.Tensor) -> int:
-    flat = t.reshape(-1)
+def nonfinite_count(t: torch.Tensor) -> int:
+    """Number of NaN/Inf entries of ``t`` (0 for non-floating or meta tensors), counted chunk by chunk
+    so the check's extra memory is one chunk's mask."""
+    if not t.is_floating_point() or t.is_meta:
+        return 0
+    flat = t.detach().reshape(-1)
     return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(_CHUNK))
 
 
@@ -65,7 +69,7 @@ def _stream_weights(path: str | os.PathLike, model, allow_nonfinite: bool, map_d
                 t = torch.frombuffer(buf, dtype=stored).view(entry["shape"]) if buf else \
                     torch.empty(entry["shape"], dtype=stored)
                 if not allow_nonfinite:
-                    _refuse_nonfinite(path, name, _nonfinite_count(t))
+                    _refuse_nonfinite(path, name, nonfinite_count(t))
                 if target.is_meta:  # read in whole, in the dtype the rest of the model has
                     _set_param(model, name, params[name], t.to(model.embed.W_E.dtype, copy=True))
                 else:
