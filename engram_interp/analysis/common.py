@@ -129,20 +129,55 @@ class TokenBatch:
     positions: list[list[int]] | None = None
 
 
-def encode_windows(model, text: str, max_len: int | None = None) -> list[tuple[list[int], int]]:
-    """Tokenize one text into windows that fit the model: ``[(ids with BOS, char_offset_start_token)]``.
+#: Texts are tokenized in pieces of at most this many characters, so a corpus that is one huge line
+#: costs memory in proportion to the tokens analysed (``max_tokens``), not to the line.
+PIECE_CHARS = 16384
 
-    Returns a list of ``(ids, first_token_index)`` where ids start with BOS (when the model has one)
-    and ``first_token_index`` is the index of ids[1] (or ids[0]) in the text's own token list.
+
+def text_pieces(text: str, size: int = PIECE_CHARS) -> Iterator[str]:
+    """``text`` in consecutive pieces of at most ``size`` characters that join back to ``text``. Each cut
+    is made just before a run of whitespace (so byte-level BPE tokenizers, which attach a space to the
+    word after it, tokenize the pieces as they would the whole text); a stretch of ``size`` characters
+    without whitespace is cut where it reaches ``size``."""
+    start, n = 0, len(text)
+    while n - start > size:
+        cut = start + size
+        j = cut
+        while j > start and not (text[j].isspace() and not text[j - 1].isspace()):
+            j -= 1
+        if j == start:
+            j = cut
+        yield text[start:j]
+        start = j
+    yield text[start:]
+
+
+def encode_pieces(encode, text: str) -> Iterator[list[int]]:
+    """Token ids of ``text`` piece by piece (:func:`text_pieces`, :data:`PIECE_CHARS` characters), ``encode``
+    being a ``str -> ids`` function: stop iterating and nothing more of the text is tokenized."""
+    for piece in text_pieces(text, PIECE_CHARS):
+        ids = encode(piece)
+        if ids:
+            yield list(ids)
+
+
+def encode_windows(model, text: str, max_len: int | None = None) -> Iterator[tuple[list[int], int]]:
+    """Tokenize one text into windows that fit the model, lazily (the text is read piece by piece):
+    yields ``(ids with BOS, first_token_index)`` where ids start with BOS (when the model has one) and
+    ``first_token_index`` is the index of the window's first text token in the text's own token list.
     """
-    ids = model.encode(text)
     bos = model.info.bos_token_id
     limit = (max_len or model.info.max_seq_len) - (1 if bos is not None else 0)
-    out = []
-    for start in range(0, len(ids), limit):
-        chunk = ids[start:start + limit]
-        out.append(([bos] + chunk if bos is not None else chunk, start))
-    return out
+    pending: list[int] = []
+    start = 0
+    for ids in encode_pieces(model.encode, text):
+        pending.extend(ids)
+        while len(pending) >= limit:
+            chunk, pending = pending[:limit], pending[limit:]
+            yield ([bos] + chunk if bos is not None else chunk), start
+            start += limit
+    if pending:
+        yield ([bos] + pending if bos is not None else pending), start
 
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, has_bos: bool, device) -> TokenBatch:

@@ -192,30 +192,36 @@ def _positions(source, texts: Iterable[str], max_tokens: int | None, chunk: int,
     counts the texts read in ``seen["texts"]``."""
     from tqdm.auto import tqdm
 
+    from engram_interp.analysis.common import encode_pieces
+
     bar = tqdm(total=max_tokens, unit="tok", desc="hashing", disable=not progress)
     n_max, used, ctx_buf, raw_buf = source.max_ngram_size, 0, [], []
     pending = 0
     for text in texts:
-        ids = source.encode(text)
-        if not ids:
-            continue
-        seen["texts"] += 1
-        seq = ([source.bos_token_id] if source.bos_token_id is not None else []) + list(ids)
-        skip = len(seq) - len(ids)
-        ctx = source.contexts(seq)[skip:]
-        arr = np.asarray(seq, dtype=np.int64)
-        padded = np.concatenate([np.full(n_max - 1, -1, dtype=np.int64), arr])
-        raw = np.stack([padded[n_max - 1 - j: n_max - 1 - j + arr.size] for j in range(n_max)], axis=1)[skip:]
-        if max_tokens is not None:
-            ctx, raw = ctx[: max_tokens - used], raw[: max_tokens - used]
-        ctx_buf.append(ctx)
-        raw_buf.append(raw)
-        used += len(ctx)
-        pending += len(ctx)
-        bar.update(len(ctx))
-        if pending >= chunk:
-            yield np.concatenate(ctx_buf), np.concatenate(raw_buf)
-            ctx_buf, raw_buf, pending = [], [], 0
+        # The text is tokenized piece by piece; each piece is hashed after the last n_max - 1 ids of
+        # the one before (``tail``), so every position reads the same n-gram as in the whole text.
+        tail = [source.bos_token_id] if source.bos_token_id is not None else []
+        for n_piece, ids in enumerate(encode_pieces(source.encode, text)):
+            seen["texts"] += n_piece == 0
+            seq = tail + ids
+            skip = len(tail)
+            ctx = source.contexts(seq)[skip:]
+            arr = np.asarray(seq, dtype=np.int64)
+            padded = np.concatenate([np.full(n_max - 1, -1, dtype=np.int64), arr])
+            raw = np.stack([padded[n_max - 1 - j: n_max - 1 - j + arr.size] for j in range(n_max)], axis=1)[skip:]
+            tail = seq[-(n_max - 1):] if n_max > 1 else []
+            if max_tokens is not None:
+                ctx, raw = ctx[: max_tokens - used], raw[: max_tokens - used]
+            ctx_buf.append(ctx)
+            raw_buf.append(raw)
+            used += len(ctx)
+            pending += len(ctx)
+            bar.update(len(ctx))
+            if pending >= chunk:
+                yield np.concatenate(ctx_buf), np.concatenate(raw_buf)
+                ctx_buf, raw_buf, pending = [], [], 0
+            if max_tokens is not None and used >= max_tokens:
+                break
         if max_tokens is not None and used >= max_tokens:
             break
     if ctx_buf:

@@ -12,11 +12,14 @@ __all__ = ["count_tokens", "token_progress"]
 
 def count_tokens(model, texts: Sequence[str], max_tokens: int | None) -> int:
     """Tokens the analyses will read from ``texts`` (no BOS), stopping at ``max_tokens``: the bar's total."""
+    from engram_interp.analysis.common import encode_pieces
+
     total = 0
     for text in texts:
-        total += len(model.encode(text))
-        if max_tokens is not None and total >= max_tokens:
-            return max_tokens
+        for ids in encode_pieces(model.encode, text):
+            total += len(ids)
+            if max_tokens is not None and total >= max_tokens:
+                return max_tokens
     return total
 
 
