@@ -34,7 +34,7 @@ def cka_summary(entries: Sequence[Entry]) -> list[str]:
                 f"({res.get('source', '?')}; 95% bootstrap intervals over {res['n_batches']} minibatches, "
                 "which do not cover seed-to-seed variation unless a second baseline seed is loaded): ")
         verdicts = alignment_verdicts(res)
-        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"]) for v in verdicts) or "-"))
+        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"]).sentence for v in verdicts) or "-"))
     return lines
 
 
@@ -69,7 +69,8 @@ def lens_summary(entries: Sequence[Entry]) -> list[str]:
     engram, control, baseline = _roles(entries)
     lines = []
     for e in engram or [e for e in entries if e.has_engram]:
-        lines += lens_sentences(curves, e.label, control.label if control else None, baseline.label if baseline else None)
+        lines += [f.sentence for f in lens_sentences(curves, e.label, control.label if control else None,
+                                                     baseline.label if baseline else None)]
     if curves and not lines:
         lines = [f"{c['name']}: mean KL over layers {sum(c['kl'][:-1]) / max(1, len(c['kl']) - 1):.3f} nats "
                  f"({c['n_tokens']} tokens); no Engram model loaded" for c in curves]
@@ -86,7 +87,7 @@ def gates_summary(entries: Sequence[Entry]) -> list[str]:
         res = state.cached_result("gates", [e.sha], dict(GATES_DEFAULTS, data=corpus_id()))
         if res:
             other = ctl if e is not control else None
-            lines.append(gate_sentence(res, e.label, other, control.label if other else None)
+            lines.append(gate_sentence(res, e.label, other, control.label if other else None).sentence
                          + f" Data: {res.get('source', '?')}.")
     return lines
 
@@ -102,7 +103,7 @@ def ablation_summary(entries: Sequence[Entry]) -> list[str]:
     tables = {e.label: t for e in engram + ([control] if control else [])
               if (t := state.cached_result("ablation", [e.sha], key))}
     chance = {name: chance_level(items) for name, items in scored.items()}
-    lines = ablation_sentences(tables, chance, [e.label for e in engram], control.label if control else None)
+    lines = [f.sentence for f in ablation_sentences(tables, chance, [e.label for e in engram], control.label if control else None)]
     without = [e.label for e in entries if not e.has_engram]
     if lines and without:
         lines.append(f"{', '.join(without)}: no Engram layers, so it retains 100% by construction.")

@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engram_interp.analysis.alignment import alignment_sentence, alignment_verdicts  # noqa: E402
+from engram_interp.analysis.alignment import alignment_verdicts  # noqa: E402
 from engram_interp.data.suite_files import read_suites, subsample_suites  # noqa: E402
-from engram_interp.claims.sentences import ablation_sentences, chance_level, gate_sentence, lens_sentences  # noqa: E402
+from engram_interp.claims.sentences import (ablation_sentences, alignment_sentence, chance_level, gate_sentence,  # noqa: E402
+                                            lens_sentences)
 
 M = ROOT / "checkpoints" / "measurements"
 ITEMS = 50  # items per suite of measure.sh (seed 0)
@@ -30,7 +31,7 @@ def load(name: str) -> dict | None:
 
 
 def main() -> int:
-    out: dict[str, list[str]] = {}
+    out: dict[str, list] = {}
     lens = load("logit_lens.json")
     if lens:
         out["logit_lens"] = lens_sentences(lens["models"], "engram", "engram-null", "moe")
@@ -47,11 +48,12 @@ def main() -> int:
         tables = {m["name"]: m["suites"] for m in abl["models"]}
         out["ablation"] = ablation_sentences(tables, {s: chance_level(v) for s, v in suites.items()}, ["engram"],
                                              "engram-null")
+    out = {key: [f.to_dict() for f in found] for key, found in out.items()}
     (M / "findings.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
-    for key, lines in out.items():
+    for key, found in out.items():
         print(f"## {key}")
-        for line in lines:
-            print(f"- {line}")
+        for f in found:
+            print(f"- {f['sentence']}")
     return 0
 
 

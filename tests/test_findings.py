@@ -59,7 +59,7 @@ def test_verdicts_need_to_clear_every_reference_interval():
     two = alignment_verdicts(_res(2.0, 1.9, 2.1, {"control": (1.5, 1.4, 1.6), "noise": (1.8, 1.6, 2.0)}))[0]
     assert two.verdict == "not established"
     assert alignment_verdicts(_res(1.0, 0.9, 1.1, {"control": (1.5, 1.4, 1.6)}))[0].verdict == "below"
-    sentence = alignment_sentence(overlap, "engram", "moe", 2)
+    sentence = alignment_sentence(overlap, "engram", "moe", 2).sentence
     assert "not established" in sentence and "1.50 [1.40, 1.95]" in sentence and "0.5 to 2.5" in sentence
 
 
@@ -179,11 +179,18 @@ def test_report_takes_the_control_and_states_findings_against_it(ckpts, capsys, 
     assert res["gates_control"][0]["name"] == "engram-null"
     assert [m["name"] for m in res["ablation"]["models"]] == ["engram", "moe", "engram-null"]
     assert res["source"]["corpus"] == str(ckpts["corpus"]) and res["source"]["seed"] == 0
-    text = " ".join(res["findings"])
-    assert "Engram-null control engram-null" in text and "retains 100% by construction" in text
-    assert "chance 0.33" in text  # the multiple-choice suite's chance level is stated
+    found = res["findings"]
+    assert all(set(f) >= {"finding", "verdict", "sentence", "effect", "interval", "controls"} for f in found)
+    assert {f["verdict"] for f in found} <= {"not established", "not testable"}  # one seed claims nothing
+    # the twin is on by default in the report and is a control of every finding that has one
+    assert all("untrained twin" in {c["name"] for c in f["controls"]} for f in found if f["controls"])
+    assert res["logit_lens"]["models"][0]["name"] == "engram"
+    text = " ".join(f["sentence"] for f in found)
+    assert "Engram-null engram-null" in text
+    assert "uniform guess 0.33" in text and "untrained twin" in text  # chance: assumed and measured
     html = (out / "report.html").read_text()
-    assert "Findings (each against its control)" in html and "Gate selectivity (control): engram-null" in html
+    assert "Findings (each against its controls)" in html and "Gate selectivity (control): engram-null" in html
+    assert "retains 100% under ablation by construction" in html
 
 
 def test_cka_table_shows_intervals_engram_layers_and_corpus(ckpts, capsys):

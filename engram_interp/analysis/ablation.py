@@ -27,7 +27,7 @@ from engram_interp.analysis.common import require_engram, token_batches
 from engram_interp.analysis.scoring import plan_scoring, run_plan
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["score_items", "AblationAccumulator", "SuiteScore", "AblationResult",
+__all__ = ["score_items", "candidate_prior_accuracy", "AblationAccumulator", "SuiteScore", "AblationResult",
            "ablation_sensitivity", "mean_engram_output"]
 
 
@@ -38,6 +38,18 @@ def score_items(model, items: Sequence[dict], batch_size: int = 16) -> torch.Ten
     Packed scoring (``engram_interp.analysis.scoring``): each prompt runs once for all of its
     candidates, forward passes hold at most ``batch_size * min(max_seq_len, 1024)`` padded tokens."""
     return run_plan(model, plan_scoring(model, items, batch_size))
+
+
+def candidate_prior_accuracy(model, items: Sequence[dict], batch_size: int = 16) -> float | None:
+    """Accuracy (0..1) of the full model on the multiple-choice ``items`` with their prompts removed:
+    the candidates ranked by their unconditional log-prob (after BOS, or after one space for a model
+    without BOS). A suite a model answers this well without reading the prompt measures a candidate
+    prior, not the prompt. None when no item has candidates."""
+    ranked = [it for it in items if it.get("candidates")]
+    if not ranked:
+        return None
+    empty = "" if model.info.bos_token_id is not None else " "
+    return float(score_items(model, [{**it, "prompt": empty} for it in ranked], batch_size).mean())
 
 
 class AblationAccumulator:

@@ -1,10 +1,15 @@
-"""Measured sentences for the four findings (Overview, report, checkpoints/README.md), each against its control and with its interval.
+"""Measured findings of one seed (Overview, report, every command's ``--json``, checkpoints/README.md),
+each a :class:`~engram_interp.claims.verdict.FindingRecord` against its controls and with its interval.
 
-The Overview page of the app and ``engram-interp report`` state the same sentences from the
-result dicts (``to_dict()`` of the analysis results). A sentence says what was measured, on how
-much data, against which control, and ends with a verdict that is "not established" whenever the
-control's interval or the noise band covers the difference (docs/ANALYSES.md, "Reading the
-findings"). Nothing here runs a model.
+The Overview page of the app and ``engram-interp report`` state the same findings from the result
+dicts (``to_dict()`` of the analysis results). A record's ``sentence`` says what was measured, on how
+much data, against which controls, and ends with the verdict of the one verdict function: with one
+seed at most "not established", and "not established" whenever the untrained twin (required: a
+model that learned nothing must not show the effect), the Engram-null control or the noise band
+covers the difference (docs/ANALYSES.md, "Reading the findings"). Nothing here runs a model.
+
+The untrained twin of a model named ``X`` is the result named ``X~twin``
+(:data:`engram_interp.backends.twin.TWIN_SUFFIX`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,18 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from engram_interp.claims.verdict import Control, verdict
+from engram_interp.backends.twin import TWIN_SUFFIX
+from engram_interp.claims.verdict import Control, FindingRecord, verdict
 
-__all__ = ["wilson_interval", "chance_level", "lens_sentences", "gate_sentence", "ablation_sentences", "alignment_sentence"]
+__all__ = ["wilson_interval", "chance_level", "lens_sentences", "gate_sentence", "ablation_sentences", "alignment_sentence",
+           "TWIN", "twin_name"]
+
+TWIN = "untrained twin"  # the control's name in every record
+
+
+def twin_name(name: str) -> str:
+    """The result name of ``name``'s untrained twin."""
+    return name + TWIN_SUFFIX
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -36,12 +50,18 @@ def chance_level(items: Sequence[dict]) -> float:
     return sum(1.0 / len(it["candidates"]) if it.get("candidates") else 0.0 for it in items) / len(items)
 
 
-def _word(effect: float | None, interval, controls: list[Control], direction: int, testable: bool = True,
-          untestable: str = "") -> str:
-    """The verdict clause of a one-seed sentence, from the one verdict function."""
+def _record(finding: str, text: str, effect: float | None, interval, controls: list[Control], direction: int,
+            testable: bool = True, untestable: str = "") -> FindingRecord:
+    """A one-seed finding: ``text`` followed by the verdict clause of the one verdict function, which
+    requires the untrained twin among the controls."""
     v, why = verdict(effect, interval, controls, direction=direction, testable=testable, untestable_reason=untestable,
-                     required=("untrained twin",) if any(c.name == "untrained twin" for c in controls) else ())
-    return f"Verdict: {v} ({why})."
+                     required=(TWIN,))
+    if v == "not established" and not any(c.name == TWIN for c in controls):
+        why += "; run with --twin"
+    sentence = (text.rstrip() + " " if text else "") + f"Verdict: {v} ({why})."
+    return FindingRecord(finding=finding, verdict=v, sentence=sentence, effect=effect,
+                         interval=None if interval is None else [float(x) for x in interval],
+                         controls=[vars(c).copy() for c in controls], n_seeds=1, reason=why)
 
 
 # ---- CKA -----------------------------------------------------------------------------------------
@@ -51,14 +71,14 @@ def _ci(value, low, high) -> str:
     return f"{value:.2f}" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
 
 
-def alignment_sentence(v, name_a: str, name_b: str, k: int) -> str:
-    """One measured sentence for one Engram layer (an ``analysis.alignment.AlignmentVerdict``): the index
-    with its interval, each reference (Engram-null control, second baseline seed, untrained twin), the
-    attainable range, the within-seed comparison, and the verdict of the one verdict function."""
+def alignment_sentence(v, name_a: str, name_b: str, k: int) -> FindingRecord:
+    """The finding of one Engram layer (an ``analysis.alignment.AlignmentVerdict``): the index with its
+    interval, each reference (Engram-null control, second baseline seed, untrained twin), the attainable
+    range, the within-seed comparison, and the verdict of the one verdict function."""
     parts = [f"layer {v.layer}: a_j = {_ci(v.a, *v.ci)} (k = {k}, in {name_b} layer units"
              + ("" if v.attainable is None else f"; attainable with flat CKA: {v.attainable[0]:.1f} to {v.attainable[1]:.1f}")
              + ")"]
-    labels = {"control": "Engram-null control", "noise": "second baseline seed", "twin": "untrained twin"}
+    labels = {"control": "Engram-null", "noise": "second baseline seed", "twin": TWIN}
     controls = []
     for kind, (name, value, low, high) in v.references.items():
         parts.append(f"{labels.get(kind, kind)} {name}: {_ci(value, low, high)}")
@@ -66,7 +86,8 @@ def alignment_sentence(v, name_a: str, name_b: str, k: int) -> str:
     within = {"above": "within this seed its interval lies above every reference's",
               "below": "within this seed its interval lies below every reference's"}.get(v.verdict, v.reason)
     ci = None if None in v.ci else list(v.ci)
-    return "; ".join(parts) + f"; {within}. " + _word(v.a, ci, controls, -1 if v.verdict == "below" else 1)
+    return _record(f"cka soft alignment: {name_a} layer {v.layer} vs {name_b}", f"CKA {name_a} vs {name_b}: " + "; ".join(parts)
+                   + f"; {within}.", v.a, ci, controls, -1 if v.verdict == "below" else 1)
 
 
 # ---- LogitLens -----------------------------------------------------------------------------------
@@ -74,49 +95,61 @@ def _band(kl: float, sem: float) -> tuple[float, float]:
     return kl - 1.96 * sem, kl + 1.96 * sem
 
 
-def lens_sentences(curves: Sequence[dict[str, Any]], engram: str, control: str | None, baseline: str | None) -> list[str]:
-    """Sentences on the LogitLens KL of model ``engram`` (curve names) against the Engram-null
-    ``control`` and the ``baseline``: per layer, Engram's KL counts as lower only where its 95%
-    interval (1.96 SEM over tokens) lies below the control's and the gap exceeds the control-vs-
-    baseline difference at that layer (the arm-to-arm noise band one seed can show)."""
+def _early(curve: dict, half: int) -> tuple[float, float]:
+    """The pre-stated LogitLens statistic: mean KL over the first ``half`` layer points, and its SEM."""
+    mean = sum(curve["kl"][:half]) / half
+    sem = math.sqrt(sum(v * v for v in curve["kl_sem"][:half])) / half
+    return mean, sem
+
+
+def lens_sentences(curves: Sequence[dict[str, Any]], engram: str, control: str | None,
+                   baseline: str | None) -> list[FindingRecord]:
+    """The LogitLens finding of model ``engram`` (curve names) against its untrained twin (the curve
+    named ``engram~twin``), the Engram-null ``control`` and the ``baseline``. The statistic is stated
+    before looking: the mean KL over the early half of the layer points, with 1.96 SEM over tokens.
+    The per-layer comparison (where Engram's 95% interval lies below the control's by more than the
+    control-vs-baseline difference) is printed as a description, uncorrected, never as the claim."""
     by = {c["name"]: c for c in curves}
     if engram not in by:
         return []
     e = by[engram]
     layers = e["layers"][:-1]  # the last point is the model's own output (KL ~ 0 by construction)
+    n_layers = len(layers)
+    half = max(1, n_layers // 2)
     head = (f"{engram}: KL(p_final || q_l) at layers {layers[0]}..{layers[-1]} = "
             + ", ".join(f"{v:.2f}" for v in e["kl"][:-1]) + f" nats ({e['n_tokens']} tokens")
-    if control not in by:
-        return [head + "); no Engram-null control loaded, so no difference can be established."]
-    c = by[control]
+    controls = []
+    for name, label in ((twin_name(engram), TWIN), (control, "Engram-null")):
+        if name in by:
+            m, se = _early(by[name], half)
+            controls.append(Control(label, m, [m - 1.96 * se, m + 1.96 * se]))
+            head += f"; {label} {name}: " + ", ".join(f"{v:.2f}" for v in by[name]["kl"][:-1])
     b = by.get(baseline)
-    head += f"; {control}: " + ", ".join(f"{v:.2f}" for v in c["kl"][:-1])
     if b is not None:
         head += f"; {baseline}: " + ", ".join(f"{v:.2f}" for v in b["kl"][:-1])
-    lower, noise = [], 0.0
-    for j, _ in enumerate(layers):
-        lo_c = _band(c["kl"][j], c["kl_sem"][j])[0]
-        hi_e = _band(e["kl"][j], e["kl_sem"][j])[1]
-        band = abs(c["kl"][j] - b["kl"][j]) if b is not None else 0.0
-        noise = max(noise, band)
-        if hi_e < lo_c and (c["kl"][j] - e["kl"][j]) > band:
-            lower.append(layers[j])
-    n_layers = len(layers)
-    within = (f"Within this seed Engram's 95% interval lies below the control's at layer(s) {', '.join(map(str, lower))} "
-              f"of {n_layers} (no multiple-comparison correction: a description, not a test)" if lower
-              else "Within this seed Engram's interval is below the control's at no layer")
-    tail = f" The control and the baseline differ by up to {noise:.2f} nats: one seed per arm." if b is not None else ""
-    # the pre-stated statistic: mean KL over the early half of the layer points (as in FINDINGS.md)
-    half = max(1, n_layers // 2)
-    mean = lambda x: sum(x[:half]) / half  # noqa: E731
-    sem = lambda x: math.sqrt(sum(v * v for v in x[:half])) / half  # noqa: E731
-    eff, es = mean(e["kl"]), sem(e["kl_sem"])
-    ctl = [Control("Engram-null", mean(c["kl"]), [mean(c["kl"]) - 1.96 * sem(c["kl_sem"]), mean(c["kl"]) + 1.96 * sem(c["kl_sem"])])]
-    if "untrained twin" in by:
-        t = by["untrained twin"]
-        ctl.append(Control("untrained twin", mean(t["kl"]), [mean(t["kl"]) - 1.96 * sem(t["kl_sem"]), mean(t["kl"]) + 1.96 * sem(t["kl_sem"])]))
-    return [head + "). " + within + "." + tail + f" Mean KL over layers {layers[0]}..{layers[half - 1]}: {eff:.3f} "
-            f"[{eff - 1.96 * es:.3f}, {eff + 1.96 * es:.3f}]. " + _word(eff, [eff - 1.96 * es, eff + 1.96 * es], ctl, -1)]
+    text = head + ")."
+    c = by.get(control)
+    if c is not None:
+        lower, noise = [], 0.0
+        for j, _ in enumerate(layers):
+            lo_c = _band(c["kl"][j], c["kl_sem"][j])[0]
+            hi_e = _band(e["kl"][j], e["kl_sem"][j])[1]
+            band = abs(c["kl"][j] - b["kl"][j]) if b is not None else 0.0
+            noise = max(noise, band)
+            if hi_e < lo_c and (c["kl"][j] - e["kl"][j]) > band:
+                lower.append(layers[j])
+        text += (f" Within this seed Engram's 95% interval lies below the control's at layer(s) {', '.join(map(str, lower))} "
+                 f"of {n_layers} (no multiple-comparison correction: a description, not a test)." if lower
+                 else " Within this seed Engram's interval is below the control's at no layer.")
+        if b is not None:
+            text += f" The control and the baseline differ by up to {noise:.2f} nats: one seed per arm."
+    else:
+        text += " No Engram-null control loaded."
+    eff, es = _early(e, half)
+    interval = [eff - 1.96 * es, eff + 1.96 * es]
+    text += (f" Pre-stated statistic, mean KL over layers {layers[0]}..{layers[half - 1]}: {eff:.3f} "
+             f"[{interval[0]:.3f}, {interval[1]:.3f}]" + "".join(f"; {c.name} {c.value:.3f}" for c in controls) + ".")
+    return [_record(f"logit-lens early-half mean KL: {engram}", text, eff, interval, controls, -1)]
 
 
 # ---- Gates ---------------------------------------------------------------------------------------
@@ -125,69 +158,89 @@ def _best(res: dict) -> int:
     return chans.index(tuple(res["branch_ranking"][0]))
 
 
-def gate_sentence(res: dict, name: str, control: dict | None = None, control_name: str | None = None) -> str:
-    """The gate-selectivity sentence of the channel with the highest omega^2: eta^2 against the
-    permutation baseline (shuffled n-gram labels), omega^2, and the Engram-null control's best omega^2."""
+def _best_omega(res: dict) -> tuple[tuple[int, int], float | None]:
+    j = _best(res)
+    return tuple(res["channels"][j]), res.get("selectivity_omega2", [None] * len(res["channels"]))[j]
+
+
+def gate_sentence(res: dict, name: str, control: dict | None = None, control_name: str | None = None,
+                  twin: dict | None = None) -> FindingRecord:
+    """The gate-selectivity finding of the channel with the highest omega^2 (the share of gate variance
+    that n-gram identity explains, bias-corrected): against the untrained twin's best omega^2 (``twin``,
+    the gate results of ``name~twin``) and the Engram-null control's. A gate computed from the n-gram's
+    own embedding tracks n-gram identity by construction, trained or not, so the label-shuffle
+    permutation baseline is printed as a description only: the twin is the null that can fail."""
     i = _best(res)
     l, b = res["channels"][i]
     f = lambda key: res.get(key, [None] * len(res["channels"]))[i]  # noqa: E731
     eta, om, pm, px, p = f("selectivity"), f("selectivity_omega2"), f("selectivity_perm_mean"), f("selectivity_perm_max"), f("selectivity_p")
+    groups = res.get("selectivity_groups")
+    finding = f"gate selectivity (omega^2): {name}"
     if eta is None or pm is None:
-        return (f"{name}: no 3-gram was seen often enough for a selectivity with a permutation baseline "
-                "(recompute it on the Gates page); not established.")
+        return _record(finding, f"{name}: no 3-gram was seen often enough for a selectivity with a permutation baseline.",
+                       None, None, [], 1, testable=False, untestable=f"too few n-grams ({groups}; 50 needed)")
     s = (f"{name}, layer {l} branch {b} (highest omega^2): eta^2 of the gate explained by 3-gram identity = {eta:.3f}; "
          f"with the n-gram labels shuffled {pm:.3f} on average (max {px:.3f} over {res.get('n_perm', '?')} shuffles, "
-         f"p = {p:.2f}); omega^2 = {om:.3f} ({res.get('selectivity_groups', '?')} 3-grams, {res.get('selectivity_tokens', '?')} tokens). ")
-    tracks = res.get("tracks_ngrams", [False] * len(res["channels"]))[i]
-    s += ("Within this model eta^2 exceeds every shuffle." if tracks else "eta^2 does not exceed every shuffle.")
-    groups = res.get("selectivity_groups")
+         f"p = {p:.3g}, a description: the gate reads the n-gram's own embedding); omega^2 = {om:.3f} "
+         f"({groups} 3-grams, {res.get('selectivity_tokens', '?')} tokens).")
+    ctl = []
+    for label, other, other_name in ((TWIN, twin, twin_name(name)), ("Engram-null", control, control_name)):
+        if other is None:
+            continue
+        (cl, cb), com = _best_omega(other)
+        if com is None:
+            continue
+        s += f" {label} {other_name}, best layer {cl} branch {cb}: omega^2 = {com:.3f}."
+        ctl.append(Control(label, com, None))
     enough = isinstance(groups, int) and groups >= 50
-    ctl = [Control("shuffled labels", px, None)]
-    if control is not None:
-        j = _best(control)
-        com = control.get("selectivity_omega2", [None] * len(control["channels"]))[j]
-        if com is not None and om is not None:
-            cl, cb = control["channels"][j]
-            s += (f" Engram-null control {control_name} (memory without content), best layer {cl} branch {cb}: "
-                  f"omega^2 = {com:.3f}; ")
-            s += "its omega^2 is at least the real memory's. " if om <= com else "lower than the real memory's. "
-            ctl.append(Control("Engram-null", com, None))
-    s += " " + _word(om, None, ctl, 1, testable=enough, untestable=f"too few n-grams ({groups}; 50 needed)")
-    return s
+    return _record(finding, s, om, None, ctl, 1, testable=enough, untestable=f"too few n-grams ({groups}; 50 needed)")
 
 
 # ---- Ablation ------------------------------------------------------------------------------------
 def ablation_sentences(tables: dict[str, dict[str, dict]], chance: dict[str, float], engram: Sequence[str],
-                       control: str | None = None) -> list[str]:
-    """One sentence per Engram model: per suite full and ablated accuracy (n, chance level),
-    retained % with its 95% paired-bootstrap interval, and a verdict: "drop" only when the full
-    model is above chance (Wilson interval) and the retained interval lies below 100% and below the
-    control's; "not testable" when the full model is not above chance."""
+                       control: str | None = None, prior: dict[str, dict[str, float]] | None = None) -> list[FindingRecord]:
+    """One finding per Engram model and suite: full and ablated accuracy (n), retained % with its 95%
+    paired-bootstrap interval, against "no change" (100%), the Engram-null ``control`` and the untrained
+    twin (table ``name~twin``). Chance is measured, not assumed: the suite is testable only when the full
+    model's Wilson lower bound exceeds the uniform guess (``chance``), the untrained twin's full accuracy
+    and each model's candidate-prior accuracy (``prior[name][suite]``: candidates ranked without the
+    prompt); a suite the model ranks as well without its prompt is flagged."""
     out = []
     for name in engram:
         table = tables.get(name)
         if not table:
             continue
-        parts = []
+        twin = tables.get(twin_name(name)) or {}
         for suite, s in sorted(table.items()):
             n, full, abl = s["n"], s["full"], s["ablated"]
             ch = chance.get(suite, math.nan)
             lo_full, _ = wilson_interval(full * n, n)
-            base = f"{suite}: full {full:.2f} -> ablated {abl:.2f} (n = {n}, chance {ch:.2f})"
+            floors = {"uniform guess": ch}
+            if suite in twin:
+                floors[TWIN] = twin[suite]["full"]
+            pr = ((prior or {}).get(name) or {}).get(suite)
+            if pr is not None:
+                floors["candidate prior"] = pr
+            floor_name, floor = max(((k, v) for k, v in floors.items() if v == v), key=lambda kv: kv[1],
+                                    default=("uniform guess", math.nan))
+            text = (f"{name} with Engram suppressed, {suite}: full {full:.2f} -> ablated {abl:.2f} (n = {n}; chance: "
+                    + ", ".join(f"{k} {v:.2f}" for k, v in floors.items()) + ")")
+            if pr is not None and pr >= lo_full:
+                text += "; the model ranks this suite's candidates as well without the prompt"
+            finding = f"ablation retained %: {name} {suite}"
             if s.get("retained") is None:
-                parts.append(base + ", full model scores 0: not testable")
+                out.append(_record(finding, text + ".", None, None, [], -1, testable=False,
+                                   untestable="the full model scores 0"))
                 continue
             ci = s.get("ci")
-            base += f", retained {s['retained']:.0f}%" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
-            ctl = (tables.get(control) or {}).get(suite) if control else None
+            text += f", retained {s['retained']:.0f}%" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
             controls = [Control("no change", 100.0, None)]
-            if ctl and ctl.get("retained") is not None:
-                controls.append(Control("Engram-null", ctl["retained"], ctl.get("ci")))
-            word = _word(s["retained"], ci, controls, -1, testable=lo_full > ch,
-                         untestable=f"the full model is not above chance (Wilson lower bound {lo_full:.2f} vs {ch:.2f})")
-            parts.append(f"{base}. {word}")
-        out.append(f"{name} with Engram suppressed: " + "; ".join(parts) + ".")
-    if control and tables.get(control):
-        kept = [f"{suite} {s['retained']:.0f}%" for suite, s in sorted(tables[control].items()) if s.get("retained") is not None]
-        out.append(f"Engram-null control {control} (its memory has one row per head): retained " + (", ".join(kept) or "n/a") + ".")
+            for label, other in ((TWIN, twin.get(suite)), ("Engram-null", (tables.get(control) or {}).get(suite) if control else None)):
+                if other and other.get("retained") is not None:
+                    controls.append(Control(label, other["retained"], other.get("ci")))
+                    text += f"; {label} retained {other['retained']:.0f}%"
+            testable = lo_full > floor if floor == floor else lo_full > 0
+            out.append(_record(finding, text + ".", s["retained"], ci, controls, -1, testable=testable,
+                               untestable=f"the full model is not above chance (Wilson lower bound {lo_full:.2f} vs "
+                                          f"{floor_name} {floor:.2f})"))
     return out

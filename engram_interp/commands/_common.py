@@ -167,6 +167,28 @@ def load_models(paths: list[str], device, allow_nonfinite: bool = False) -> list
     return models
 
 
+def add_twin(p: argparse.ArgumentParser, default: bool = False) -> None:
+    """``--twin`` / ``--no-twin``: also run the analysis on the untrained twin of the first model (same
+    architecture and config, seeded random init) and state every finding against it."""
+    p.add_argument("--twin", action=argparse.BooleanOptionalAction, default=default,
+                   help="also analyse the untrained twin of the first model (same architecture, random init under --seed) "
+                        "and state each finding against it: a model that learned nothing must not show the effect "
+                        f"(default {'on' if default else 'off'}; docs/ANALYSES.md)")
+
+
+def twin_of(model, name: str, seed: int):
+    """``(name~twin, the untrained twin of model)`` (engram_interp.backends.twin)."""
+    import engram_interp as ei
+    from engram_interp.claims.sentences import twin_name
+
+    return twin_name(name), ei.untrained_twin(model, seed)
+
+
+def findings_json(records) -> list[dict]:
+    """The ``findings`` list of a command's JSON: one ``FindingRecord.to_dict()`` per finding."""
+    return [r.to_dict() for r in records]
+
+
 def add_seeds(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default=None, metavar="DIR",
                    help="add the other seeds of every checkpoint X.ckpt: DIR/X-seed*.ckpt (e.g. checkpoints/seeds); "

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import (add_common, add_seeds, arm_groups, check_out, emit, fmt, load_models, names_for,
-                                            non_negative_int, positive_int, seed_all, warn_overlong)
+from engram_interp.commands._common import (add_common, add_seeds, add_twin, arm_groups, check_out, emit, findings_json, fmt,
+                                            load_models, names_for, non_negative_int, positive_int, seed_all, twin_of,
+                                            warn_overlong)
 from engram_interp.data.suite_files import DEFAULT_SUITES
 
 NAME = "ablate"
@@ -17,7 +18,10 @@ DESCRIPTION = (
     "Models without Engram retain exactly 100%. --mode mean replaces Y by its mean over --reference. "
     "JSON: {suites: {name: {full, ablated, retained, ci, n, per_layer}}, models: [...]}; with several seeds of an arm "
     "(--seeds DIR or a.ckpt,a-seed1.ckpt) also seed_bands: {arm: {seeds, suites: {name: {full, retained}}}} "
-    "(mean, min..max, t CI over seeds)."
+    "(mean, min..max, t CI over seeds). When the first model has Engram layers, JSON 'findings' holds one finding per "
+    "suite (retained %% against no change, the third model as Engram-null control, and with --twin the untrained "
+    "twin), with chance measured: the uniform guess, the twin's full accuracy and the candidate prior (candidates "
+    "ranked with the prompt removed, JSON 'candidate_prior')."
 )
 
 
@@ -31,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-items", type=positive_int, default=None,
                    help="score at most N items per suite, a seeded subsample (default: every item)")
     add_seeds(p)
+    add_twin(p)
     add_common(p, batch_default=16)
 
 
@@ -73,6 +78,33 @@ def run(args: argparse.Namespace) -> int:
                 f, r = x["full"], x["retained"]
                 lines.append(f"{arm[:15]:<16}{suite[:15]:<16}n={len(b['seeds'])} full {f['mean']:.3f} [{f['low']:.3f}, "
                              f"{f['high']:.3f}]" + ("" if r is None else f"  retained {r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"))
+    if models[0].engram_layers:
+        _findings(args, d, res, models, names, groups, suites, paths, ref)
+        lines += [f["sentence"] for f in d["findings"]]
     d["source"] = {"corpus": " ".join(map(str, args.suites)), "tokens": sum(len(v) for v in suites.values()),
                    "seed": args.seed, "unit": "items"}
     return emit(args, d, "\n".join(lines))
+
+
+def _findings(args, d: dict, res, models: list, names: list[str], groups, suites: dict, paths: list[str], ref) -> None:
+    """The per-suite findings of the first model (A; the third, C, is the Engram-null control) with measured chance:
+    the untrained twin's scores (``--twin``) and each model's candidate prior go into ``d``."""
+    from engram_interp.analysis import ablation_sensitivity
+    from engram_interp.analysis.ablation import candidate_prior_accuracy
+    from engram_interp.claims.sentences import ablation_sentences, chance_level
+
+    roles = [names[paths.index(ps[0])] for _, ps in groups]
+    tables = {m["name"]: {s: vars(sc) for s, sc in m["suites"].items()} for m in res.models}
+    if args.twin:
+        tn, tw = twin_of(models[0], roles[0], args.seed)
+        t = ablation_sensitivity({tn: tw}, suites, mode=args.mode, reference_texts=ref, batch_size=args.batch_size,
+                                 max_tokens=args.max_tokens, n_boot=args.boot, seed=args.seed, progress=not args.quiet)
+        d["twin"] = t.to_dict()
+        tables |= {m["name"]: {s: vars(sc) for s, sc in m["suites"].items()} for m in t.models}
+    by_name = dict(zip(names, models))
+    prior = {n: {s: candidate_prior_accuracy(by_name[n], items, args.batch_size) for s, items in suites.items()}
+             for n in roles[:1]}
+    d["candidate_prior"] = prior
+    control = roles[2] if len(roles) > 2 and by_name[roles[2]].engram_layers else None
+    d["findings"] = findings_json(ablation_sentences(tables, {s: chance_level(v) for s, v in suites.items()},
+                                                     roles[:1], control, prior=prior))

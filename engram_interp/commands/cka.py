@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, add_seeds, arm_groups, check_out, corpus_name, emit, fmt, load_models, names_for,
-    positive_int, seed_all, source_dict, texts_from,
+    add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, corpus_name, emit, findings_json, fmt, load_models,
+    names_for, positive_int, seed_all, source_dict, texts_from, twin_of,
 )
 
 NAME = "cka"
@@ -18,7 +18,8 @@ DESCRIPTION = (
     "JSON keys: layers_a, layers_b, cka, soft_alignment, argmax, n_examples (+ ci_low, ci_high, noise_band). "
     "With several seeds (--seeds DIR, or A,A-seed1 B,B-seed1) seed i of A is compared with seed i of B (or one "
     "seed of either with every seed of the other) and seed_pairs + seed_bands (soft_alignment per layer of A: mean, min..max, t CI) are added; "
-    "the top-level matrix is the first pair's."
+    "the top-level matrix is the first pair's. --twin adds A's untrained twin as references.twin. JSON 'findings': one "
+    "{finding, verdict, sentence, effect, interval, controls} per Engram layer of A."
 )
 
 
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the Engram-null control: its soft alignment vs B is the reference (references.control) "
                         "an Engram layer's shift must clear before it is called established (docs/ANALYSES.md s.2)")
     add_seeds(p)
+    add_twin(p)
     add_common(p)
 
 
@@ -66,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.control:
         i = paths.index(args.control)
         res.references["control"] = reference_entry(cka_analysis(models[i], base, texts, names=(names[i], base_name), **kw))
+    if args.twin:
+        tn, tw = twin_of(a, names[0], args.seed)
+        res.references["twin"] = reference_entry(cka_analysis(tw, base, texts, names=(tn, base_name), **kw))
+        del tw
     if args.noise:
         noise = cka_analysis(base, models[-1], texts, names=(base_name, names[-1]), **kw)
         res.noise_band = [noise.cka[i][i] for i in range(min(len(noise.cka), len(noise.cka[0])))]
@@ -82,9 +88,11 @@ def run(args: argparse.Namespace) -> int:
         soft = f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]"
         diag = f"{row[d]:.3f} [{res.ci_low[i][d]:.3f}, {res.ci_high[i][d]:.3f}]"
         lines.append(f"{i:>4}{mark} " + "".join(f"{v:>6.2f}" for v in row) + f"   {soft:<23} {res.argmax[i]:>6}  {diag}")
-    for v in alignment_verdicts(res):
-        lines.append(alignment_sentence(v, res.name_a, res.name_b, res.k))
-    return emit(args, source_dict(res.to_dict(), args, res.n_examples), "\n".join(lines))
+    found = [alignment_sentence(v, res.name_a, res.name_b, res.k) for v in alignment_verdicts(res)]
+    lines += [f.sentence for f in found]
+    d = source_dict(res.to_dict(), args, res.n_examples)
+    d["findings"] = findings_json(found)
+    return emit(args, d, "\n".join(lines))
 
 
 def _kwargs(args) -> dict:

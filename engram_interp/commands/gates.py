@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, add_seeds, arm_groups, check_out, emit, fmt, load_models, names_for, positive_int,
-    seed_all, source_dict, texts_from,
+    add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, emit, findings_json, fmt, load_models, names_for,
+    positive_int, seed_all, source_dict, texts_from, twin_of,
 )
 
 NAME = "gates"
@@ -20,7 +20,10 @@ DESCRIPTION = (
     "A channel tracks n-grams only when eta^2 beats every shuffle (docs/ANALYSES.md section 3). With --entities: "
     "the mean gate at the final token of each named entity of the probe set vs at the other tokens, per layer "
     "(JSON: layers, entity, other, contrast, n_entity, n_other). With several seeds (--seeds DIR or a,a-seed1) "
-    "the corpus and --entities views add seed_bands (mean, min..max, t CI over seeds); the rest is the first seed's."
+    "the corpus and --entities views add seed_bands (mean, min..max, t CI over seeds); the rest is the first seed's. "
+    "Corpus view: JSON 'findings' holds the selectivity finding (verdict, sentence, controls); --twin computes the "
+    "untrained twin's selectivity (JSON 'twin') and states the finding against it: a gate computed from the n-gram's "
+    "own embedding tracks n-gram identity even untrained, so the label shuffle alone is no null."
 )
 
 
@@ -34,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entities", action="store_true", help="entity-final vs other tokens of the entity probe set")
     p.add_argument("--probes", default=None, help="entity probe set for --entities (default probes/entities_ner.jsonl)")
     add_seeds(p)
+    add_twin(p)
     add_common(p)
 
 
@@ -59,6 +63,16 @@ def run(args: argparse.Namespace) -> int:
                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=name,
                     n_perm=args.perms, seed=args.seed)
     d = source_dict(r.to_dict(), args, r.n_tokens)
+    twin = None
+    if args.twin:
+        tn, tw = twin_of(model, name, args.seed)
+        twin = gate_corpus(tw, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, min_count=args.min_count,
+                           top_n=args.top, progress=not args.quiet, name=tn, n_perm=args.perms, seed=args.seed).to_dict()
+        d["twin"] = twin
+    from engram_interp.claims.sentences import gate_sentence
+
+    found = [gate_sentence(r.to_dict(), name, twin=twin)]
+    d["findings"] = findings_json(found)
     if len(paths) > 1:
         from engram_interp.analysis.seeds import bands
 
@@ -87,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                      f"branch {best[1]} (highest omega^2):")
     for s in r.top.get(key, [])[:10]:
         lines.append(f"  {s.text!r:<30} count {s.count:>5}  mean {s.mean:.3f}  max {s.max:.3f}")
+    lines += [f.sentence for f in found]
     return emit(args, d, "\n".join(lines))
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from engram_interp.commands._common import (
-    add_common, add_corpus, add_seeds, arm_groups, check_out, check_text_fits, emit, fmt, load_models, names_for,
-    positive_int, seed_all, source_dict, texts_from,
+    add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, check_text_fits, emit, findings_json, fmt,
+    load_models, names_for, positive_int, seed_all, source_dict, texts_from, twin_of,
 )
 
 NAME = "logit-lens"
@@ -17,7 +17,9 @@ DESCRIPTION = (
     "KL(p_final || q_layer) in nats over the corpus tokens (BOS excluded). The last layer must be ~0. "
     "JSON: {models: [{name, layers, kl, kl_sem, entropy, n_tokens}]}; --per-token adds a layer x position view of --text; "
     "with several seeds of an arm (--seeds DIR or a.ckpt,a-seed1.ckpt) it adds seed_bands: "
-    "{arm: {seeds, layers, kl: [{mean, low, high, sd, ci, n, values}]}}."
+    "{arm: {seeds, layers, kl: [{mean, low, high, sd, ci, n, values}]}}. --twin adds the untrained twin of the first "
+    "model (NAME~twin). When the first model has Engram layers, JSON 'findings' states its early-layer KL against the "
+    "twin and the third model (the Engram-null control; the second is the baseline), as the report does."
 )
 
 
@@ -27,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-token", action="store_true", help="also compute the per-token view of --text (or the first text)")
     p.add_argument("--top-k", type=positive_int, default=5, help="top tokens per cell in the per-token view")
     add_seeds(p)
+    add_twin(p)
     add_common(p)
 
 
@@ -43,7 +46,11 @@ def run(args: argparse.Namespace) -> int:
     names = names_for(paths)
     if args.per_token:
         check_text_fits(models, texts[0], "--per-token text")
-    res = logit_lens(dict(zip(names, models)), texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
+    analysed = dict(zip(names, models))
+    if args.twin:
+        analysed.update([twin_of(models[0], names[0], args.seed)])
+        names = list(analysed)
+    res = logit_lens(analysed, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                      progress=not args.quiet)
     d = res.to_dict()
     if args.per_token:
@@ -62,5 +69,13 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"{arm:<18}" + "  ".join(f"L{l} {x['mean']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
                                                     for l, x in zip(b["layers"], b["kl"]) if x) + f"  (n={len(b['seeds'])})")
         table += "\n" + "\n".join(lines)
+    if models[0].engram_layers:
+        from engram_interp.claims.sentences import lens_sentences
+
+        roles = [names[paths.index(ps[0])] for _, ps in groups]  # the first seed of each arm: A, B, C
+        found = lens_sentences(d["models"], roles[0], roles[2] if len(roles) > 2 else None,
+                               roles[1] if len(roles) > 1 else None)
+        d["findings"] = findings_json(found)
+        table += "\n" + "\n".join(f.sentence for f in found)
     d = source_dict(d, args, res.models[0].n_tokens if res.models else 0)
     return emit(args, d, table)

@@ -7,8 +7,9 @@ import contextlib
 import sys
 import time
 
-from engram_interp.commands._common import (add_common, add_corpus, add_seeds, arm_groups, check_text_fits, load_models,
-                                            names_for, positive_int, seed_all, texts_from, warn_overlong)
+from engram_interp.commands._common import (add_common, add_corpus, add_seeds, add_twin, arm_groups, check_text_fits,
+                                            findings_json, load_models, names_for, positive_int, seed_all, texts_from,
+                                            twin_of, warn_overlong)
 from engram_interp.defaults import DEFAULTS
 from engram_interp.errors import EngramInterpError
 
@@ -24,6 +25,8 @@ DESCRIPTION = (
     "(--seeds DIR, or a.ckpt,a-seed1.ckpt as an argument) LogitLens and ablation also run on every seed and an "
     "'Across seeds' section gives each finding's band over seeds and its verdict, computed as in "
     "checkpoints/FINDINGS.md (results.json 'seed_bands' and 'seed_findings'); the figures show the first seeds. "
+    "Every analysis also runs on A's untrained twin (same architecture, random init; --no-twin to skip) and each "
+    "finding (results.json 'findings': {finding, verdict, sentence, effect, interval, controls}) is stated against it. "
     "Definitions: docs/ANALYSES.md."
 )
 
@@ -50,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="probe items with candidates (e.g. probes/entities.jsonl): add a direct-logit-attribution "
                         "section (at most --max-items items)")
     add_seeds(p)
+    add_twin(p, default=True)
     # the shared defaults (engram_interp.defaults): the report's figures match the app's and measure.sh's
     add_common(p, out_is_dir=True, tokens_default=DEFAULTS.tokens, seed_default=DEFAULTS.seed)
 
@@ -61,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.alignment import alignment_verdicts, reference_entry
     from engram_interp.claims.sentences import alignment_sentence
     from engram_interp.analysis.cka_models import cka_analyses
-    from engram_interp.analysis.ablation import AblationResult
+    from engram_interp.analysis.ablation import AblationResult, candidate_prior_accuracy
     from engram_interp.analysis.logit_lens import LogitLensResult
     from engram_interp.analysis.memory import memory_inspect
     from engram_interp.commands._common import corpus_name
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
     if not a.engram_layers and b is not None and b.engram_layers:
         raise EngramInterpError(f"{paths_in[0]} has no Engram layers; the report needs the Engram model first")
     pair = dict(zip(names, models))
+    tw_name, tw = twin_of(a, na, args.seed) if args.twin and a.engram_layers else (None, None)
+    twin = {tw_name: tw} if tw is not None else {}
     check_text_fits(models, args.probe_text, "--probe-text")
     if suites:
         warn_overlong(models, suites)
@@ -110,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr))
     say("logit lens ...")
     with phase("logit-lens"):
-        lens_all = logit_lens(everyone, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog)
+        lens_all = logit_lens(everyone | twin, texts, batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog)
         lens = LogitLensResult([m for m in lens_all.models if m.name in pair])
         tl = [logit_lens_tokens(m, args.probe_text, name=n) for n, m in pair.items()]
     say("cka ...")
@@ -118,14 +124,18 @@ def run(args: argparse.Namespace) -> int:
         ck = dict(tokens=args.tokens, probes=args.probes, batch_size=args.cka_batch, max_tokens=args.max_tokens,
                   text_batch_size=args.batch_size, seed=args.seed, progress=prog)
         cka_texts = None if args.tokens == "entities" else texts
-        if c is not None and b is not None:  # A and the control against B in one pass (B runs once)
-            cka, control = cka_analyses({na: a, nc: c}, b, cka_texts, name_b=nb, **ck)
-            cka.references["control"] = reference_entry(control)
+        if b is not None:  # A, the control and the twin against B in one pass (B runs once)
+            refs = ({nc: c} if c is not None else {}) | twin
+            cka, *others = cka_analyses({na: a} | refs, b, cka_texts, name_b=nb, **ck)
+            for kind, res in zip([k for k in (("control" if c is not None else None), ("twin" if twin else None)) if k],
+                                 others):
+                cka.references[kind] = reference_entry(res)
         else:
             cka = cka_analysis(a, b, cka_texts, names=(na, nb or na), **ck)
-            if c is not None:
-                cka.references["control"] = reference_entry(cka_analysis(c, b, cka_texts, k=cka.k, names=(nc, nc), **ck))
-    gm, gc, abl, abl_all, gc_control = [], None, None, None, None
+            for kind, m, n in (("control", c, nc), ("twin", tw, tw_name)):
+                if m is not None:
+                    cka.references[kind] = reference_entry(cka_analysis(m, a, cka_texts, k=cka.k, names=(n, na), **ck))
+    gm, gc, abl, abl_all, gc_control, gc_twin, abl_twin, prior = [], None, None, None, None, None, None, {}
     if a.engram_layers:
         say("gates ...")
         with phase("gates"):
@@ -133,11 +143,14 @@ def run(args: argparse.Namespace) -> int:
             gk = dict(batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, seed=args.seed)
             gc = gate_corpus(a, texts, name=na, **gk)
             gc_control = gate_corpus(c, texts, name=nc, **gk) if c is not None else None
+            gc_twin = gate_corpus(tw, texts, name=tw_name, **gk) if tw is not None else None
     if suites and a.engram_layers:
         say("ablation ...")
         with phase("ablation"):
             abl_all = ablation_sensitivity(everyone, suites, seed=args.seed, progress=prog)
             abl = AblationResult([m for m in abl_all.models if m["name"] in pair], abl_all.mode)
+            abl_twin = ablation_sensitivity(twin, suites, seed=args.seed, progress=prog) if twin else None
+            prior = {n: {s: candidate_prior_accuracy(m, items) for s, items in suites.items()} for n, m in pair.items()}
     mem = None
     if a.engram_layers:
         say("memory ...")
@@ -160,17 +173,25 @@ def run(args: argparse.Namespace) -> int:
                      " first seed of each; LogitLens and ablation ran on every seed (section 'Across seeds').")
     if not a.engram_layers:
         notes.append(f"{na} has no Engram/PLE layers: no gate statistics, no Engram ablation and no memory section.")
-    findings = lens_sentences(lens.to_dict()["models"], na, nc, nb)
-    findings += [f"CKA {na} vs {nb or na}: " + alignment_sentence(v, na, nb or na, cka.k) for v in alignment_verdicts(cka)]
+    curves = [m for m in lens_all.to_dict()["models"] if m["name"] in pair or m["name"] == tw_name]
+    findings = lens_sentences(curves, na, nc, nb) if a.engram_layers or c is not None else []
+    if b is not None or a.engram_layers:  # A against itself is no finding
+        findings += [alignment_sentence(v, na, nb or na, cka.k) for v in alignment_verdicts(cka)]
     if gc is not None:
-        findings.append(gate_sentence(gc.to_dict(), na, None if gc_control is None else gc_control.to_dict(), nc))
+        findings.append(gate_sentence(gc.to_dict(), na, None if gc_control is None else gc_control.to_dict(), nc,
+                                      twin=None if gc_twin is None else gc_twin.to_dict()))
     if abl is not None:
-        tables = {m["name"]: {s: vars(sc) for s, sc in m["suites"].items()} for m in abl.models}
-        findings += ablation_sentences(tables, {s: chance_level(items) for s, items in suites.items()}, [na], nc)
+        tables = {m["name"]: {s: vars(sc) for s, sc in m["suites"].items()}
+                  for m in abl.models + (abl_twin.models if abl_twin is not None else [])}
+        findings += ablation_sentences(tables, {s: chance_level(items) for s, items in suites.items()}, [na], nc,
+                                       prior=prior)
         if b is not None and not b.engram_layers:
-            findings.append(f"{nb}: no Engram layers, so it retains 100% by construction.")
-    if c is None:
-        findings.append("No Engram-null control was given (third model), so no difference above is established.")
+            notes.append(f"{nb}: no Engram layers, so it retains 100% under ablation by construction.")
+    if c is None and a.engram_layers:
+        notes.append("No Engram-null control was given (third model): no finding can clear it.")
+    if tw is not None:
+        notes.append(f"Untrained twin {tw_name}: {na}'s architecture and config with weights drawn at random (seed "
+                     f"{args.seed}); every finding is stated against it.")
     if c is not None:
         notes.append(f"Control C = {paths_in[2]}; corpus {corpus_name(args)}; seed {args.seed}. "
                      "Definitions: docs/ANALYSES.md.")
@@ -179,12 +200,12 @@ def run(args: argparse.Namespace) -> int:
     with phase("write"):
         paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""),
                              lens=lens, token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes,
-                             force=args.force, memory=mem, attribution=attr, findings=findings,
+                             force=args.force, memory=mem, attribution=attr, findings=findings_json(findings),
                              probe_text=args.probe_text, source=source,
                              extra_gates=[gc_control] if gc_control is not None else [],
                              seed_bands=seed_bands, seed_findings=seed_findings)
-    for line in findings:
-        print("- " + line)
+    for f in findings:
+        print("- " + f.sentence)
     for f in seed_findings:
         print(f"- across seeds, {f.title}: {f.verdict} ({f.reason})")
     print(f"{'analysis':<12} result")
@@ -224,7 +245,8 @@ def across_seeds(groups: list[tuple[str, list[str]]], all_names: list[str], lens
     role = {}
     for (arm, names), r in zip(named.items(), ROLES):
         role |= {n: r if k == 0 else f"{r}-seed{k}" for k, n in enumerate(names)}
-    measurements = {"lens": {"models": [{**m, "name": role[m["name"]]} for m in lens_all.to_dict()["models"]]}}
+    measurements = {"lens": {"models": [{**m, "name": role[m["name"]]} for m in lens_all.to_dict()["models"]
+                                        if m["name"] in role]}}
     if abl_all is not None:
         d = abl_all.to_dict()
         measurements["ablate"] = {**d, "models": [{**m, "name": role[m["name"]]} for m in d["models"]]}

@@ -103,7 +103,7 @@ def attribution_section(summaries: Sequence, include_plotlyjs: bool = False) -> 
 def write_report(out: str | Path, *, title: str = "engram-interp report", lens: LogitLensResult | None = None,
                  token_lens: Sequence[TokenLens] = (), cka: CKAResult | None = None,
                  gate_maps: Sequence[GateMap] = (), gates: GateCorpusResult | None = None,
-                 ablation: AblationResult | None = None, notes: Sequence[str] = (), findings: Sequence[str] = (),
+                 ablation: AblationResult | None = None, notes: Sequence[str] = (), findings: Sequence[dict] = (),
                  probe_text: str | None = None, source: dict | None = None,
                  extra_gates: Sequence[GateCorpusResult] = (), force: bool = False, memory=None,
                  attribution: Sequence = (), seed_bands: dict | None = None,
@@ -111,7 +111,7 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` (strict JSON)
     and CSVs into ``out``, each file atomically (temporary file + rename). A folder holding an earlier
     report needs ``force``; then the whole earlier set is replaced (its files this report does not
-    write are removed). ``findings``: measured sentences shown first; ``probe_text``: printed with the
+    write are removed). ``findings``: FindingRecord dicts (verdict table and sentences) shown first; ``probe_text``: printed with the
     per-token figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the
     control's gate statistics (figures and ``results.json["gates_control"]``); ``seed_bands`` /
     ``seed_findings`` (``engram_interp.claims.findings.Finding``): the across-seed section.
@@ -148,9 +148,11 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     if seed_findings:
         parts.insert(0, seed_section(seed_findings))
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
-    if findings:
-        note_html += "<h2>Findings (each against its control)</h2><ul>" + "".join(
-            f"<li>{html.escape(f)}</li>" for f in findings) + "</ul>"
+    if findings:  # FindingRecord dicts (engram_interp.claims.verdict): the verdict table, then each sentence
+        note_html += ("<h2>Findings (each against its controls)</h2><table><tr><th>finding</th><th>verdict</th></tr>"
+                      + "".join(f"<tr><td>{html.escape(f['finding'])}</td><td><b>{html.escape(f['verdict'])}</b></td></tr>"
+                                for f in findings) + "</table><ul>"
+                      + "".join(f"<li>{html.escape(f['sentence'])}</li>" for f in findings) + "</ul>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>"
