@@ -178,7 +178,7 @@ class InterpModel:
         Engram-style memory override it; the default is a one-line user error."""
         from engram_interp.errors import EngramInterpError
 
-        raise EngramInterpError(f"this {self.info.architecture} model does not expose the layout of its memory heads")
+        raise EngramInterpError(f"this {self.info.architecture} model does not expose the layout of its memory heads (engram_heads), which row-level analyses such as locate need")
 
     def engram_value_projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Engram layer ``layer``'s value projection: ``(W_V [d_model, d_mem], b_V [d_model] or None)``,
@@ -186,7 +186,7 @@ class InterpModel:
         Engram-style memory override it; the default is a one-line user error."""
         from engram_interp.errors import EngramInterpError
 
-        raise EngramInterpError(f"this {self.info.architecture} model does not expose the value projection of its memory")
+        raise EngramInterpError(f"this {self.info.architecture} model does not expose the value projection of its memory (engram_value_projection), which row-level analyses such as locate need")
 
     # ---- lens readout --------------------------------------------------------------------------
     @abstractmethod

@@ -224,3 +224,25 @@ def test_backend_without_accessors_is_refused_in_one_line():
 
     with pytest.raises(EngramInterpError, match="does not expose the value projection"):
         InterpModel.engram_value_projection(model, 1)
+
+
+def test_figure_bars_sum_to_the_engram_terms():
+    from engram_interp.figures import locate_figure
+
+    res = locate(_biased(), PROMPT, TARGET, CONTRAST)
+    fig = locate_figure(res)
+    for lay in res.layers:
+        total = sum(x for x, y in zip(fig.data[0].x, fig.data[0].y) if y.startswith(f"L{lay.layer} "))
+        assert abs(total - lay.engram_term) <= 1e-5
+
+
+def test_qwen4_exp_is_refused_in_one_line(tmp_path):
+    pytest.importorskip("transformers")
+    from engram_interp.backends.testing import tiny_qwen4_exp_folder
+
+    model = ei.load(tiny_qwen4_exp_folder(tmp_path / "qwen4"), device="cpu").requires_grad_(False)
+    assert model.engram_layers
+    target = model.decode_token(model.encode(" the")[0])
+    with pytest.raises(EngramInterpError, match="does not expose the layout of its memory heads") as exc:
+        locate(model, "Once upon a time", target)
+    assert "\n" not in str(exc.value)
