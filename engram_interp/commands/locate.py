@@ -62,7 +62,8 @@ def _table(res) -> str:
             label = g.name.split(".", 1)[1] if "." in g.name else "layer"
             r = last.get((g.order, g.head)) if g.head is not None else None
             if r is not None:
-                lines.append(_head_line(label, repr(r.ngram), str(r.row), f"{r.contribution:+.4f}", g, res.logprob,
+                row = str(r.row) if g.n_rows == 1 else f"{r.row}+{g.n_rows - 1}"  # all positions: more rows
+                lines.append(_head_line(label, repr(r.ngram), row, f"{r.contribution:+.4f}", g, res.logprob,
                                         res.logprob_all_zeroed, r))
             else:
                 total = sum(x.contribution for x in last.values() if g.order is None or x.order == g.order)
