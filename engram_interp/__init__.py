@@ -24,7 +24,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 __version__ = "0.1.0"
 __all__ = [
     "CheckpointError", "ConfigError", "EngramConfig", "EngramInterpError", "EngramTransformer", "ModelConfig",
-    "MoEConfig", "load", "save", "untrained_twin",
+    "MoEConfig", "load", "locate", "save", "untrained_twin",
 ]
 
 
@@ -59,6 +59,16 @@ def untrained_twin(model, seed=0):
     from engram_interp.backends.twin import untrained_twin as _twin
 
     return _twin(model, seed)
+
+
+def locate(model, prompt, target, contrast=None, **kwargs):
+    """Which Engram table rows carry the prediction ``target`` after ``prompt``: each row's direct
+    contribution (logits; rows + value bias + short conv = the layer's Engram term of DLA), the effect of
+    zeroing / restoring row groups on log p(target), and with ``corpus=texts`` the n-grams sharing each
+    row. Returns a ``LocateResult`` (engram_interp.analysis.locate; docs/ATTRIBUTION.md)."""
+    from engram_interp.analysis.locate import locate as _locate
+
+    return _locate(model, prompt, target, contrast, **kwargs)
 
 
 def __getattr__(name):

@@ -51,6 +51,37 @@ class ModelInfo:
     extra: dict = field(default_factory=dict, compare=False)  # backend-specific facts for `info`
 
 
+@dataclass(frozen=True)
+class EngramHeads:
+    """How one Engram layer's memory vector e_t is laid out (``blocks.{l}.engram.hook_memory``).
+
+    e_t is the concatenation, order-major (n = 2..N) then head (k = 0..K-1), of one ``d_head``-wide
+    table row per hash head; column ``h`` of ``hook_hash_ids`` is the row head ``h`` reads. ``head_sizes``
+    are the rows of each head's table; ``id_offsets[h]`` is what ``hook_hash_ids`` adds to a row
+    *within* head h (0 when the hook shows within-head rows; the head's table offset when it shows
+    global row ids)."""
+
+    layer: int
+    max_ngram_size: int  # N: orders 2..N
+    n_head_per_ngram: int  # K
+    d_head: int
+    head_sizes: tuple[int, ...]  # [(N-1)*K]
+    id_offsets: tuple[int, ...]  # [(N-1)*K]
+
+    @property
+    def n_heads(self) -> int:
+        """(N-1) * K: hash heads, i.e. table rows read per position."""
+        return (self.max_ngram_size - 1) * self.n_head_per_ngram
+
+    def order_head(self, h: int) -> tuple[int, int]:
+        """Column ``h`` of ``hook_hash_ids`` -> ``(order n, head k within the order)``."""
+        return 2 + h // self.n_head_per_ngram, h % self.n_head_per_ngram
+
+    def columns(self, h: int) -> slice:
+        """The columns of e_t (``hook_memory``) that hold head ``h``'s row."""
+        return slice(h * self.d_head, (h + 1) * self.d_head)
+
+
 _LOCKS: "weakref.WeakKeyDictionary[InterpModel, threading.RLock]" = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
 
@@ -141,6 +172,21 @@ class InterpModel:
         """The ``n_layers + 1`` hook names of the layer points, in order (labels ``0 .. n_layers``)."""
         n = self.info.n_layers
         return [f"blocks.{l}.hook_resid_pre" for l in range(n)] + [f"blocks.{n - 1}.hook_resid_post"]
+
+    def engram_heads(self, layer: int) -> EngramHeads:
+        """The layout of Engram layer ``layer``'s memory read (:class:`EngramHeads`). Backends with an
+        Engram-style memory override it; the default is a one-line user error."""
+        from engram_interp.errors import EngramInterpError
+
+        raise EngramInterpError(f"this {self.info.architecture} model does not expose the layout of its memory heads (engram_heads), which row-level analyses such as locate need")
+
+    def engram_value_projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Engram layer ``layer``'s value projection: ``(W_V [d_model, d_mem], b_V [d_model] or None)``,
+        so that the value is ``v_t = W_V e_t + b_V`` (e_t from ``hook_memory``). Backends with an
+        Engram-style memory override it; the default is a one-line user error."""
+        from engram_interp.errors import EngramInterpError
+
+        raise EngramInterpError(f"this {self.info.architecture} model does not expose the value projection of its memory (engram_value_projection), which row-level analyses such as locate need")
 
     # ---- lens readout --------------------------------------------------------------------------
     @abstractmethod

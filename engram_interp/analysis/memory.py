@@ -41,7 +41,7 @@ from engram_interp.analysis.memory_stats import (_norm_by_load, _rank_curve, _un
 from engram_interp.errors import EngramInterpError
 
 __all__ = ["NgramAccumulator", "MemoryResult", "memory_inspect", "memory_lookup", "zipf_exponent", "uniform_hash_expectation",
-           "row_loads", "mean_ci", "spearman_ci", "START"]
+           "row_loads", "mean_ci", "spearman_ci", "START", "corpus_ngrams"]
 
 START = "⟨start⟩"  # shown for positions before the sequence start
 
@@ -337,8 +337,9 @@ def _lookup(source, tables: dict[int, NgramTable], names: _Texts, text: str, *, 
     return {"text": text, "tokens": [names.token(i) for i in ids], "orders": orders}
 
 
-def _accumulate(source, texts: Iterable[str], max_tokens: int | None, chunk: int, progress: bool):
-    """The corpus pass: ``(n-gram tables per order, n_positions, n_texts)``; user error when empty."""
+def corpus_ngrams(source, texts: Iterable[str], max_tokens: int | None = 20000, chunk: int = 8192, progress: bool = False):
+    """The corpus pass: ``({order: NgramTable}, n_positions, n_texts)`` (distinct n-grams with counts and
+    their row in every layer and head); user error when the corpus is empty."""
     acc = NgramAccumulator(source.max_ngram_size, source.n_head_per_ngram, source.layers)
     seen = {"texts": 0}
     for ctx, raw in _positions(source, texts, max_tokens, chunk, progress, seen):
@@ -352,7 +353,7 @@ def memory_lookup(source, texts: Iterable[str], ngram: str, *, max_tokens: int |
                   neighbours: int = 10, pool: int = 5000, chunk: int = 8192, progress: bool = False) -> dict:
     """Only the ``ngram`` part of :func:`memory_inspect` (its rows, row-mates and neighbours over the
     corpus): the dict found under ``MemoryResult.ngram``."""
-    tables, _, _ = _accumulate(source, texts, max_tokens, chunk, progress)
+    tables, _, _ = corpus_ngrams(source, texts, max_tokens, chunk, progress)
     return _lookup(source, tables, _Texts(source), ngram, per_row=per_row, neighbours=neighbours, pool=pool)
 
 
@@ -364,7 +365,7 @@ def memory_inspect(source, texts: Iterable[str], *, max_tokens: int | None = 200
     docstring for every figure). ``max_tokens`` caps the corpus positions; ``untouched`` is the size
     of the seeded sample of untouched rows per head; ``pool`` caps the neighbour candidates (the most
     frequent corpus n-grams of the order). Returns a ``MemoryResult``; user error on an empty corpus."""
-    tables, n_positions, n_texts = _accumulate(source, texts, max_tokens, chunk, progress)
+    tables, n_positions, n_texts = corpus_ngrams(source, texts, max_tokens, chunk, progress)
     names = _Texts(source)
     rng = np.random.default_rng(seed)
     layers = []

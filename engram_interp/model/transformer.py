@@ -22,7 +22,7 @@ from transformer_lens.hook_points import HookPoint
 
 from engram_interp.config import ModelConfig
 from engram_interp.errors import EngramInterpError
-from engram_interp.interface import InterpModel, ModelInfo
+from engram_interp.interface import EngramHeads, InterpModel, ModelInfo
 from engram_interp.model.attention import Attention
 from engram_interp.model.engram import Engram
 from engram_interp.model.hyperconnections import HyperConnection
@@ -242,11 +242,29 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
     def final_norm_frozen(self, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
         """ln_final as a linear map at ``reference``: x * w / RMS(reference)."""
-        scale = torch.rsqrt(reference.float().pow(2).mean(-1, keepdim=True) + self.ln_final.eps)
-        return (x.float() * scale).to(x.dtype) * self.ln_final.w
+        work = torch.promote_types(x.dtype, torch.float32)  # float64 stays float64 (exact attribution sums)
+        scale = torch.rsqrt(reference.to(work).pow(2).mean(-1, keepdim=True) + self.ln_final.eps)
+        return (x.to(work) * scale).to(x.dtype) * self.ln_final.w
 
     def unembed_weight(self) -> torch.Tensor:
         return self.unembed.W_U
+
+    def _engram(self, layer: int):
+        if layer not in self.engram_layers:
+            raise EngramInterpError(f"layer {layer} has no Engram (Engram layers: {self.engram_layers})")
+        return self.blocks[layer].engram
+
+    def engram_heads(self, layer: int) -> EngramHeads:
+        """Layout of layer ``layer``'s memory read; ``hook_hash_ids`` holds within-head rows (offsets 0)."""
+        e = self.cfg.engram
+        sizes = tuple(int(s) for s in self._engram(layer).primes.tolist())
+        return EngramHeads(layer=layer, max_ngram_size=e.max_ngram_size, n_head_per_ngram=e.n_head_per_ngram,
+                           d_head=e.d_head, head_sizes=sizes, id_offsets=(0,) * len(sizes))
+
+    def engram_value_projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(W_V [d_model, d_mem], b_V [d_model] or None)`` of layer ``layer``: v_t = W_V e_t + b_V."""
+        w_v = self._engram(layer).W_V
+        return w_v.weight, w_v.bias
 
     @torch.no_grad()
     def update_balance(self) -> None:
