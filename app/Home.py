@@ -30,10 +30,11 @@ st.caption(
 st.dataframe(findings.model_table(good), hide_index=True, width="stretch")
 
 st.subheader("Findings")
-st.caption("Each finding states what was measured, against which control (the Engram-null arm: same model, "
-           "memory without content), with its 95% interval; \"not established\" where the control's interval or "
-           "the noise band covers the difference (docs/ANALYSES.md). Numbers appear once a page has computed them "
-           "(cached on disk per checkpoint).")
+st.caption("Each finding states what was measured, against which controls (the untrained twin: same architecture, "
+           "random weights; the Engram-null arm: same model, memory without content), with its 95% interval, and ends "
+           "in the verdict of the same function as the table below: \"not established\" where a control's interval "
+           "or the noise band covers the difference, and always with one seed (docs/ANALYSES.md). Numbers appear once "
+           "a page has computed them (cached on disk per checkpoint); the button also computes the twins.")
 if st.button("Compute the missing findings (default settings)", key="overview-compute"):
     findings.compute_all(good)
 findings.render_summary(good)

@@ -77,11 +77,12 @@ def compute_all(entries: Sequence[Entry]) -> None:
     from app import inputs, results, summaries
     from engram_interp.errors import EngramInterpError
 
-    steps = [("LogitLens", lambda: results.lens_curves(entries, results.LENS_DEFAULTS))]
+    steps = [("LogitLens (and the untrained twins)",
+              lambda: results.lens_curves([*entries, *results.twins(entries)], results.LENS_DEFAULTS))]
     for a, b in summaries._pairs(entries):
         steps.append((f"CKA {a.label} vs {b.label} (and its references)",
                       lambda a=a, b=b: results.cka_with_references(a, b, entries, results.CKA_DEFAULTS)))
-    for e in entries:
+    for e in [*entries, *results.twins(entries)]:
         if e.has_engram:
             steps.append((f"Gates {e.label}", lambda e=e: results.gate_corpus(e, results.GATES_DEFAULTS)))
             suites, _ = inputs.probe_suites()

@@ -13,6 +13,7 @@ from typing import Any
 from app import state
 from app.inputs import corpus_id, corpus_texts, data_id
 from app.state import Entry
+from app.twins import twin_entry
 from engram_interp.defaults import DEFAULTS
 
 Progress = Callable[[float, str], None]
@@ -137,7 +138,8 @@ def shape(e: Entry) -> tuple[int, int]:
 
 def reference_entries(a: Entry, b: Entry, entries: Sequence[Entry]) -> dict[str, Entry]:
     """The references of the A-vs-B soft alignment among the loaded checkpoints: ``control`` = an
-    Engram-null arm other than A; ``noise`` = another checkpoint of B's kind and shape (a second seed)."""
+    Engram-null arm other than A; ``noise`` = another checkpoint of B's kind and shape (a second seed);
+    ``twin`` = A's untrained twin (always, for an Engram model A)."""
     out = {}
     control = [e for e in entries if is_control(e) and e.sha not in (a.sha, b.sha)]
     if control and not is_control(a):
@@ -145,6 +147,8 @@ def reference_entries(a: Entry, b: Entry, entries: Sequence[Entry]) -> dict[str,
     same = [e for e in entries if e.sha not in (a.sha, b.sha) and e.kind == b.kind and shape(e) == shape(b)]
     if same:
         out["noise"] = same[0]
+    if a.has_engram:
+        out["twin"] = twin_entry(a)
     return out
 
 
@@ -199,6 +203,12 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
         key = dict(params, data=corpus_id())
         out.append(state.disk_cached("logit_lens", [entry.sha], key, compute, label=f"LogitLens {entry.label}"))
     return out
+
+
+def twins(entries: Sequence[Entry]) -> list[Entry]:
+    """The untrained twins of the Engram models among ``entries`` (not of the control): the null every
+    finding of the Overview is stated against."""
+    return [twin_entry(e) for e in _roles(entries)[0]]
 
 
 def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry | None]:

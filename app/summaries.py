@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from app import state
 from app.inputs import corpus_id, probe_suites
 from app.results import (ABLATION_DEFAULTS, CKA_DEFAULTS, GATES_DEFAULTS, LENS_DEFAULTS, _roles, _suites_key,
-                         cka_with_references, is_control)
+                         cka_with_references, is_control, twins)
 from app.state import Entry
+from app.twins import twin_entry
 
 
 def _pairs(entries: Sequence[Entry]) -> list[tuple[Entry, Entry]]:
@@ -65,7 +66,8 @@ def fmt_ci(value: float, low: float, high: float, digits: int = 2) -> str:
 def lens_summary(entries: Sequence[Entry]) -> list[str]:
     from engram_interp.claims.sentences import lens_sentences
 
-    curves = [dict(c, name=e.label) for e in entries if (c := state.cached_result("logit_lens", [e.sha], dict(LENS_DEFAULTS, data=corpus_id())))]
+    curves = [dict(c, name=e.label) for e in [*entries, *twins(entries)]
+              if (c := state.cached_result("logit_lens", [e.sha], dict(LENS_DEFAULTS, data=corpus_id())))]
     engram, control, baseline = _roles(entries)
     lines = []
     for e in engram or [e for e in entries if e.has_engram]:
@@ -83,11 +85,13 @@ def gates_summary(entries: Sequence[Entry]) -> list[str]:
     engram, control, _ = _roles(entries)
     ctl = state.cached_result("gates", [control.sha], dict(GATES_DEFAULTS, data=corpus_id())) if control else None
     lines = []
+    key = dict(GATES_DEFAULTS, data=corpus_id())
     for e in engram or ([control] if control else []):
-        res = state.cached_result("gates", [e.sha], dict(GATES_DEFAULTS, data=corpus_id()))
+        res = state.cached_result("gates", [e.sha], key)
         if res:
             other = ctl if e is not control else None
-            lines.append(gate_sentence(res, e.label, other, control.label if other else None).sentence
+            twin = state.cached_result("gates", [twin_entry(e).sha], key)
+            lines.append(gate_sentence(res, e.label, other, control.label if other else None, twin=twin).sentence
                          + f" Data: {res.get('source', '?')}.")
     return lines
 
@@ -100,7 +104,7 @@ def ablation_summary(entries: Sequence[Entry]) -> list[str]:
         return []
     engram, control, _ = _roles(entries)
     key = dict(ABLATION_DEFAULTS, suites=_suites_key(scored))
-    tables = {e.label: t for e in engram + ([control] if control else [])
+    tables = {e.label: t for e in engram + ([control] if control else []) + twins(entries)
               if (t := state.cached_result("ablation", [e.sha], key))}
     chance = {name: chance_level(items) for name, items in scored.items()}
     lines = [f.sentence for f in ablation_sentences(tables, chance, [e.label for e in engram], control.label if control else None)]

@@ -41,13 +41,13 @@ def main() -> int:
             out[name[:-5]] = [alignment_sentence(v, cka["name_a"], cka["name_b"], cka["k"]) for v in alignment_verdicts(cka)]
     gates, control = load("gates_engram.json"), load("gates_engram_null.json")
     if gates and "selectivity_omega2" in gates:
-        out["gates"] = [gate_sentence(gates, "engram", control, "engram-null")]
+        out["gates"] = [gate_sentence(gates, "engram", control, "engram-null", twin=gates.get("twin"))]
     abl = load("ablate_zero.json")
     if abl:
         suites = subsample_suites(read_suites(ROOT / "probes"), ITEMS, 0)
-        tables = {m["name"]: m["suites"] for m in abl["models"]}
+        tables = {m["name"]: m["suites"] for m in abl["models"] + (abl.get("twin") or {}).get("models", [])}
         out["ablation"] = ablation_sentences(tables, {s: chance_level(v) for s, v in suites.items()}, ["engram"],
-                                             "engram-null")
+                                             "engram-null", prior=abl.get("candidate_prior"))
     out = {key: [f.to_dict() for f in found] for key, found in out.items()}
     (M / "findings.json").write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     for key, found in out.items():

@@ -43,23 +43,23 @@ if want cards; then
   done
 fi
 if want lens; then
-  $E logit-lens $A $B $N "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/logit_lens.json"
+  $E logit-lens $A $B $N "${S[@]}" --twin --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/logit_lens.json"
 fi
 if want cka; then
-  $E cka $A $B --control $N "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_all_tokens.json"
-  $E cka $A $B --control $N --tokens entities --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_entities.json"
-  $E cka $N $B "${S[@]}" --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_null_vs_moe.json"
+  $E cka $A $B --control $N "${S[@]}" --twin --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_all_tokens.json"
+  $E cka $A $B --control $N --twin --tokens entities --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_entities.json"
+  $E cka $N $B "${S[@]}" --twin --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/cka_null_vs_moe.json"
 fi
 if want gates; then
-  $E gates $A --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram.json"
+  $E gates $A --twin --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram.json"
   $E gates $N --corpus $CORPUS --max-tokens $TOKENS --device cpu --quiet --json > "$OUT/gates_engram_null.json"
   $E gates $A --text "Alexander the Great met the Princess of Wales. By the way, the Milky Way is a galaxy." \
     --device cpu --quiet --json > "$OUT/gates_engram_text.json"
-  $E gates $A "${S[@]}" --entities --max-tokens $ENTITY_TOKENS --device cpu --quiet --json > "$OUT/gates_entities_engram.json"
+  $E gates $A "${S[@]}" --twin --entities --max-tokens $ENTITY_TOKENS --device cpu --quiet --json > "$OUT/gates_entities_engram.json"
   $E gates $N "${S[@]}" --entities --max-tokens $ENTITY_TOKENS --device cpu --quiet --json > "$OUT/gates_entities_null.json"
 fi
 if want ablate; then
-  $E ablate $A $B $N "${S[@]}" --suites probes --max-items $ITEMS --seed $SEED --device cpu --quiet --json > "$OUT/ablate_zero.json"
+  $E ablate $A $B $N "${S[@]}" --twin --suites probes --max-items $ITEMS --seed $SEED --device cpu --quiet --json > "$OUT/ablate_zero.json"
   $E ablate $A $N --suites probes --max-items $ITEMS --seed $SEED --mode mean --reference $CORPUS --max-tokens $TOKENS --device cpu --quiet \
     --json > "$OUT/ablate_mean.json"
 fi

@@ -229,7 +229,7 @@ def test_ablation_per_layer_on_demand_keeps_the_all_layer_figures(app_env):
 
 
 def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, ckpts, tmp_path, monkeypatch):
-    """With an Engram-null control loaded, A vs B and control vs B come from one pass (B runs once);
+    """With an Engram-null control loaded, A vs B, control vs B and twin vs B come from one pass (B runs once);
     each stored result equals its own cka_analysis call with the page's settings."""
     from app import results, state
     from engram_interp.analysis.cka_models import cka_analysis
@@ -245,7 +245,7 @@ def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, 
     monkeypatch.setattr(cka_lib, "cka_analyses", lambda rows, *a, **k: calls.append(list(rows)) or original(rows, *a, **k))
     at = run_page("cka")
     assert not at.error, texts(at.error)
-    assert calls == [["engram", "null"]]
+    assert calls == [["engram", "null", "engram~twin"]]  # the untrained twin is a reference too, same pass
     entries = {e.label: e for e in state.entries()}
     params = dict(results.CKA_DEFAULTS, n_examples=results.CKA_DEFAULTS["n_examples"])
     for row in ("engram", "null"):

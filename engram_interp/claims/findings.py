@@ -6,18 +6,19 @@ for ``engram-interp findings``) and the Markdown of ``checkpoints/FINDINGS.md``.
 typed by hand: every figure printed is read from those files or computed here from them.
 
 Arms are recognised by checkpoint name: ``engram``, ``moe``, ``engram-null`` and their seeds
-``ARM-seedN`` (:func:`engram_interp.analysis.seeds.arm_of`). Each finding reduces every seed (or
-seed pair) to one number, summarises the seeds with a :class:`~engram_interp.analysis.seeds.Band`
-and applies one rule:
+``ARM-seedN`` (:func:`engram_interp.analysis.seeds.arm_of`); the untrained twin of ``engram`` is
+``engram~twin`` (measured with ``--twin``). Each finding reduces every seed (or seed pair) to one
+number, summarises the seeds with a :class:`~engram_interp.analysis.seeds.Band` (min..max over
+seeds) and asks the one verdict function (:func:`engram_interp.claims.verdict.verdict`):
 
 - **reproduced**: at least ``MIN_SEEDS`` seeds of every arm involved, and the Engram band lies
-  entirely on the paper's side of the MoE band (where the finding compares with MoE) and of the
-  Engram-null control band;
-- **not reproduced**: at least ``MIN_SEEDS`` seeds, and the Engram band lies entirely on the
-  other side (of the MoE band, or of zero for a sign test);
-- **not testable at this scale**: the measurement cannot speak (e.g. the full models score near
-  chance on the suite the contrast needs);
-- **not established**: everything else (bands overlap, the control covers it, or one seed).
+  entirely on the paper's side of the MoE band (where the finding compares with MoE), of the
+  Engram-null control band, of the untrained twin's value (every finding but the held-out loss,
+  which compares trained arms) and of zero for a sign test;
+- **not reproduced**: the same on the other side of every control;
+- **not testable**: the measurement cannot speak (e.g. the full models score near chance on the
+  suite the contrast needs);
+- **not established**: everything else (bands overlap, a control is missing or covers it, one seed).
 """
 
 from __future__ import annotations
@@ -27,13 +28,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engram_interp.analysis.seeds import Band, arm_of, band, early_mean, separated
+from engram_interp.analysis.seeds import Band, arm_of, band, early_mean
+from engram_interp.claims.sentences import TWIN, twin_name
+from engram_interp.claims.verdict import MIN_SEEDS, Control, verdict
 from engram_interp.errors import EngramInterpError
 
 __all__ = ["Finding", "MIN_SEEDS", "IN_CONTEXT_TARGET", "compute_findings", "format_band", "load_measurements",
            "render_markdown"]
 
-MIN_SEEDS = 2  # seeds per arm before a band can decide anything
 IN_CONTEXT_TARGET = 0.8  # full-model accuracy (Engram and MoE) an in-context suite needs for the contrast
 FACT_TARGET = 0.5  # full Engram accuracy on a closed-book fact suite for the other extreme
 IN_CONTEXT_SUITES = ("reading", "open_book", "kv_recall", "name_copy")  # the answer is in the prompt; order of preference
@@ -68,11 +70,21 @@ def load_measurements(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not folder.is_dir():
         raise EngramInterpError(f"no measurement folder {folder} (run `bash checkpoints/measure.sh`)")
-    out: dict[str, Any] = {k: json.loads((folder / f).read_text()) for k, f in FILES.items() if (folder / f).is_file()}
-    out["cards"] = {p.stem[len("card-"):]: json.loads(p.read_text()) for p in sorted(folder.glob("card-*.json"))}
+    out: dict[str, Any] = {k: _read(folder / f) for k, f in FILES.items() if (folder / f).is_file()}
+    out["cards"] = {p.stem[len("card-"):]: _read(p) for p in sorted(folder.glob("card-*.json"))}
     if not any(v for v in out.values()):
         raise EngramInterpError(f"{folder} holds no measurement JSON (run `bash checkpoints/measure.sh`)")
     return out
+
+
+def _read(path: Path) -> Any:
+    """One measurement file's JSON; a user error naming the file when it is not JSON (e.g. empty while
+    measure.sh is still writing it)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise EngramInterpError(f"{path} is not a measurement JSON ({type(exc).__name__}); re-run "
+                                "`bash checkpoints/measure.sh`") from None
 
 
 def _bands_by_arm(values: dict[str, float | None]) -> dict[str, Band | None]:
@@ -98,39 +110,56 @@ def _dicts(bs: dict[str, Band | None]) -> dict[str, dict | None]:
 
 
 def _compare(bs: dict[str, Band | None], sign: int, vs: tuple[str, ...], zero_test: bool,
-             counts: dict[str, int] | None = None) -> tuple[str, str]:
-    """Verdict of the Engram band against the bands of ``vs`` (and against 0 when ``zero_test``);
-    ``sign`` = +1 when the paper expects Engram higher, -1 lower; ``counts`` overrides the number of
-    independent seeds of an arm (default: the band's n)."""
+             counts: dict[str, int] | None = None, twin: float | None = None,
+             twin_required: bool = True) -> tuple[str, str]:
+    """Verdict of the Engram band against the bands of ``vs``, the untrained twin's value ``twin`` (one
+    number: the twin has no seeds) and 0 when ``zero_test``, through the one verdict function
+    (:func:`engram_interp.claims.verdict.verdict`); ``sign`` = +1 when the paper expects Engram higher,
+    -1 lower; ``counts`` overrides the number of independent seeds of an arm (default: the band's n)."""
     e = bs.get("engram")
     few = _few(bs, ("engram", *vs), counts)
-    zero = band([0.0])
-    sides = {a: separated(e, bs.get(a)) * sign for a in vs}
+    controls = [Control(a, b.mean, [b.low, b.high]) for a in vs if (b := bs.get(a)) is not None]
+    if twin is not None:
+        controls.append(Control(TWIN, twin, None))
     if zero_test:
-        sides["zero"] = separated(e, zero) * sign
-    if few:
-        paper = [k for k, v in sides.items() if v == 1]
-        wrong = [k for k, v in sides.items() if v == -1]
+        controls.append(Control("zero", 0.0, None))
+    required = tuple(vs) + ((TWIN,) if twin_required else ())
+    if e is None:
+        return "not established", "no Engram seed was measured"
+    n = min([(counts or {}).get(a, _n(bs.get(a))) for a in ("engram", *vs)])
+    v, why = verdict(e.mean, [e.low, e.high], controls, direction=sign, n_seeds=n, required=required,
+                     across_seeds=True)
+    if few:  # name the arms short of seeds, and where the measured bands lie
+        paper, wrong = [], []
+        for c in controls:
+            lo, hi = c.bounds() or (None, None)
+            if lo is None:
+                continue
+            above, below = e.low > hi, e.high < lo
+            (paper if (above if sign > 0 else below) else wrong if (below if sign > 0 else above) else []).append(c.name)
         seen = "; as measured, Engram lies " + ", ".join(
             x for x in ((f"on the paper's side of {', '.join(paper)}" if paper else ""),
                         (f"on the wrong side of {', '.join(wrong)}" if wrong else "")) if x) if paper or wrong else ""
         return "not established", few + seen
-    if all(s == 1 for s in sides.values()):
-        return "reproduced", "every Engram seed lies beyond every seed of " + ", ".join(sides)
-    if any(s == -1 for s in sides.values()):
-        return "not reproduced", "the Engram seeds lie on the wrong side of " + ", ".join(k for k, s in sides.items() if s == -1)
-    return "not established", "the Engram band overlaps " + ", ".join(k for k, s in sides.items() if s == 0)
+    if v == "not established" and why.startswith("no spread measured"):
+        why = "every seed gives the same value (no spread measured), so the band cannot carry a claim"
+    return v, why
 
 
 def _lens(m: dict[str, Any]) -> Finding | None:
     if "lens" not in m:
         return None
-    curves = m["lens"]["models"]
+    twin = next((c for c in m["lens"]["models"] if c["name"] == twin_name("engram")), None)
+    curves = [c for c in m["lens"]["models"] if c is not twin]
     n_points = len(curves[0]["kl"])
     last = max(1, (n_points - 1) // 2)  # layer points 1 .. L/2: the early half of the stack
     per_seed = {c["name"]: early_mean(c["kl"], 1, last) for c in curves}
     bs = _bands_by_arm(per_seed)
-    verdict, reason = _compare(bs, -1, ("moe", "engram-null"), zero_test=False)
+    tv = None if twin is None else early_mean(twin["kl"], 1, last)
+    if tv is not None:
+        bs[TWIN] = band([tv])
+    verdict, reason = _compare({k: v for k, v in bs.items() if k != TWIN}, -1, ("moe", "engram-null"), zero_test=False,
+                               twin=tv)
     return Finding("logit_lens", "LogitLens: early-layer KL to the final prediction",
                    "Engram's early layers have lower KL(p_final || q_l) than the MoE baseline's",
                    f"mean KL over layer points 1..{last}, nats (lower = closer to the final distribution)",
@@ -162,7 +191,15 @@ def _cka(m: dict[str, Any]) -> Finding | None:
         groups["engram-null"] = _shift(m["cka_null"])
     bs = {arm: band(v.values()) for arm, v in groups.items()}
     counts = {"engram": _seeds_in_pairs(m["cka"])} | ({"engram-null": _seeds_in_pairs(m["cka_null"])} if "cka_null" in m else {})
-    verdict, reason = _compare(bs, +1, ("engram-null",) if "engram-null" in bs else (), zero_test=True, counts=counts)
+    ref = (m["cka"].get("references") or {}).get("twin")
+    tv = None
+    if ref:
+        vals = [ref["soft_alignment"][j] - j for j in (m["cka"].get("engram_layers_a") or []) if ref["soft_alignment"][j] is not None]
+        tv = sum(vals) / len(vals) if vals else None
+    verdict, reason = _compare(bs, +1, ("engram-null",) if "engram-null" in bs else (), zero_test=True, counts=counts,
+                               twin=tv)
+    if tv is not None:
+        bs[TWIN] = band([tv])
     layers = m["cka"].get("engram_layers_a") or []
     return Finding("cka", "CKA: soft alignment of the Engram layers",
                    "the soft alignment index a_j of an Engram layer j exceeds j (an upward shift)",
@@ -186,7 +223,11 @@ def _gates(m: dict[str, Any]) -> Finding | None:
     if "gates_null" in m:
         values |= _contrast_values(m["gates_null"])
     bs = _bands_by_arm(values)
-    verdict, reason = _compare(bs, +1, ("engram-null",) if "engram-null" in bs else (), zero_test=True)
+    t = m["gates"].get("twin")
+    tv = None if not t else sum(t["contrast"]) / len(t["contrast"])
+    verdict, reason = _compare(bs, +1, ("engram-null",) if "engram-null" in bs else (), zero_test=True, twin=tv)
+    if tv is not None:
+        bs[TWIN] = band([tv])
     g = m["gates"]
     return Finding("gates", "Gates at entity-final tokens",
                    "the Engram gate is high at the last token of named entities and set phrases",
@@ -213,7 +254,7 @@ def _ablation(m: dict[str, Any]) -> Finding | None:
     passed = [s for s, bs in in_context.items() if all(b.mean >= IN_CONTEXT_TARGET for b in bs.values())]
     known = [s for s, b in facts.items() if b.mean >= FACT_TARGET]
     if not in_context:
-        verdict, reason = "not testable at this scale", "no in-context suite was scored for both Engram and MoE"
+        verdict, reason = "not testable", "no in-context suite was scored for both Engram and MoE"
     elif not passed or not known:
         parts = []
         if not passed:
@@ -223,7 +264,7 @@ def _ablation(m: dict[str, Any]) -> Finding | None:
         if not known:
             best = ", ".join(f"{s} {b.mean:.2f}" for s, b in facts.items())
             parts.append(f"no closed-book fact suite reaches {FACT_TARGET:.0%} with the full Engram model ({best})")
-        verdict, reason = "not testable at this scale", "; ".join(parts)
+        verdict, reason = "not testable", "; ".join(parts)
     else:
         ctx, fact = passed[0], known[0]
         def diff(x: dict) -> float | None:  # retained is None for a seed whose full model scored 0
@@ -233,8 +274,9 @@ def _ablation(m: dict[str, Any]) -> Finding | None:
         diffs = {x["name"]: diff(x) for x in models
                  if ctx in x["suites"] and fact in x["suites"] and arm_of(x["name"]) in ("engram", "engram-null")}
         bs = _bands_by_arm(diffs)
-        controls = ("engram-null",) if bs.get("engram-null") else ()
-        verdict, reason = _compare(bs, +1, controls, zero_test=True)
+        twin = [x for x in (m["ablate"].get("twin") or {}).get("models", []) if ctx in x["suites"] and fact in x["suites"]]
+        tv = diff(twin[0]) if twin else None
+        verdict, reason = _compare(bs, +1, ("engram-null",) if bs.get("engram-null") else (), zero_test=True, twin=tv)
         reason = f"{ctx} (in context) against {fact} (closed book): {reason}"
         shown |= {f"{a} retained % {ctx} - {fact}, points": b for a, b in bs.items()}
     return Finding("ablation", "Ablation: closed-book facts vs in-context answers",
@@ -252,7 +294,7 @@ def _val_loss(m: dict[str, Any]) -> Finding | None:
         return None
     values = {name: (c.get("val_loss") or {}).get("real") for name, c in cards.items()}
     bs = _bands_by_arm(values)
-    verdict, reason = _compare(bs, -1, ("moe", "engram-null"), zero_test=False)
+    verdict, reason = _compare(bs, -1, ("moe", "engram-null"), zero_test=False, twin_required=False)
     return Finding("val_loss", "Language modelling: held-out loss",
                    "at equal total parameters, Engram reaches a lower loss than the MoE baseline",
                    "validation loss on held-out real text, nats/token", _dicts(bs), verdict, reason, ["card-*.json"])
@@ -283,11 +325,12 @@ def render_markdown(findings: list[Finding], header: str = "") -> str:
              "(`engram-interp findings`) from the JSON in `checkpoints/measurements/`; do not edit by hand.", ""]
     if header:
         lines += [header, ""]
-    lines += [f"Verdict rule: a band is the min..max of one number over seeds (seed = its own init and data order). "
-              f"**reproduced** needs >= {MIN_SEEDS} seeds per arm and the Engram band entirely beyond the MoE band "
-              "and the Engram-null control band (or zero) in the paper's direction; **not reproduced** the same on the "
-              "other side; **not testable at this scale** when the measurement cannot speak; otherwise "
-              "**not established**.", "", "| finding | verdict |", "|---|---|"]
+    lines += [f"Verdict rule (engram_interp.claims.verdict, the same function as the report and the app): a band is "
+              f"the min..max of one number over seeds (seed = its own init and data order). **reproduced** needs >= "
+              f"{MIN_SEEDS} seeds per arm and the Engram band entirely beyond the MoE band, the Engram-null control band, "
+              "the untrained twin (same architecture, random weights; all but the held-out loss) and zero where the "
+              "paper states a sign; **not reproduced** the same on the other side; **not testable** when the "
+              "measurement cannot speak; otherwise **not established**.", "", "| finding | verdict |", "|---|---|"]
     lines += [f"| {f.title} | **{f.verdict}** |" for f in findings]
     for f in findings:
         digits = 1 if f.key == "ablation" else 3

@@ -225,11 +225,11 @@ def ablation_sentences(tables: dict[str, dict[str, dict]], chance: dict[str, flo
                                     default=("uniform guess", math.nan))
             text = (f"{name} with Engram suppressed, {suite}: full {full:.2f} -> ablated {abl:.2f} (n = {n}; chance: "
                     + ", ".join(f"{k} {v:.2f}" for k, v in floors.items()) + ")")
-            if pr is not None and pr >= lo_full:
-                text += "; the model ranks this suite's candidates as well without the prompt"
+            flag = ("; flagged: the model ranks this suite's candidates about as well without the prompt"
+                    if pr is not None and pr >= lo_full else "")
             finding = f"ablation retained %: {name} {suite}"
             if s.get("retained") is None:
-                out.append(_record(finding, text + ".", None, None, [], -1, testable=False,
+                out.append(_record(finding, text + flag + ".", None, None, [], -1, testable=False,
                                    untestable="the full model scores 0"))
                 continue
             ci = s.get("ci")
@@ -240,7 +240,7 @@ def ablation_sentences(tables: dict[str, dict[str, dict]], chance: dict[str, flo
                     controls.append(Control(label, other["retained"], other.get("ci")))
                     text += f"; {label} retained {other['retained']:.0f}%"
             testable = lo_full > floor if floor == floor else lo_full > 0
-            out.append(_record(finding, text + ".", s["retained"], ci, controls, -1, testable=testable,
+            out.append(_record(finding, text + flag + ".", s["retained"], ci, controls, -1, testable=testable,
                                untestable=f"the full model is not above chance (Wilson lower bound {lo_full:.2f} vs "
                                           f"{floor_name} {floor:.2f})"))
     return out

@@ -131,6 +131,14 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
         nc, nb0 = names_for([args.control, pairs[0][1]])
         first.references["control"] = reference_entry(
             cka_analysis(c, b0, texts, names=(nc, nb0), **dict(_kwargs(args), k=first.k)))
+    if args.twin:  # the untrained twin of A's first seed against the first B, at the same k
+        from engram_interp.analysis.alignment import reference_entry
+
+        a0, b0 = load_models([pairs[0][0], pairs[0][1]], args.device, args.allow_nonfinite)
+        tn, tw = twin_of(a0, first.name_a, args.seed)
+        first.references["twin"] = reference_entry(
+            cka_analysis(tw, b0, texts, names=(tn, first.name_b), **dict(_kwargs(args), k=first.k)))
+        del a0, b0, tw
     d = source_dict(first.to_dict(), args, first.n_examples)
     d["seed_pairs"] = per_pair
     sa = bands([p["soft_alignment"] for p in per_pair])

@@ -115,6 +115,12 @@ def _entities(args, arm: str, paths: list[str]) -> int:
         runs.append(entity_gate_contrast(m, args.probes, batch_size=args.batch_size, max_tokens=args.max_tokens, name=n))
     r = runs[0]
     d = source_dict(r.to_dict(), args, r.n_entity + r.n_other)
+    if args.twin:
+        (m,) = load_models(paths[:1], args.device, args.allow_nonfinite)
+        tn, tw = twin_of(m, r.name, args.seed)
+        d["twin"] = entity_gate_contrast(tw, args.probes, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                                         name=tn).to_dict()
+        del m, tw
     lines = [f"gate at entity-final tokens vs other tokens ({r.n_entity} / {r.n_other} tokens), gate units",
              f"{'seed':<20}{'layer':>6}{'entity':>9}{'other':>9}{'contrast':>10}"]
     for x in runs:
