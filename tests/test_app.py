@@ -88,6 +88,29 @@ def test_every_page_runs(app_env, page):
     assert not at.error, texts(at.error)
 
 
+def test_locate_page_rows_add_up_to_the_engram_term(app_env, ckpts):
+    """The Locate page shows, per Engram layer, the rows + value bias + short conv = the Engram term of
+    `attribute` (engram_interp.analysis.attribution), for the page's default prompt."""
+    from engram_interp.analysis.attribution import direct_logit_attribution
+
+    app_env("engram", "moe")
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "8_Locate.py"), default_timeout=TIMEOUT).run()
+    at.text_input(key="loc-prompt").set_value("The capital of France is")
+    at.text_input(key="loc-target").set_value(" the")
+    at.text_input(key="loc-contrast").set_value(" of").run()
+    assert not at.exception and not at.error, texts(at.error)
+    layers = at.dataframe[0].value
+    dla = direct_logit_attribution(ei.load(ckpts["engram"], device="cpu"), "The capital of France is", " the", " of")
+    engram_terms: dict[int, float] = {}
+    for c in dla.components:
+        if c.kind == "engram":
+            engram_terms[c.layer] = engram_terms.get(c.layer, 0.0) + c.contribution
+    assert list(layers["layer"]) == sorted(engram_terms)
+    for _, row in layers.iterrows():
+        assert row["rows"] + row["value bias"] + row["short conv"] == pytest.approx(engram_terms[row["layer"]], abs=1e-5)
+    assert len(at.dataframe) == 3 and len(at.dataframe[2].value) > 0  # top rows and the row groups
+
+
 def test_overview_shows_param_accounting_and_val_loss(app_env, ckpts):
     app_env("engram", "moe", "dense")
     at = run_page("overview")

@@ -246,3 +246,21 @@ def test_qwen4_exp_is_refused_in_one_line(tmp_path):
     with pytest.raises(EngramInterpError, match="does not expose the layout of its memory heads") as exc:
         locate(model, "Once upon a time", target)
     assert "\n" not in str(exc.value)
+
+
+def test_report_locate_section(tiny_ckpts, tmp_path, capsys):
+    """`report --locate PROMPT|TARGET|CONTRAST`: results.json carries the same LocateResult as the library,
+    and the HTML its section; a malformed spec is one line before any analysis runs."""
+    out = tmp_path / "rep"
+    spec = f"{PROMPT}|{TARGET}|{CONTRAST}"
+    rc = main(["report", str(tiny_ckpts["engram"]), "--out", str(out), "--max-tokens", "200", "--cka-batch", "16",
+               "--device", "cpu", "--quiet", "--no-twin", "--locate", spec])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads((out / "results.json").read_text())["locate"][0]
+    want = locate(ei.load(tiny_ckpts["engram"], device="cpu"), PROMPT, TARGET, CONTRAST).to_dict()
+    assert [l["engram_term"] for l in got["layers"]] == pytest.approx([l["engram_term"] for l in want["layers"]], abs=1e-6)
+    assert "Locate: engram" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["report", str(tiny_ckpts["engram"]), "--out", str(tmp_path / "r2"), "--locate", "no target"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PROMPT|TARGET" in err[0] and not (tmp_path / "r2").exists()

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attribution", default=None, metavar="PROBES",
                    help="probe items with candidates (e.g. probes/entities.jsonl): add a direct-logit-attribution "
                         "section (at most --max-items items)")
+    p.add_argument("--locate", action="append", default=[], metavar="PROMPT|TARGET[|CONTRAST]",
+                   help="add a Locate section: the Engram table rows A reads for this prediction (repeatable; the "
+                        "target and contrast are single tokens, leading space included), e.g. 'Southern United| States'")
     add_seeds(p)
     add_twin(p, default=True)
     # the shared defaults (engram_interp.defaults): the report's figures match the app's and measure.sh's
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.figures import REPORT_FILES, write_report
 
     check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
+    wanted_locate = [_locate_spec(s) for s in args.locate]
     timings: list[tuple[str, float]] = []
 
     @contextlib.contextmanager
@@ -166,6 +170,16 @@ def run(args: argparse.Namespace) -> int:
         with phase("attribution"):
             attr = [attribution_over_items(m, items, suite=suite, max_items=args.max_items or 100, seed=args.seed,
                                            progress=prog, name=n) for n, m in pair.items()]
+    located = []
+    if wanted_locate:
+        from engram_interp.analysis.locate import locate
+
+        if not a.engram_layers:
+            raise EngramInterpError(f"--locate needs Engram layers; {paths_in[0]} has none")
+        say("locate ...")
+        with phase("locate"):
+            located = [locate(a, p_, t_, c_, corpus=texts, max_tokens=args.max_tokens, name=na)
+                       for p_, t_, c_ in wanted_locate]
     notes = [f"A = {paths_in[0]}" + (f", B = {paths_in[1]}" if b is not None else " (CKA: A's layers against each other)")
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
     if several:
@@ -203,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
                              force=args.force, memory=mem, attribution=attr, findings=findings_json(findings),
                              probe_text=args.probe_text, source=source,
                              extra_gates=[gc_control] if gc_control is not None else [],
-                             seed_bands=seed_bands, seed_findings=seed_findings)
+                             seed_bands=seed_bands, seed_findings=seed_findings, locate=located)
     for f in findings:
         print("- " + f.sentence)
     for f in seed_findings:
@@ -224,6 +238,14 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - start
     print("phase timings (s): " + ", ".join(f"{name} {sec:.1f}" for name, sec in timings) + f"; total {total:.1f}")
     return 0
+
+
+def _locate_spec(spec: str) -> tuple[str, str, str | None]:
+    """``PROMPT|TARGET[|CONTRAST]`` -> (prompt, target, contrast); a one-line user error otherwise."""
+    parts = spec.split("|")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise EngramInterpError(f"--locate {spec!r}: expected PROMPT|TARGET or PROMPT|TARGET|CONTRAST")
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
 
 
 ROLES = ("engram", "moe", "engram-null")  # the report's positional models A, B, C

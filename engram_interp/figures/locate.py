@@ -4,12 +4,15 @@ rows are zeroed."""
 
 from __future__ import annotations
 
+import html
+from collections.abc import Sequence
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from engram_interp.analysis.locate import LocateResult
 
-__all__ = ["locate_figure"]
+__all__ = ["locate_figure", "locate_section"]
 
 
 def locate_figure(res: LocateResult) -> go.Figure:
@@ -42,3 +45,23 @@ def locate_figure(res: LocateResult) -> go.Figure:
     fig.update_layout(title=f"{res.model}: Engram rows behind {what} after {res.prompt!r}", height=max(320, 20 * len(labels) + 140),
                       yaxis=dict(autorange="reversed"), margin=dict(l=10, r=10, t=80, b=40))
     return fig
+
+
+def locate_section(results: Sequence[LocateResult], include_plotlyjs: bool = False) -> str:
+    """HTML of the report's Locate section: per located prompt, the metric with and without every row
+    the prompt reads, the figure, and per Engram layer its term split into rows, value bias and short
+    conv (logits). Empty string when nothing was located."""
+    out = []
+    for i, res in enumerate(results):
+        what = f"{res.target!r}" + (f" minus {res.contrast!r}" if res.contrast else "")
+        out.append(f"<h2>Locate: {html.escape(res.model)}, {html.escape(res.prompt)!s} &rarr; {html.escape(what)}</h2>"
+                   f"<p>Metric (logit of {html.escape(what)}): {res.metric:+.3f}; log p(target) {res.logprob:.3f}; with "
+                   f"every row the prompt reads zeroed {res.metric_all_zeroed:+.3f} / {res.logprob_all_zeroed:.3f}. One "
+                   "prompt: no interval.</p>")
+        out.append(locate_figure(res).to_html(full_html=False, include_plotlyjs=include_plotlyjs and i == 0,
+                                              div_id=f"fig-locate-{i}"))
+        rows = "".join(f"<tr><td>{l.layer}</td><td>{l.engram_term:+.4f}</td><td>{l.rows_sum:+.4f}</td>"
+                       f"<td>{l.value_bias:+.4f}</td><td>{l.conv:+.4f}</td></tr>" for l in res.layers)
+        out.append("<table><tr><th>layer</th><th>Engram term</th><th>rows</th><th>value bias</th><th>short conv</th>"
+                   f"</tr>{rows}</table>")
+    return "".join(out)

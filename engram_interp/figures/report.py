@@ -107,14 +107,15 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
                  probe_text: str | None = None, source: dict | None = None,
                  extra_gates: Sequence[GateCorpusResult] = (), force: bool = False, memory=None,
                  attribution: Sequence = (), seed_bands: dict | None = None,
-                 seed_findings: Sequence = ()) -> dict[str, Path]:
+                 seed_findings: Sequence = (), locate: Sequence = ()) -> dict[str, Path]:
     """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` (strict JSON)
     and CSVs into ``out``, each file atomically (temporary file + rename). A folder holding an earlier
     report needs ``force``; then the whole earlier set is replaced (its files this report does not
     write are removed). ``findings``: FindingRecord dicts (verdict table and sentences) shown first; ``probe_text``: printed with the
     per-token figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the
     control's gate statistics (figures and ``results.json["gates_control"]``); ``seed_bands`` /
-    ``seed_findings`` (``engram_interp.claims.findings.Finding``): the across-seed section.
+    ``seed_findings`` (``engram_interp.claims.findings.Finding``): the across-seed section; ``locate``:
+    ``analysis.locate.LocateResult`` objects (section and ``results.json["locate"]``).
     Returns ``{"html": path, "json": path, "csv": [paths]}``."""
     out = check_output_dir(out, REPORT_FILES, force)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,6 +146,10 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     if memory is not None:  # a MemoryResult (engram_interp.analysis.memory)
         parts.append(memory_section(memory, include_plotlyjs=not figs))
     parts.append(attribution_section(attribution, include_plotlyjs=not figs and memory is None))
+    if locate:
+        from engram_interp.figures.locate import locate_section
+
+        parts.append(locate_section(locate, include_plotlyjs=not figs and memory is None and not attribution))
     if seed_findings:
         parts.insert(0, seed_section(seed_findings))
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
@@ -183,6 +188,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         results["memory"] = memory.to_dict()
     if any(a is not None for a in attribution):
         results["attribution"] = [a.to_dict() for a in attribution if a is not None]
+    if locate:
+        results["locate"] = [r.to_dict() for r in locate]
     json_path = atomic_write_text(out / "results.json", dumps_strict(results, indent=1), force=True)
     csvs = write_csvs(out, lens, cka, gates, ablation)
     replace_set(out, REPORT_FILES, {p.name for p in [html_path, json_path, *csvs]})
