@@ -143,6 +143,14 @@ def test_deeply_nested_index_and_shard_header_are_one_line(llama, tmp_path):
         ei.load(folder, device="cpu")
 
 
+def test_a_deeply_nested_tokenizer_is_one_line_naming_the_nesting(llama, tmp_path):
+    folder = _copy(llama, tmp_path / "deep-tokenizer")
+    (folder / "tokenizer.json").write_text('{"model": ' + "[" * 100000 + "]" * 100000 + "}")
+    with pytest.raises(CheckpointError, match="tokenizer.json is nested too deeply") as exc:
+        ei.load(folder, device="cpu")
+    assert "RecursionError" not in str(exc.value)
+
+
 def test_integer_weights_are_refused(llama, tmp_path):
     folder = _copy(llama, tmp_path / "int")
     state = load_file(str(folder / "model.safetensors"))

@@ -242,6 +242,8 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     try:
         with quiet_transformers():
             hf_tok = AutoTokenizer.from_pretrained(where, **common, **kwargs)
+    except RecursionError:
+        raise CheckpointError(f"{p}: its tokenizer.json is nested too deeply to be a real tokenizer") from None
     except Exception as exc:  # noqa: BLE001 - a boundary: transformers raises many types
         raise CheckpointError(f"{p}: its tokenizer could not be loaded ({_one_line(exc)})") from None
     tok = getattr(hf_tok, "backend_tokenizer", None)
