@@ -120,6 +120,14 @@ def test_config_sizes_are_bounded_before_transformers_allocates(llama, tmp_path,
         ei.load(folder, device="cpu")
 
 
+@pytest.mark.parametrize("changes, field", [({"attention_bias": "abc"}, "attention_bias"),
+                                            ({"tie_word_embeddings": 0.5}, "tie_word_embeddings")])
+def test_a_config_transformers_rejects_is_not_blamed_on_the_tokenizer(llama, tmp_path, changes, field):
+    folder = _config(_copy(llama, tmp_path / "cfg"), **changes)
+    with pytest.raises(CheckpointError, match=f"transformers rejects its config .*{field}"):
+        ei.load(folder, device="cpu")
+
+
 @pytest.mark.parametrize("payload, message", [
     ("[1, 2, 3]", "must hold a JSON object"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
