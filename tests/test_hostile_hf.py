@@ -120,6 +120,14 @@ def test_config_sizes_are_bounded_before_transformers_allocates(llama, tmp_path,
         ei.load(folder, device="cpu")
 
 
+@pytest.mark.parametrize("changes, field", [({"attention_bias": "abc"}, "attention_bias"),
+                                            ({"tie_word_embeddings": 0.5}, "tie_word_embeddings")])
+def test_a_config_transformers_rejects_is_not_blamed_on_the_tokenizer(llama, tmp_path, changes, field):
+    folder = _config(_copy(llama, tmp_path / "cfg"), **changes)
+    with pytest.raises(CheckpointError, match=f"transformers rejects its config .*{field}"):
+        ei.load(folder, device="cpu")
+
+
 @pytest.mark.parametrize("payload, message", [
     ("[1, 2, 3]", "must hold a JSON object"),
     ("[" * 100000 + "]" * 100000, "nested too deeply"),
@@ -204,6 +212,15 @@ def _patched(data: bytes, at: int, fmt: str, value) -> bytes:
     (lambda d: _patched(d, _tensor_type_at(d, "output_norm.weight"), "<I", 8), "not whole blocks|holds"),  # f32 bytes typed Q8_0
     (lambda d: _patched(d, _tensor_type_at(d, "output_norm.weight") + 4, "<Q", 3), "misaligned"),
     (lambda d: d[: len(d) - 64], "runs past the end of the file"),
+    # sizes transformers would build the model from, against the tensors (found by tests/test_fuzz_hf.py)
+    (lambda d: _patched(d, _kv_value_at(d, "llama.embedding_length"), "<I", 1), "embedding_length = 1 but token_embd"),
+    (lambda d: _patched(d, _kv_value_at(d, "llama.vocab_size"), "<I", 2**31 - 1), "vocab_size = 2147483647 but"),
+    (lambda d: _patched(d, _kv_value_at(d, "llama.feed_forward_length"), "<I", 100000), "feed_forward_length = 100000 but"),
+    (lambda d: _patched(d, _kv_value_at(d, "llama.attention.head_count"), "<I", 1), "keys of 8 dimensions but queries of 32"),
+    (lambda d: _patched(d, _kv_value_at(d, "llama.attention.head_count"), "<I", 5), "head_count = 5 does not divide"),
+    (lambda d: _patched(d, _kv_value_at(d, "llama.attention.head_count_kv"), "<I", 1), "keys of 16 dimensions but queries of 8"),
+    (lambda d: _patched(d, _kv_value_at(d, "llama.rope.dimension_count"), "<I", 100000), "dimension_count = 100000 must be"),
+    (lambda d: _patched(d, _kv_value_at(d, "tokenizer.ggml.eos_token_id"), "<I", 2**31 - 1), "is not a token id of the 400-token"),
 ])
 def test_gguf_headers_are_bounded_before_gguf_reads_them(gguf_bytes, tmp_path, mutate, message):
     path = tmp_path / "m.gguf"

@@ -26,6 +26,7 @@ _BLOCK = re.compile(r"^blk\.(\d+)\.")
 class _Cursor:
     def __init__(self, data: bytes, path: Path) -> None:
         self.data, self.pos, self.path = data, 0, path
+        self.last_count = 0  # items in the last array read
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -58,6 +59,7 @@ class _Cursor:
                 raise CheckpointError(f"{self.path}: GGUF {what} declares {count:,} items of type {itype}, "
                                       "more than the file holds")
             items = [self.value(itype, what, depth + 1) for _ in range(count)]
+            self.last_count = count
             return items if count <= 64 else None  # long arrays (vocabularies) are checked, not kept
         raise CheckpointError(f"{self.path}: GGUF {what} has unknown value type {vtype}")
 
@@ -75,9 +77,13 @@ def check_gguf_header(path: Path, data: bytes) -> dict:
         raise CheckpointError(f"{path}: GGUF header declares {n_tensors:,} tensors and {n_kv:,} metadata entries, "
                               f"more than {len(data):,} bytes can hold")
     meta: dict = {}
+    counts: dict[str, int] = {}  # array lengths (long arrays are not kept in meta)
     for _ in range(n_kv):
         key = c.string("metadata key")
-        meta[key] = c.value(c.unpack("<I", f"type of {key[:60]}"), f"value of {key[:60]}")
+        vtype = c.unpack("<I", f"type of {key[:60]}")
+        meta[key] = c.value(vtype, f"value of {key[:60]}")
+        if vtype == _ARRAY:
+            counts[key] = c.last_count
     tensors = []
     for _ in range(n_tensors):
         name = c.string("tensor name")
@@ -92,6 +98,7 @@ def check_gguf_header(path: Path, data: bytes) -> dict:
     start = -(-c.pos // align) * align
     _check_tensors(path, tensors, align, start, len(data))
     _check_hparams(path, meta, tensors)
+    _check_shapes(path, meta, tensors, counts)
     return meta
 
 
@@ -137,3 +144,47 @@ def _check_hparams(path: Path, meta: dict, tensors: list) -> None:
     for key, v in meta.items():
         if key.startswith(f"{arch}.") and "epsilon" in key and not (isinstance(v, float) and math.isfinite(v) and v > 0):
             raise CheckpointError(f"{path}: GGUF {key} = {v} must be a positive number")
+
+
+def _check_shapes(path: Path, meta: dict, tensors: list, counts: dict[str, int]) -> None:
+    """The sizes the metadata declares against the tensors' shapes (GGUF lists the innermost dimension
+    first: ``token_embd.weight`` is ``[hidden, vocab]``): embedding length, vocabulary, feed-forward
+    length, head counts and RoPE dimensions that transformers would build a model from, and token ids
+    inside the token list."""
+    arch = meta["general.architecture"]
+    shapes = {name: shape for name, shape, *_ in tensors}
+
+    def bad(key: str, why: str) -> CheckpointError:
+        return CheckpointError(f"{path}: GGUF {key} = {str(meta.get(key))[:40]} {why}")
+
+    n_tokens = counts.get("tokenizer.ggml.tokens")
+    for key, v in meta.items():
+        if key.startswith("tokenizer.ggml.") and key.endswith("_token_id") and n_tokens is not None:
+            if not isinstance(v, int) or not 0 <= v < n_tokens:
+                raise bad(key, f"is not a token id of the {n_tokens}-token list")
+    emb = shapes.get("token_embd.weight")
+    if emb is None or len(emb) != 2:
+        return
+    hidden, vocab = emb
+    for key, want, what in ((f"{arch}.embedding_length", hidden, "token_embd.weight rows are"),
+                            (f"{arch}.vocab_size", vocab, "token_embd.weight holds"),
+                            (f"{arch}.feed_forward_length", (shapes.get("blk.0.ffn_up.weight") or [0, None])[-1],
+                             "blk.0.ffn_up.weight has")):
+        if key in meta and want is not None and meta[key] != want:
+            raise bad(key, f"but {what} {want} (the tensors decide the model's shape)")
+    if n_tokens is not None and n_tokens > vocab:
+        raise CheckpointError(f"{path}: GGUF token list has {n_tokens} tokens but token_embd.weight only {vocab} rows")
+    q, k = shapes.get("blk.0.attn_q.weight"), shapes.get("blk.0.attn_k.weight")
+    heads = meta.get(f"{arch}.attention.head_count")
+    kv = meta.get(f"{arch}.attention.head_count_kv", heads)
+    if q is None or k is None or heads is None:
+        return
+    for key, n, out in ((f"{arch}.attention.head_count", heads, q[-1]), (f"{arch}.attention.head_count_kv", kv, k[-1])):
+        if isinstance(n, bool) or not isinstance(n, int) or n <= 0 or out % n:
+            raise bad(key, f"does not divide the {out} outputs of blk.0's attention projection")
+    head_dim = q[-1] // heads
+    if k[-1] // kv != head_dim:
+        raise bad(f"{arch}.attention.head_count_kv", f"gives keys of {k[-1] // kv} dimensions but queries of {head_dim}")
+    rope = meta.get(f"{arch}.rope.dimension_count")
+    if rope is not None and (not isinstance(rope, int) or not 0 < rope <= head_dim or rope % 2):
+        raise bad(f"{arch}.rope.dimension_count", f"must be an even number in 2..{head_dim} (the head dimension)")

@@ -237,8 +237,13 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     else:
         raise CheckpointError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
     common = {"local_files_only": True, "trust_remote_code": False}
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    try:  # first on its own, so that a config transformers rejects is not blamed on the tokenizer
+        with quiet_transformers():
+            AutoConfig.from_pretrained(where, **common, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{p}: transformers rejects its config ({_one_line(exc)})") from None
     try:
         with quiet_transformers():
             hf_tok = AutoTokenizer.from_pretrained(where, **common, **kwargs)
