@@ -168,6 +168,22 @@ def test_integer_weights_are_refused(llama, tmp_path):
         ei.load(folder, device="cpu")
 
 
+@pytest.mark.parametrize("entry_edit", [
+    lambda e: e.update(dtype=["F32"]), lambda e: e.update(dtype={"x": 1}), lambda e: e.update(shape="12"),
+])
+def test_a_shard_entry_of_the_wrong_json_type_is_one_line(llama, tmp_path, entry_edit):
+    folder = _copy(llama, tmp_path / "entry")
+    data = (folder / "model.safetensors").read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    entry_edit(header["model.norm.weight"])
+    text = json.dumps(header).encode()
+    text += b" " * max(0, n - len(text))
+    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(text)) + text + data[8 + n:])
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        ei.load(folder, device="cpu")
+
+
 # ---------------------------------------------------------------------------------- finite weights
 def test_nan_in_a_hf_shard_is_refused_unless_allowed(llama, tmp_path):
     folder = _copy(llama, tmp_path / "nan")

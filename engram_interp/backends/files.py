@@ -121,6 +121,10 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder} has no weights (*.safetensors)")
 
 
+def _int_list(value) -> bool:
+    return isinstance(value, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+
+
 def check_safetensors(path: Path) -> dict[str, dict]:
     """A safetensors file whose header parses and whose tensors fit in the file, else CheckpointError.
     Returns its tensor entries (name -> dtype, shape, data_offsets). Opened non-blocking: a FIFO never hangs."""
@@ -139,8 +143,11 @@ def check_safetensors(path: Path) -> dict[str, dict]:
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         end = 0
         for v in tensors.values():
-            a, b = (int(x) for x in v["data_offsets"])
-            if not 0 <= a <= b or any(int(d) < 0 for d in v["shape"]):
+            if not (isinstance(v, dict) and isinstance(v.get("dtype"), str) and _int_list(v.get("shape"))
+                    and _int_list(v.get("data_offsets")) and len(v["data_offsets"]) == 2):
+                raise ValueError("a tensor entry is not {dtype: str, shape: [int], data_offsets: [int, int]}")
+            a, b = v["data_offsets"]
+            if not 0 <= a <= b or any(d < 0 for d in v["shape"]):
                 raise ValueError("bad offsets")
             end = max(end, b)
     except RecursionError:
