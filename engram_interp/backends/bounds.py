@@ -25,8 +25,10 @@ FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
 LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 WIDTH_KEYS = ("hidden_size", "n_embd", "d_model", "intermediate_size", "moe_intermediate_size", "n_inner",
-              "shared_expert_intermediate_size", "head_dim")
-EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "n_shared_experts", "num_experts_per_tok")
+              "shared_expert_intermediate_size", "head_dim",
+              "q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")  # + DeepSeek MLA
+EXPERT_KEYS = ("num_experts", "num_local_experts", "n_routed_experts", "n_shared_experts", "num_experts_per_tok",
+               "n_group", "topk_group", "first_k_dense_replace", "decoder_sparse_step")
 HEAD_KEYS = ("num_attention_heads", "num_key_value_heads", "n_head", "heads_per_ngram", "hc_count", "hc_lowrank",
              "linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim",
              "linear_conv_kernel_dim", "ple_conv_kernel_size", "split_ngram_parts", "make_ngram_vocab_size_divisible_by")

@@ -13,7 +13,10 @@ from engram_interp.errors import CheckpointError, EngramInterpError
 from engram_interp.io import open_regular, quote
 
 # Architectures whose Hugging Face forward the backend hooks (see engram_interp/backends/adapters.py).
-SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen4ExpForCausalLM")
+SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen4ExpForCausalLM",
+             # mixture-of-experts baselines (routing hooks: engram_interp/backends/moe_hooks.py)
+             "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
+             "DeepseekV3ForCausalLM")
 # GGUF ``general.architecture`` values transformers turns into one of SUPPORTED.
 GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")

@@ -17,6 +17,7 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
+from engram_interp.backends import moe_hooks
 from engram_interp.backends import ple as ple_mod
 from engram_interp.backends.files import check_folder, check_gguf
 from engram_interp.backends.finite import quiet_transformers, refuse_nonfinite
@@ -26,15 +27,16 @@ from engram_interp.tokenizer import display_token, tokenizer_identity
 
 
 class BlockHooks(nn.Module):
-    """Hook points of one decoder layer; ``engram`` only at PLE layers."""
+    """Hook points of one decoder layer; ``engram`` only at PLE layers, ``mlp`` (routing) only at MoE layers."""
 
-    def __init__(self, has_engram: bool) -> None:
+    def __init__(self, has_engram: bool, has_moe: bool = False) -> None:
         super().__init__()
         self.hook_resid_pre = HookPoint()  # [batch, pos, d] or [batch, pos, branch, d]
         self.hook_attn_out = HookPoint()  # [batch, pos, d]
         self.hook_mlp_out = HookPoint()  # [batch, pos, d]
         self.hook_resid_post = HookPoint()
         self.engram = ple_mod.PLEHooks() if has_engram else None
+        self.mlp = moe_hooks.RouterHooks() if has_moe else None
 
 
 class HFModel(InterpModel, HookedRootModule):
@@ -52,18 +54,18 @@ class HFModel(InterpModel, HookedRootModule):
         self.n_branches = int(getattr(cfg, "hc_count", 1) or 1) if hasattr(hf.model, "hyper_connection_mixer") else 1
         ple_layers = tuple(l for l, layer in enumerate(self._layers) if getattr(layer, "ple", None) is not None)
         self.hook_embed = HookPoint()  # [batch, pos, d]
-        self.blocks = nn.ModuleList([BlockHooks(l in ple_layers) for l in range(len(self._layers))])
+        moe = tuple(l for l, layer in enumerate(self._layers) if moe_hooks.is_moe(layer))
+        self.blocks = nn.ModuleList([BlockHooks(l in ple_layers, l in moe) for l in range(len(self._layers))])
         self.hook_readout = HookPoint()  # [batch, pos, d]: the stream the head reads (before the final norm)
         self._handles = self._attach()
         self.setup()
         name = Path(source).stem if Path(source).suffix.lower() == ".gguf" else Path(source).name
-        moe = tuple(l for l, layer in enumerate(self._layers) if hasattr(getattr(layer, "mlp", None), "experts"))
         self._info = ModelInfo(
             name=name, kind=str(cfg.model_type), architecture=type(hf).__name__, backend="huggingface",
             n_layers=len(self._layers), d_model=int(cfg.hidden_size), vocab_size=int(cfg.vocab_size),
             n_branches=self.n_branches, max_seq_len=int(getattr(cfg, "max_position_embeddings", 2048)),
             bos_token_id=bos_token_id, pad_token_id=int(pad_token_id), tokenizer_id=tokenizer_identity(tokenizer),
-            engram_layers=ple_layers, moe_layers=moe, source=str(source), extra=self._extra(ple_layers),
+            engram_layers=ple_layers, moe_layers=moe, source=str(source), extra=self._extra(ple_layers, moe),
         )
 
     # ---- construction ------------------------------------------------------------------------
@@ -96,6 +98,8 @@ class HFModel(InterpModel, HookedRootModule):
             handles.append(layer.mlp.register_forward_hook(_first_output(hooks.hook_mlp_out)))
             if hooks.engram is not None:
                 handles += ple_mod.attach(layer.ple, hooks.engram)
+            if hooks.mlp is not None:
+                handles += moe_hooks.attach(layer, hooks.mlp)
         if self.n_branches > 1:  # the readout is the mixer's output (its per-stream norm is inside it)
             handles.append(model.hyper_connection_mixer.register_forward_hook(lambda m, a, out: self.hook_readout(out)))
         else:
@@ -117,12 +121,14 @@ class HFModel(InterpModel, HookedRootModule):
             return self._flat(hooks.hook_resid_post(self._streams(out)))
         return hook
 
-    def _extra(self, ple_layers: tuple[int, ...]) -> dict:
+    def _extra(self, ple_layers: tuple[int, ...], moe_layers: tuple[int, ...] = ()) -> dict:
         cfg = self.hf.config
         extra = {"parameters": sum(p.numel() for p in self.hf.parameters()), "dtype": str(self.hf.dtype).replace("torch.", ""),
                  "attention": [getattr(cfg, "layer_types", ["attention"] * len(self._layers))[l] for l in range(len(self._layers))]}
         if ple_layers:
             extra["ple"] = {l: _ple_summary(ple_mod.hashing(self._layers, l)) for l in ple_layers}
+        if moe_layers:
+            extra["moe"] = {l: moe_hooks.moe_summary(self._layers[l]) for l in moe_layers}
         return extra
 
     # ---- interface -------------------------------------------------------------------------

@@ -49,6 +49,38 @@ def qwen4_exp_config(**overrides):
     return Qwen4ExpTextConfig(**kw)
 
 
+_TINY = dict(vocab_size=400, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=128, bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
+# The MoE families we open, each as (config class, the sizes that make it tiny: 4 experts, 2 per token).
+MOE_FAMILIES = {
+    "mixtral": ("MixtralConfig", dict(intermediate_size=48, num_local_experts=4, num_experts_per_tok=2)),
+    "qwen2_moe": ("Qwen2MoeConfig", dict(intermediate_size=48, moe_intermediate_size=24, num_experts=4,
+                                         num_experts_per_tok=2, shared_expert_intermediate_size=24,
+                                         decoder_sparse_step=1, mlp_only_layers=[0])),
+    "qwen3_moe": ("Qwen3MoeConfig", dict(intermediate_size=48, moe_intermediate_size=24, num_experts=4,
+                                         num_experts_per_tok=2, head_dim=8, decoder_sparse_step=1, norm_topk_prob=True)),
+    "olmoe": ("OlmoeConfig", dict(intermediate_size=24, num_experts=4, num_experts_per_tok=2)),
+    "deepseek_v3": ("DeepseekV3Config", dict(intermediate_size=48, moe_intermediate_size=24, n_routed_experts=4,
+                                             num_experts_per_tok=2, n_shared_experts=1, n_group=2, topk_group=1,
+                                             first_k_dense_replace=1, q_lora_rank=16, kv_lora_rank=16,
+                                             qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8,
+                                             num_key_value_heads=4, routed_scaling_factor=1.5)),
+}
+
+
+def moe_config(family: str, **overrides):
+    """A 3-layer config of one of ``MOE_FAMILIES`` (d=32, 4 routed experts, 2 per token) over the tiny tokenizer."""
+    import transformers
+
+    cls, sizes = MOE_FAMILIES[family]
+    return getattr(transformers, cls)(**{**_TINY, **sizes, **overrides})
+
+
+def tiny_moe_folder(family: str, folder: str | Path, seed: int = 0, **overrides) -> Path:
+    """A saved random tiny MoE folder of ``family`` (BOS-prepending tokenizer)."""
+    return save_hf_folder(random_hf_model(moe_config(family, **overrides), seed), folder, add_bos=True)
+
+
 def random_hf_model(config, seed: int = 0, scale: float = 0.5):
     """The ``*ForCausalLM`` of ``config`` with random weights (eval, float32). Every parameter (norm
     gains and the zero-initialised PLE conv included) is perturbed by ``scale`` x N(0, 1) x its std,

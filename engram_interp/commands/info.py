@@ -52,7 +52,9 @@ def _foreign_info(args: argparse.Namespace, model) -> int:
     if kinds and len(set(kinds)) > 1:
         print("  layer types: " + ", ".join(f"{l}:{k}" for l, k in enumerate(kinds)))
     if info.moe_layers:
-        print(f"  MoE layers: {list(info.moe_layers)}")
+        kinds = {(m["experts"], m["top_k"], m["shared_experts"], m["router"]) for m in (extra.get("moe") or {}).values()}
+        how = "; ".join(f"{e} routed experts{' + shared' if s else ''}, top-{k}, {r} router" for e, k, s, r in sorted(kinds))
+        print(f"  MoE layers: {list(info.moe_layers)}" + (f" ({how}; routing hooks blocks.{{l}}.mlp.hook_*)" if how else ""))
     ple = extra.get("ple") or {}
     if ple:
         print(f"  PLE (Engram-style n-gram memory) at layers {list(info.engram_layers)} (0-indexed):")
