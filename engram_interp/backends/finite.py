@@ -25,9 +25,10 @@ def refuse_nonfinite(module: torch.nn.Module, source: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def quiet_transformers():
+def quiet_transformers(bars: bool = False):
     """Silence transformers' logging (its load-report table), Python warnings and stray stdout prints
-    for the duration; progress bars on stderr stay visible."""
+    for the duration, and its progress bars unless ``bars`` (a load large enough for a bar to help):
+    a refusal after a small load is then the only line a user sees."""
     loggers = [logging.getLogger(n) for n in ("transformers", "gguf", "huggingface_hub")]
     levels = [lg.level for lg in loggers]
     try:
@@ -35,6 +36,9 @@ def quiet_transformers():
 
         hf_level = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
+        bars_were_off = hf_logging.is_progress_bar_enabled() is False
+        if not bars:
+            hf_logging.disable_progress_bar()
     except ImportError:  # pragma: no cover - transformers is a dependency
         hf_logging = None
     for lg in loggers:
@@ -48,3 +52,5 @@ def quiet_transformers():
             lg.setLevel(level)
         if hf_logging is not None:
             hf_logging.set_verbosity(hf_level)
+            if not bars and not bars_were_off:
+                hf_logging.enable_progress_bar()

@@ -223,6 +223,9 @@ def _ple_summary(h: ple_mod.PLEHashing) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ loading
+LOAD_BAR_BYTES = 1 << 30  # transformers' loading bar is shown only for weights larger than this
+
+
 def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False) -> HFModel:
     """A Hugging Face folder or ``.gguf`` file -> :class:`HFModel` on ``device`` (default: CUDA when
     present), ``dtype`` (default float32). Offline, safetensors/GGUF only, no remote code; every
@@ -260,8 +263,9 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     tok = getattr(hf_tok, "backend_tokenizer", None)
     if tok is None:
         raise CheckpointError(f"{p}: no fast tokenizer (tokenizer.json) could be built")
+    big = sum(f.stat().st_size for f in ([p] if gguf else p.glob("*.safetensors"))) > LOAD_BAR_BYTES
     try:
-        with quiet_transformers():
+        with quiet_transformers(bars=big):
             hf, report = AutoModelForCausalLM.from_pretrained(
                 where, **common, **kwargs, dtype=resolve_dtype(dtype) or torch.float32, output_loading_info=True
             )
