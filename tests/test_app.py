@@ -438,3 +438,15 @@ def test_cached_result_is_not_computed_under_another_sessions_ablation(app_env, 
     got = results.gate_corpus(entry, params)
     t.join()
     assert got["mean_gate"] == reference["mean_gate"] and got["selectivity"] == reference["selectivity"]
+
+
+def test_routing_page_shows_each_moe_model_and_the_gate_split(app_env, ckpts):
+    """The Routing page lists the MoE models' layers (not the dense one's), with the baseline split by the
+    Engram model's gate and balances inside (0, 1]."""
+    app_env("engram", "moe", "dense")
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "11_Routing.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert set(table["model"]) == {"engram", "moe"}  # the dense model has no routing
+    assert table["gate JS"].notna().all()  # both split by the Engram model's gate
+    assert ((table["balance"] > 0) & (table["balance"] <= 1)).all()
