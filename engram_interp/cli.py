@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in sorted(_command_modules(), key=lambda m: m.NAME):
         p = sub.add_parser(module.NAME, help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP))
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _data_parallel=getattr(module, "DATA_PARALLEL", False))
     return parser
 
 
@@ -58,6 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    from engram_interp.analysis import _dist
+
+    try:
+        distributed = _dist.init_from_env()  # under torchrun: join its process group (docs/SCALE.md)
+    except (RuntimeError, ValueError) as exc:
+        print(f"engram-interp {args.command}: error: cannot join torchrun's process group ({exc})", file=sys.stderr)
+        return 2
+    if distributed and not args._data_parallel:
+        if _dist.is_main():
+            print(f"engram-interp {args.command}: error: {args.command} does not run data-parallel; run it in one "
+                  "process (without torchrun)", file=sys.stderr)
+        return 2
+    if distributed and not _dist.is_main():  # rank 0 alone prints, writes (io.atomic_write_bytes) and shows progress
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+        args.quiet = True
     try:
         return int(args._run(args) or 0)
     except EngramInterpError as exc:
@@ -69,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

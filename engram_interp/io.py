@@ -201,6 +201,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, force: bool = False
     the Path. Without ``force`` an existing file is never replaced (EngramInterpError), even if it
     appeared while writing."""
     p = Path(path)
+    from engram_interp.analysis._dist import is_main
+
+    if not is_main():  # under torchrun only rank 0 writes: the others computed the same result
+        return p
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")

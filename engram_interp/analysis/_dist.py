@@ -7,6 +7,53 @@ from typing import Any, Iterable
 import torch
 
 
+def init_from_env() -> bool:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment): NCCL when
+    CUDA is present (each rank on ``cuda:LOCAL_RANK``), gloo on CPU. Returns whether several processes
+    run; a single process (no torchrun) does nothing."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return False
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist_active()
+
+
+def rank() -> int:
+    """This process's rank (0 in a single process)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist_active() else 0
+
+
+def world_size() -> int:
+    """Number of processes (1 in a single process)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist_active() else 1
+
+
+def is_main() -> bool:
+    """True on the process that prints, writes and shows progress (rank 0; always in one process)."""
+    return rank() == 0
+
+
+def shard(items: Iterable[Any]) -> Iterable[Any]:
+    """The items of ``items`` this process handles: every ``world_size()``-th, from ``rank()``. Every
+    rank walks the same sequence (so cuts such as ``max_tokens`` fall at the same place) and keeps
+    its share; in one process, everything."""
+    r, n = rank(), world_size()
+    for i, item in enumerate(items):
+        if i % n == r:
+            yield item
+
+
 def dist_active() -> bool:
     """True when ``torch.distributed`` is initialised with more than one process."""
     import torch.distributed as dist

@@ -197,9 +197,17 @@ def token_batches(
     batch_size: int = 8,
     max_tokens: int | None = None,
     max_len: int | None = None,
+    shard: bool = False,
 ) -> Iterator[TokenBatch]:
     """Texts -> TokenBatches of up to ``batch_size`` windows; stops after ``max_tokens`` analysed tokens
-    (BOS and padding not counted; the last window is cut to fit)."""
+    (BOS and padding not counted; the last window is cut to fit). ``shard``: under ``torchrun``, only
+    this process's share of the batches (every world-size-th; the analysis then all-reduces its
+    accumulators), the same batches in any number of processes."""
+    if shard:
+        from engram_interp.analysis._dist import shard as _shard
+
+        yield from _shard(token_batches(model, texts, batch_size, max_tokens, max_len))
+        return
     pad = model.info.pad_token_id
     has_bos = model.info.bos_token_id is not None
     pending: list[list[int]] = []

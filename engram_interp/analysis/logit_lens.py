@@ -167,8 +167,8 @@ def logit_lens(
     out = LogitLensResult()
     for name, model in named:
         acc = LogitLensAccumulator(model.info.n_layers + 1, device=model.device)
-        batches = token_batches(model, texts, batch_size=batch_size, max_tokens=max_tokens)
-        total = count_tokens(model, texts, max_tokens) if progress else None
+        batches = token_batches(model, texts, batch_size=batch_size, max_tokens=max_tokens, shard=True)
+        total = count_tokens(model, texts, max_tokens, batch_size) if progress else None
         for batch in token_progress(batches, total, f"logit-lens {name}", lambda b: int(b.mask.sum()), progress):
             if not batch.mask.any():
                 continue
@@ -176,7 +176,7 @@ def logit_lens(
             acc.update(kl, ent)
             if on_progress is not None:
                 on_progress(int(acc.count.item()), max_tokens, name)
-        r = acc.result()
+        r = acc.all_reduce().result()  # sums over torchrun's processes (a no-op in one)
         out.models.append(LensCurve(name=name, layers=list(range(model.info.n_layers + 1)), kl=r["kl"].tolist(),
                                     kl_sem=r["kl_sem"].tolist(), entropy=r["entropy"].tolist(), n_tokens=r["n_tokens"]))
     return out

@@ -10,9 +10,14 @@ T = TypeVar("T")
 __all__ = ["count_tokens", "token_progress"]
 
 
-def count_tokens(model, texts: Sequence[str], max_tokens: int | None) -> int:
-    """Tokens the analyses will read from ``texts`` (no BOS), stopping at ``max_tokens``: the bar's total."""
-    from engram_interp.analysis.common import encode_pieces
+def count_tokens(model, texts: Sequence[str], max_tokens: int | None, batch_size: int | None = None) -> int:
+    """Tokens the analyses will read from ``texts`` (no BOS), stopping at ``max_tokens``: the bar's total.
+    Under ``torchrun`` with ``batch_size``: this process's share (its batches of ``token_batches(shard=True)``)."""
+    from engram_interp.analysis._dist import dist_active
+    from engram_interp.analysis.common import encode_pieces, token_batches
+
+    if batch_size is not None and dist_active():
+        return sum(int(b.mask.sum()) for b in token_batches(model, texts, batch_size, max_tokens, shard=True))
 
     total = 0
     for text in texts:

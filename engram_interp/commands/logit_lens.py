@@ -10,6 +10,7 @@ from engram_interp.commands._common import (
 )
 
 NAME = "logit-lens"
+DATA_PARALLEL = True  # under torchrun: token batches split across processes, accumulators all-reduced
 HELP = "LogitLens KL(p_final || q_layer) per layer of one or more models (nats)"
 DESCRIPTION = (
     "For every layer point (residual stream entering each block, then the stream after the last block) "
