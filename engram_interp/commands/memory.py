@@ -13,6 +13,7 @@ from engram_interp.errors import EngramInterpError
 from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, refuse_trailing_slash
 
 NAME = "memory"
+DATA_PARALLEL = True  # no forward pass: under torchrun every rank hashes the (cheap) corpus pass alike; rank 0 writes
 HELP = "inspect the Engram tables: row usage, hash collisions, reverse lookup, row norms, neighbours (no forward pass)"
 DESCRIPTION = (
     "Hashes a corpus with the model's own Engram hashing and reads only the table rows it touches "
