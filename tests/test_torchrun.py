@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "checkpoints" / "engram.ckpt"
@@ -64,3 +66,25 @@ def test_a_command_that_is_not_data_parallel_is_refused_once(tmp_path):
     assert ours == ["engram-interp routing: error: routing does not run data-parallel; run it in one process "
                     "(without torchrun)"]
     assert res.stdout == ""
+
+
+def _same_under_torchrun(*args: str) -> None:
+    one = subprocess.run([sys.executable, "-m", "engram_interp", *args, "--json", "--quiet"], capture_output=True,
+                         text=True, timeout=300, env=_env(), cwd=ROOT)
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(*args, "--json", "--quiet")
+    assert two.returncode == 0, two.stderr
+    _close(json.loads(one.stdout), json.loads(two.stdout))
+
+
+@pytest.mark.slow  # two torchrun launches and a one-process reference: minutes on 2 busy cores
+def test_ablate_under_torchrun_prints_what_one_process_prints():
+    # mean-ablation: the reference mean is summed over both processes' corpus shares, the scoring
+    # passes split between them; bootstrap weights are keyed by item, so the intervals match too
+    _same_under_torchrun("ablate", str(CKPT), "--suites", "probes", "--max-items", "24", "--mode", "mean",
+                         "--max-tokens", "600", "--batch-size", "4")
+
+
+@pytest.mark.slow
+def test_memory_under_torchrun_prints_what_one_process_prints():
+    _same_under_torchrun("memory", str(CKPT), "--max-tokens", "3000")

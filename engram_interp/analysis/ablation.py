@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from engram_interp.analysis import _dist
 from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
 from engram_interp.analysis.common import require_engram, token_batches
 from engram_interp.analysis.scoring import plan_scoring, run_plan
@@ -97,12 +98,17 @@ def mean_engram_output(model, texts: Iterable[str], batch_size: int = 8, max_tok
     names = {f"blocks.{l}.engram.hook_out": l for l in model.engram_layers}
     sums: dict[int, torch.Tensor] = {}
     n = 0
-    for batch in token_batches(model, texts, batch_size, max_tokens):
+    for batch in token_batches(model, texts, batch_size, max_tokens, shard=True):
         _, cache = model.run_with_cache(batch.tokens, names_filter=lambda x: x in names, return_type=None)
         for name, l in names.items():
             s = cache[name][batch.mask].double().sum(0)
             sums[l] = sums.get(l, 0) + s
         n += int(batch.mask.sum())
+    if _dist.dist_active():  # under torchrun: sums over every process's share of the corpus
+        parts = _dist.all_gather_objects((n, {l: s.cpu() for l, s in sums.items()}))
+        n = sum(k for k, _ in parts)
+        sums = {l: sum(p[l] for _, p in parts if l in p).to(model.device) for l in names.values()
+                if any(l in p for _, p in parts)}
     if n == 0:
         raise EngramInterpError("the reference corpus for mean-ablation is empty")
     return {l: (s / n).float() for l, s in sums.items()}
@@ -181,7 +187,7 @@ def ablation_sensitivity(
             if per_layer and len(model.engram_layers) > 1:
                 variants += [(str(l), [l]) for l in model.engram_layers]
         jobs.append((name, model, plan_scoring(model, flat, batch_size), variants))
-    total = sum(plan.n_forwards * len(variants) for _, _, plan, variants in jobs)
+    total = sum(plan.n_forwards_here * len(variants) for _, _, plan, variants in jobs)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -213,7 +219,7 @@ def ablation_sensitivity(
                 r = None if repl is None else {l: repl[l] for l in (layers or model.engram_layers)}
                 with model.engram_suppressed(layers=layers, replacement=r):
                     scores[label] = run_plan(model, plan, tick)
-            done += plan.n_forwards
+            done += plan.n_forwards_here
         if not model.engram_layers:
             scores["all"] = scores["full"]
         table, first = {}, 0

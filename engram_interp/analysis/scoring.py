@@ -54,6 +54,13 @@ class ScoringPlan:
         return len(self.batches)
 
     @property
+    def n_forwards_here(self) -> int:
+        """Forward passes this process runs (its share under ``torchrun``; all of them otherwise)."""
+        from engram_interp.analysis._dist import rank, world_size
+
+        return len(range(rank(), len(self.batches), world_size()))
+
+    @property
     def n_tokens(self) -> int:
         """Padded tokens over all forward passes of one run of the plan."""
         return sum(len(b) * len(self.rows[b[0]]) for b in self.batches)
@@ -126,10 +133,15 @@ def plan_scoring(model, items: Sequence[dict], batch_size: int = 16) -> ScoringP
 
 @torch.no_grad()
 def _point_scores(model, plan: ScoringPlan, progress: Progress | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob (float32) and greedy hit (bool) of every scored token, ``[n_points]`` each, CPU."""
+    """Log-prob (float32) and greedy hit (bool) of every scored token, ``[n_points]`` each, CPU.
+
+    Under ``torchrun`` each process runs every world-size-th forward pass and the points are summed
+    across processes (each point is written by exactly one), so every process returns the whole."""
+    from engram_interp.analysis import _dist
+
     last = model.layer_point_names()[-1]
-    lp = torch.empty(len(plan.point_row), dtype=torch.float32)
-    hit = torch.empty(len(plan.point_row), dtype=torch.bool)
+    lp = torch.zeros(len(plan.point_row), dtype=torch.float32)
+    hit = torch.zeros(len(plan.point_row), dtype=torch.bool)
     batch_of_row = torch.empty(len(plan.rows), dtype=torch.long)
     local_of_row = torch.empty(len(plan.rows), dtype=torch.long)
     for b, rows in enumerate(plan.batches):
@@ -138,7 +150,9 @@ def _point_scores(model, plan: ScoringPlan, progress: Progress | None) -> tuple[
     point_batch = batch_of_row[plan.point_row]
     by_batch = torch.argsort(point_batch, stable=True)
     bounds = torch.searchsorted(point_batch[by_batch], torch.arange(len(plan.batches) + 1)).tolist()
-    for b, rows in enumerate(plan.batches):
+    mine = list(_dist.shard(range(len(plan.batches))))
+    for done, b in enumerate(mine, 1):
+        rows = plan.batches[b]
         width = len(plan.rows[rows[0]])
         tokens = torch.full((len(rows), width), plan.pad_id, dtype=torch.long)
         for j, r in enumerate(rows):
@@ -153,7 +167,11 @@ def _point_scores(model, plan: ScoringPlan, progress: Progress | None) -> tuple[
         lp[pts] = F.log_softmax(logits.float(), dim=-1).gather(-1, target[:, None])[:, 0].cpu()
         hit[pts] = (logits.argmax(-1) == target).cpu()
         if progress is not None:
-            progress(b + 1, len(plan.batches))
+            progress(done, len(mine))
+    if _dist.dist_active():
+        hits = hit.double()
+        _dist.all_reduce_sum_([lp, hits])
+        hit = hits > 0.5
     return lp, hit
 
 

@@ -10,6 +10,7 @@ from engram_interp.commands._common import (add_common, add_seeds, add_twin, arm
 from engram_interp.data.suite_files import DEFAULT_SUITES
 
 NAME = "ablate"
+DATA_PARALLEL = True  # under torchrun every process runs its share of the forward passes (analysis/scoring.py)
 HELP = "Engram-ablation sensitivity: task-suite scores with Engram suppressed (retained %%, bootstrap CIs)"
 DESCRIPTION = (
     "Scores every suite (JSONL items {id, suite, prompt, answer, candidates?}: greedy exact match, or rank 1 "
