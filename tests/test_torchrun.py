@@ -88,3 +88,11 @@ def test_ablate_under_torchrun_prints_what_one_process_prints():
 @pytest.mark.slow
 def test_memory_under_torchrun_prints_what_one_process_prints():
     _same_under_torchrun("memory", str(CKPT), "--max-tokens", "3000")
+
+
+@pytest.mark.slow
+def test_gates_under_torchrun_prints_what_one_process_prints():
+    # the label shuffles of each batch are keyed by the batch's index, the n-gram table is put in
+    # (order, key) order after merging: the same table, permutation p-values and top n-grams
+    _same_under_torchrun("gates", str(CKPT), "--max-tokens", "1500", "--batch-size", "4", "--perms", "19")
+    _same_under_torchrun("gates", str(CKPT), "--entities", "--max-tokens", "200", "--batch-size", "4")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from engram_interp.analysis._dist import all_reduce_sum_, shard
 from engram_interp.analysis.common import entity_batches, model_name, read_entity_probes, require_engram, selected_mask
 
 __all__ = ["GateContrast", "entity_gate_contrast"]
@@ -49,7 +50,7 @@ def entity_gate_contrast(model, probes: str | None = None, *, batch_size: int = 
     s_ent = torch.zeros(len(layers), dtype=torch.float64)
     s_oth = torch.zeros(len(layers), dtype=torch.float64)
     n_ent = n_oth = 0
-    for batch in entity_batches(model, read_entity_probes(probes), batch_size, max_tokens):
+    for batch in shard(entity_batches(model, read_entity_probes(probes), batch_size, max_tokens)):  # torchrun: a share
         _, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in names, return_type=None)
         ent = selected_mask(batch)
         oth = batch.mask & ~ent
@@ -59,6 +60,9 @@ def entity_gate_contrast(model, probes: str | None = None, *, batch_size: int = 
             s_oth[i] += g[oth.cpu()].sum()
         n_ent += int(ent.sum())
         n_oth += int(oth.sum())
+    counts = torch.tensor([n_ent, n_oth], dtype=torch.float64)
+    all_reduce_sum_([s_ent, s_oth, counts])
+    n_ent, n_oth = (int(x) for x in counts.tolist())
     e = (s_ent / max(n_ent, 1)).tolist()
     o = (s_oth / max(n_oth, 1)).tolist()
     return GateContrast(name=name or model_name(model), layers=layers, entity=e, other=o,

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from engram_interp.analysis._dist import all_gather_objects
+from engram_interp.analysis._dist import all_gather_objects, all_reduce_sum_, shard
 from engram_interp.analysis.common import check_texts, model_name, require_engram, token_batches
 from engram_interp.analysis.progress import count_tokens, token_progress
 
@@ -89,6 +89,7 @@ class GateNgramAccumulator:
         self.max_ngrams = max_ngrams
         self.n_perm = n_perm  # label shuffles of the permutation baseline (order max(orders) only)
         self.perm_order = max(self.orders)
+        self.seed = seed
         self.gen = torch.Generator().manual_seed(seed)
         self.pruned = False
         self.index: dict[tuple[int, int], int] = {}  # (order, key) -> row
@@ -114,7 +115,11 @@ class GateNgramAccumulator:
         self.perm_sum = torch.cat([self.perm_sum, torch.zeros(self.n_perm, new - cap, self.C, dtype=torch.float64)], dim=1)
         self.perm_sumsq = torch.cat([self.perm_sumsq, torch.zeros(self.n_perm, new - cap, self.C, dtype=torch.float64)], dim=1)
 
-    def update(self, tokens: torch.Tensor, mask: torch.Tensor, gates: torch.Tensor) -> None:
+    def update(self, tokens: torch.Tensor, mask: torch.Tensor, gates: torch.Tensor, index: int | None = None) -> None:
+        """Add one batch. ``index``: the batch's global position in the corpus; it keys the batch's
+        label shuffles, so a run split across processes (``torchrun``) draws the same shuffles."""
+        if index is not None:
+            self.gen.manual_seed((self.seed * 1_000_003 + int(index) * 7919 + 54321) % (2**63 - 1))
         tokens, mask = tokens.cpu(), mask.cpu()
         g = gates.detach().to("cpu", torch.float64)
         self.tokens_seen += int(mask.sum())
@@ -201,10 +206,21 @@ class GateNgramAccumulator:
         """Merge the n-gram tables of all ``torch.distributed`` processes into every process."""
         states = all_gather_objects(self.state_dict(), group)
         if len(states) > 1:
-            fresh = GateNgramAccumulator(self.C, self.V, self.orders, self.max_ngrams, self.n_perm)
+            fresh = GateNgramAccumulator(self.C, self.V, self.orders, self.max_ngrams, self.n_perm, self.seed)
             for s in states:
                 fresh.merge_state(s)
             self.__dict__.update(fresh.__dict__)
+        return self
+
+    def sort_keys(self) -> "GateNgramAccumulator":
+        """Put the n-gram rows in (order, key) order: the same table however the corpus was split."""
+        n = len(self.keys)
+        perm = sorted(range(n), key=lambda i: self.keys[i])
+        keep = torch.tensor(perm, dtype=torch.long)
+        self.keys = [self.keys[i] for i in perm]
+        self.index = {k: i for i, k in enumerate(self.keys)}
+        self.count, self.sum, self.sumsq, self.max = (x[:n][keep].clone() for x in (self.count, self.sum, self.sumsq, self.max))
+        self.perm_sum, self.perm_sumsq = self.perm_sum[:, :n][:, keep].clone(), self.perm_sumsq[:, :n][:, keep].clone()
         return self
 
     def decode_key(self, order: int, key: int) -> list[int]:
@@ -339,18 +355,20 @@ def gate_corpus(
     acc = GateNgramAccumulator(len(channels), model.info.vocab_size, orders, n_perm=n_perm, seed=seed)
     gate_sum = torch.zeros(len(channels), dtype=torch.float64)
     done = 0
-    it = token_progress(token_batches(model, texts, batch_size, max_tokens),
-                        count_tokens(model, texts, max_tokens) if progress else None,
-                        f"gates {name or model_name(model)}", lambda b: int(b.mask.sum()), progress)
-    for batch in it:
+    # under torchrun each process takes every world-size-th batch (its index keys its shuffles)
+    it = token_progress(shard(enumerate(token_batches(model, texts, batch_size, max_tokens))),
+                        count_tokens(model, texts, max_tokens, batch_size) if progress else None,
+                        f"gates {name or model_name(model)}", lambda ib: int(ib[1].mask.sum()), progress)
+    for index, batch in it:
         _, cache = model.run_with_cache(batch.tokens, names_filter=lambda n: n in names, return_type=None)
         g = torch.cat([cache[n] for n in names], dim=-1)  # [b, p, layers*M], layer-major
-        acc.update(batch.tokens, batch.mask, g)
+        acc.update(batch.tokens, batch.mask, g, index=index)
         gate_sum += g[batch.mask].double().sum(0).cpu()
         done += int(batch.mask.sum())
         if on_progress is not None:
             on_progress(done, max_tokens, name or model_name(model))
-    acc.all_reduce()
+    acc.all_reduce().sort_keys()
+    all_reduce_sum_([gate_sum])
     stats = acc.selectivity_stats(min_count, order=max(orders))
     sel = stats["eta2"]
     ranking = [channels[i] for i in torch.argsort(torch.nan_to_num(stats["omega2"], nan=-2.0), descending=True).tolist()]
@@ -362,7 +380,7 @@ def gate_corpus(
         el = torch.tensor(eligible)
         means = acc.sum[el] / acc.count[el, None]
         for c, (l, b) in enumerate(channels):
-            order = torch.argsort(means[:, c], descending=True)
+            order = torch.argsort(means[:, c], descending=True, stable=True)
             def stat(j: int) -> NgramStat:
                 row = eligible[j]
                 o, key = acc.keys[row]

@@ -10,6 +10,7 @@ from engram_interp.commands._common import (
 )
 
 NAME = "gates"
+DATA_PARALLEL = True  # under torchrun: token batches split across processes, n-gram tables merged
 HELP = "Engram gate values per token/layer/branch for a text, or per suffix n-gram over a corpus"
 DESCRIPTION = (
     "With --text: the gate alpha_t of every token at every Engram layer and branch "
