@@ -96,3 +96,11 @@ def test_gates_under_torchrun_prints_what_one_process_prints():
     # (order, key) order after merging: the same table, permutation p-values and top n-grams
     _same_under_torchrun("gates", str(CKPT), "--max-tokens", "1500", "--batch-size", "4", "--perms", "19")
     _same_under_torchrun("gates", str(CKPT), "--entities", "--max-tokens", "200", "--batch-size", "4")
+
+
+@pytest.mark.slow
+def test_cka_under_torchrun_prints_what_one_process_prints():
+    # the shuffle units (analysis/cka_units.py) are known before any forward pass: each process
+    # runs every other unit, the minibatch indices key the same bootstrap weights
+    moe = ROOT / "checkpoints" / "moe.ckpt"
+    _same_under_torchrun("cka", str(CKPT), str(moe), "--max-tokens", "1200", "--cka-batch", "32", "--no-twin")

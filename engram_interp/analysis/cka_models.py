@@ -68,48 +68,6 @@ def _nan_to_none(x):
     return x
 
 
-class _ShuffleBuffer:
-    """Holds up to ``capacity`` selected tokens, shuffles them (across sequences) and hands out
-    minibatches of ``batch_size``; memory bounded by the capacity, not the corpus."""
-
-    def __init__(self, batch_size: int, capacity: int, seed: int):
-        self.batch_size = batch_size
-        self.capacity = max(capacity, batch_size)
-        self.gen = torch.Generator().manual_seed(seed)
-        self.parts_a: list[torch.Tensor] = []  # each [L, n, d]
-        self.parts_b: list[torch.Tensor] = []
-        self.size = 0
-
-    def add(self, a: torch.Tensor, b: torch.Tensor):
-        self.parts_a.append(a)
-        self.parts_b.append(b)
-        self.size += a.shape[1]
-        if self.size >= self.capacity:
-            yield from self._emit(final=False)
-
-    def _emit(self, final: bool):
-        if not self.parts_a:
-            return
-        a = torch.cat(self.parts_a, dim=1)
-        b = torch.cat(self.parts_b, dim=1)
-        perm = torch.randperm(a.shape[1], generator=self.gen).to(a.device)
-        a, b = a[:, perm], b[:, perm]
-        n_full = a.shape[1] // self.batch_size
-        for i in range(n_full):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            yield a[:, sl], b[:, sl]
-        rest = slice(n_full * self.batch_size, a.shape[1])
-        self.parts_a, self.parts_b = [a[:, rest]], [b[:, rest]]
-        self.size = a.shape[1] - n_full * self.batch_size
-        if final:
-            if self.size > 3:
-                yield self.parts_a[0], self.parts_b[0]
-            self.parts_a, self.parts_b, self.size = [], [], 0
-
-    def flush(self):
-        yield from self._emit(final=True)
-
-
 def cka_analysis(
     model_a,
     model_b=None,
@@ -180,11 +138,13 @@ def cka_analyses(
         same_tokenizer(m, mb)
     nb = name_b or model_name(mb, "B")
     if isinstance(tokens, str) and tokens == "entities":
-        batches = entity_batches(model_a, read_entity_probes(probes), text_batch_size, max_tokens,
-                                 end_at_last_entity=True)  # CKA reads the entity positions only
+        def make_batches():
+            return entity_batches(model_a, read_entity_probes(probes), text_batch_size, max_tokens,
+                                  end_at_last_entity=True)  # CKA reads the entity positions only
         selection = "entities"
     elif isinstance(tokens, str) and tokens == "all":
-        batches = token_batches(model_a, check_texts(texts), text_batch_size, max_tokens)
+        def make_batches():
+            return token_batches(model_a, check_texts(texts), text_batch_size, max_tokens)
         selection = "all"
     elif isinstance(tokens, str):
         raise EngramInterpError(f"unknown token selection {tokens!r}: use 'all', 'entities' or explicit positions")
@@ -192,48 +152,68 @@ def cka_analyses(
         texts = check_texts(texts)
         if len(tokens) != len(texts):
             raise EngramInterpError("give one list of positions per text")
-        batches = _position_batches(model_a, texts, tokens, text_batch_size)
+        def make_batches():
+            return _position_batches(model_a, texts, tokens, text_batch_size)
         selection = "positions"
 
     las = [m.info.n_layers + 1 for _, m in rows]
     lb = mb.info.n_layers + 1
     accs = [CKAAccumulator(la, None if self_mode else lb, device=m.device, n_boot=n_boot, seed=seed)
             for la, (_, m) in zip(las, rows)]
-    bufs = [_ShuffleBuffer(batch_size, shuffle_buffer or 16 * batch_size, seed) for _ in rows]
+    from engram_interp.analysis import _dist
+    from engram_interp.analysis.cka_units import minibatch_sizes, shuffled_minibatches, units
+    from engram_interp.analysis.progress import token_progress
+
+    def count(b) -> int:
+        return int(selected_mask(b).sum())
+
+    capacity = max(shuffle_buffer or 16 * batch_size, batch_size)
+    mine = _dist.shard(units(make_batches(), count, capacity, batch_size))  # torchrun: every world-size-th unit
     total = None
-    if progress and selection == "all":
+    if progress and _dist.dist_active():
+        total = sum(u.n_tokens for u in _dist.shard(units(make_batches(), count, capacity, batch_size)))
+    elif progress and selection == "all":
         from engram_interp.analysis.progress import count_tokens
 
         total = count_tokens(model_a, check_texts(texts), max_tokens)
     elif progress and selection == "entities":
         n_ent = sum(len(it["entity_end_positions"]) for it in read_entity_probes(probes))
         total = n_ent if max_tokens is None else min(n_ent, max_tokens)
-    from engram_interp.analysis.progress import token_progress
 
     what = f"{', '.join(n for n, _ in rows)} vs {nb}"
-    it = token_progress(batches, total, f"cka {what}", lambda b: int(selected_mask(b).sum()), progress)
     varies_a = [torch.zeros(la, dtype=torch.bool) for la in las]
     varies_b = torch.zeros(lb, dtype=torch.bool)
     run = [m for _, m in rows] + ([] if self_mode else [mb])
     done = 0
     with torch.no_grad():
-        for batch, acts in selected_activations(run, it):
-            if acts[0] is None:
-                continue
+        for unit in token_progress(mine, total, f"cka {what}", lambda u: u.n_tokens, progress):
+            parts: list[list[torch.Tensor]] = [[] for _ in run]
+            for _, acts in selected_activations(run, unit.batches):
+                if acts[0] is not None:
+                    for i, x in enumerate(acts):
+                        parts[i].append(x)
+            acts = [torch.cat(p, dim=1) for p in parts]
             done += acts[0].shape[1]
             if on_progress is not None:
                 on_progress(done, max_tokens, what)
+            sizes = minibatch_sizes(acts[0].shape[1], batch_size)
             for i in range(len(rows)):
                 a = acts[i]  # [L_a, n, d]
                 b = a if self_mode else acts[-1].to(a.device)
-                varies_a[i] |= _varies(a)
+                varies_a[i] |= _varies(a).cpu()
                 if i == 0:
-                    varies_b |= varies_a[0] if self_mode else _varies(b)
-                for xa, xb in bufs[i].add(a, b):
-                    accs[i].update(xa, None if self_mode else xb)
-        for i in range(len(rows)):
-            for xa, xb in bufs[i].flush():
-                accs[i].update(xa, None if self_mode else xb)
+                    varies_b |= varies_a[0] if self_mode else _varies(b).cpu()
+                for j, (xa, xb) in enumerate(shuffled_minibatches(a, b, sizes, seed, unit.index)):
+                    accs[i].update(xa, None if self_mode else xb, index=unit.first_minibatch + j)
+    for acc in accs:
+        acc.all_reduce()  # sums over torchrun's processes (a no-op in one)
+    flags = torch.cat([*(v.double() for v in varies_a), varies_b.double()])  # does a layer vary anywhere
+    _dist.all_reduce_max_([flags])
+    cut = 0
+    for i, la in enumerate(las):
+        varies_a[i] = flags[cut:cut + la] > 0
+        cut += la
+    varies_b = flags[cut:] > 0
     if accs[0].n_batches == 0:
         raise EngramInterpError("too few tokens for CKA (need more than 3); give more text or a larger --max-tokens")
     out = []

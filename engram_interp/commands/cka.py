@@ -10,6 +10,7 @@ from engram_interp.commands._common import (
 )
 
 NAME = "cka"
+DATA_PARALLEL = True  # under torchrun: shuffle units split across processes (analysis/cka_units.py), sums all-reduced
 HELP = "minibatch unbiased linear CKA between the layers of two models (or one model with itself)"
 DESCRIPTION = (
     "Hidden states (residual stream entering each block, then after the last block) of both models on the same "
