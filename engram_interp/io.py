@@ -248,8 +248,12 @@ def atomic_write_text(path: str | os.PathLike, text: str, force: bool = False) -
 def replace_set(folder: str | os.PathLike, owned: set[str], written: set[str]) -> list[str]:
     """After a result set was written into ``folder``: remove files of an earlier set (names in
     ``owned``) that this run did not write, so no stale result stays beside the new ones. Returns
-    the names removed."""
+    the names removed (none on a process other than rank 0 under ``torchrun``: it writes nothing)."""
+    from engram_interp.analysis._dist import is_main
+
     removed = []
+    if not is_main():
+        return removed
     for name in sorted(owned - written):
         f = Path(folder) / name
         if f.is_file():

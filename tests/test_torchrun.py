@@ -104,3 +104,21 @@ def test_cka_under_torchrun_prints_what_one_process_prints():
     # runs every other unit, the minibatch indices key the same bootstrap weights
     moe = ROOT / "checkpoints" / "moe.ckpt"
     _same_under_torchrun("cka", str(CKPT), str(moe), "--max-tokens", "1200", "--cka-batch", "32", "--no-twin")
+
+
+@pytest.mark.slow
+def test_report_under_torchrun_writes_what_one_process_writes(tmp_path):
+    moe = ROOT / "checkpoints" / "moe.ckpt"
+    args = ["report", str(CKPT), str(moe), "--max-tokens", "800", "--cka-batch", "32", "--suites", "probes",
+            "--max-items", "16", "--no-twin", "--quiet", "--batch-size", "4"]
+    one = subprocess.run([sys.executable, "-m", "engram_interp", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=600, env=_env(), cwd=ROOT)
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(*args, "--out", str(tmp_path / "two"), timeout=600)
+    assert two.returncode == 0, two.stderr
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    for d in (a, b):
+        d.pop("timings", None)
+        d.get("source", {}).pop("seconds", None)
+    _close(a, b)

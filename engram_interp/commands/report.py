@@ -14,6 +14,7 @@ from engram_interp.defaults import DEFAULTS
 from engram_interp.errors import EngramInterpError
 
 NAME = "report"
+DATA_PARALLEL = True  # under torchrun: each analysis splits its work across processes; rank 0 writes
 HELP = "run LogitLens, CKA, gate maps and ablation on a pair and write one self-contained HTML report"
 DESCRIPTION = (
     "Runs the four analyses on an Engram model A and its baseline B and writes DIR/report.html (plotly.js "
