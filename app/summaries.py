@@ -35,7 +35,7 @@ def cka_summary(entries: Sequence[Entry]) -> list[str]:
                 f"({res.get('source', '?')}; 95% bootstrap intervals over {res['n_batches']} minibatches, "
                 "which do not cover seed-to-seed variation unless a second baseline seed is loaded): ")
         verdicts = alignment_verdicts(res)
-        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"]).sentence for v in verdicts) or "-"))
+        lines.append(head + (" ".join(alignment_sentence(v, a.label, b.label, res["k"], res.get("n_batches")).sentence for v in verdicts) or "-"))
     return lines
 
 

@@ -77,7 +77,7 @@ st.caption(f"With k = {k} of {matrix.shape[1]} layer points the index can only l
 refs = res.get("references") or {}
 if k == res["k"] and engram_layers:
     for v in alignment_verdicts(res):
-        st.markdown("- " + alignment_sentence(v, a.label, b.label, res["k"]).sentence)
+        st.markdown("- " + alignment_sentence(v, a.label, b.label, res["k"], res.get("n_batches")).sentence)
     if "control" not in refs:
         st.info("No Engram-null control is loaded, so no shift can be established: open the app with the "
                 "Engram-null checkpoint too (`engram-interp app engram.ckpt moe.ckpt engram-null.ckpt`).")

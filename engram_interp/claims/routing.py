@@ -6,13 +6,13 @@ expert shares, against the untrained twin (required) and the MoE baseline split 
 from __future__ import annotations
 
 from engram_interp.claims.sentences import TWIN, _record
-from engram_interp.claims.verdict import Control, FindingRecord
+from engram_interp.claims.verdict import MIN_TOKENS, Control, FindingRecord, spread_text, too_few
 
 __all__ = ["routing_finding"]
 
 
 def _fmt(v, ci) -> str:
-    return f"{v:.4f}" + ("" if not ci else f" [{ci[0]:.4f}, {ci[1]:.4f}]")
+    return spread_text(v, ci, ".4f")
 
 
 def routing_finding(models: list[dict], engram: str, baseline: str | None = None, twin: str | None = None) -> FindingRecord:
@@ -33,4 +33,6 @@ def routing_finding(models: list[dict], engram: str, baseline: str | None = None
     text = (f"{engram}: JS divergence between the expert shares of gate-weighted and (1 - gate)-weighted tokens, "
             f"mean over MoE layers >= {e['gate_layer']}: {_fmt(e['mean_gate_js'], e.get('mean_gate_js_ci'))} nats "
             f"over {e['n_tokens']:,} tokens" + (f"; {'; '.join(parts)}." if parts else "."))
-    return _record(finding, text, e["mean_gate_js"], e.get("mean_gate_js_ci"), controls, 1)
+    short = too_few(e.get("n_tokens"), MIN_TOKENS, "tokens")
+    return _record(finding, text, e["mean_gate_js"], e.get("mean_gate_js_ci"), controls, 1, testable=short is None,
+                   untestable=short or "")

@@ -19,10 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from engram_interp.backends.twin import TWIN_SUFFIX
-from engram_interp.claims.verdict import Control, FindingRecord, verdict
+from engram_interp.claims.verdict import (ALPHA, MIN_ITEMS, MIN_MINIBATCHES, MIN_TOKENS, Control, FindingRecord, holm,
+                                          one_sided_p, spread_text, too_few, verdict)
 
-__all__ = ["wilson_interval", "chance_level", "lens_sentences", "gate_sentence", "ablation_sentences", "alignment_sentence",
-           "TWIN", "twin_name"]
+__all__ = ["wilson_interval", "chance_level", "lens_sentences", "layer_tests", "gate_sentence", "ablation_sentences", "alignment_sentence",
+           "TWIN", "twin_name", "measured_chance"]
 
 TWIN = "untrained twin"  # the control's name in every record
 
@@ -66,15 +67,17 @@ def _record(finding: str, text: str, effect: float | None, interval, controls: l
 
 # ---- CKA -----------------------------------------------------------------------------------------
 def _ci(value, low, high) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.2f}" + ("" if low is None or high is None else f" [{low:.2f}, {high:.2f}]")
+    """The index with its interval; a zero-width (or near-zero relative width) bootstrap interval, as a
+    top-k index over few minibatches gives, is printed as a point with "no spread measured"."""
+    return spread_text(value, None if low is None or high is None else [low, high])
 
 
-def alignment_sentence(v, name_a: str, name_b: str, k: int) -> FindingRecord:
+def alignment_sentence(v, name_a: str, name_b: str, k: int, n_batches: int | None = None) -> FindingRecord:
     """The finding of one Engram layer (an ``analysis.alignment.AlignmentVerdict``): the index with its
     interval, each reference (Engram-null control, second baseline seed, untrained twin), the attainable
-    range, the within-seed comparison, and the verdict of the one verdict function."""
+    range, the within-seed comparison, and the verdict of the one verdict function. The index is a
+    top-k statistic: an interval without spread is shown as a point and never carries a claim; with
+    ``n_batches`` (minibatches behind the bootstrap) below ``MIN_MINIBATCHES`` the finding is not testable."""
     parts = [f"layer {v.layer}: a_j = {_ci(v.a, *v.ci)} (k = {k}, in {name_b} layer units"
              + ("" if v.attainable is None else f"; attainable with flat CKA: {v.attainable[0]:.1f} to {v.attainable[1]:.1f}")
              + ")"]
@@ -86,15 +89,13 @@ def alignment_sentence(v, name_a: str, name_b: str, k: int) -> FindingRecord:
     within = {"above": "within this seed its interval lies above every reference's",
               "below": "within this seed its interval lies below every reference's"}.get(v.verdict, v.reason)
     ci = None if None in v.ci else list(v.ci)
+    short = None if n_batches is None else too_few(n_batches, MIN_MINIBATCHES, "minibatches")
     return _record(f"cka soft alignment: {name_a} layer {v.layer} vs {name_b}", f"CKA {name_a} vs {name_b}: " + "; ".join(parts)
-                   + f"; {within}.", v.a, ci, controls, -1 if v.verdict == "below" else 1)
+                   + f"; {within}.", v.a, ci, controls, -1 if v.verdict == "below" else 1, testable=short is None,
+                   untestable=short or "")
 
 
 # ---- LogitLens -----------------------------------------------------------------------------------
-def _band(kl: float, sem: float) -> tuple[float, float]:
-    return kl - 1.96 * sem, kl + 1.96 * sem
-
-
 def _early(curve: dict, half: int) -> tuple[float, float]:
     """The pre-stated LogitLens statistic: mean KL over the first ``half`` layer points, and its SEM."""
     mean = sum(curve["kl"][:half]) / half
@@ -102,13 +103,28 @@ def _early(curve: dict, half: int) -> tuple[float, float]:
     return mean, sem
 
 
+def layer_tests(curves: dict[str, dict], engram: str, control: str, alpha: float = ALPHA) -> tuple[list, list, list]:
+    """Per layer point (the last, the model's own output, excluded): the one-sided p-value of "Engram's
+    KL is lower than the control's" (z = (KL_control - KL_engram) / sqrt(SEM_e^2 + SEM_c^2)), and the
+    layers picked out of them uncorrected (p <= alpha) and with Holm's correction over all layers.
+    Returns ``(p-values, uncorrected layers, Holm layers)``."""
+    e, c = curves[engram], curves[control]
+    layers = e["layers"][:-1]
+    ps = [one_sided_p(c["kl"][j] - e["kl"][j], math.hypot(e["kl_sem"][j], c["kl_sem"][j])) for j in range(len(layers))]
+    raw = [l for l, p in zip(layers, ps) if p == p and p <= alpha]
+    kept = [l for l, r in zip(layers, holm(ps, alpha)) if r]
+    return ps, raw, kept
+
+
 def lens_sentences(curves: Sequence[dict[str, Any]], engram: str, control: str | None,
                    baseline: str | None) -> list[FindingRecord]:
     """The LogitLens finding of model ``engram`` (curve names) against its untrained twin (the curve
     named ``engram~twin``), the Engram-null ``control`` and the ``baseline``. The statistic is stated
     before looking: the mean KL over the early half of the layer points, with 1.96 SEM over tokens.
-    The per-layer comparison (where Engram's 95% interval lies below the control's by more than the
-    control-vs-baseline difference) is printed as a description, uncorrected, never as the claim."""
+    The per-layer comparison with the control picks layers out of many, so it is a one-sided z-test
+    per layer with Holm's correction over the layers (:func:`layer_tests`), said in the sentence, and
+    within one seed it stays a description, never the claim. Fewer than ``MIN_TOKENS`` scored tokens:
+    not testable."""
     by = {c["name"]: c for c in curves}
     if engram not in by:
         return []
@@ -130,26 +146,24 @@ def lens_sentences(curves: Sequence[dict[str, Any]], engram: str, control: str |
     text = head + ")."
     c = by.get(control)
     if c is not None:
-        lower, noise = [], 0.0
-        for j, _ in enumerate(layers):
-            lo_c = _band(c["kl"][j], c["kl_sem"][j])[0]
-            hi_e = _band(e["kl"][j], e["kl_sem"][j])[1]
-            band = abs(c["kl"][j] - b["kl"][j]) if b is not None else 0.0
-            noise = max(noise, band)
-            if hi_e < lo_c and (c["kl"][j] - e["kl"][j]) > band:
-                lower.append(layers[j])
-        text += (f" Within this seed Engram's 95% interval lies below the control's at layer(s) {', '.join(map(str, lower))} "
-                 f"of {n_layers} (no multiple-comparison correction: a description, not a test)." if lower
-                 else " Within this seed Engram's interval is below the control's at no layer.")
+        _, raw, kept = layer_tests(by, engram, control)
+        where = f"at layer(s) {', '.join(map(str, kept))}" if kept else "at no layer"
+        text += (f" Per layer (one-sided z-test over tokens, Holm-corrected over the {n_layers} layers at family-wise "
+                 f"alpha {ALPHA:g}), Engram's KL is lower than the control's {where}"
+                 + (f" (uncorrected p <= {ALPHA:g}: {', '.join(map(str, raw))})" if raw != kept else "")
+                 + "; within one seed, a description, not the claim.")
         if b is not None:
+            noise = max(abs(c["kl"][j] - b["kl"][j]) for j in range(n_layers))
             text += f" The control and the baseline differ by up to {noise:.2f} nats: one seed per arm."
     else:
         text += " No Engram-null control loaded."
     eff, es = _early(e, half)
     interval = [eff - 1.96 * es, eff + 1.96 * es]
-    text += (f" Pre-stated statistic, mean KL over layers {layers[0]}..{layers[half - 1]}: {eff:.3f} "
-             f"[{interval[0]:.3f}, {interval[1]:.3f}]" + "".join(f"; {c.name} {c.value:.3f}" for c in controls) + ".")
-    return [_record(f"logit-lens early-half mean KL: {engram}", text, eff, interval, controls, -1)]
+    text += (f" Pre-stated statistic, mean KL over layers {layers[0]}..{layers[half - 1]}: {spread_text(eff, interval, '.3f')}"
+             + "".join(f"; {c.name} {c.value:.3f}" for c in controls) + ".")
+    short = too_few(e.get("n_tokens"), MIN_TOKENS, "tokens")
+    return [_record(f"logit-lens early-half mean KL: {engram}", text, eff, interval, controls, -1,
+                    testable=short is None, untestable=short or "")]
 
 
 # ---- Gates ---------------------------------------------------------------------------------------
@@ -197,14 +211,42 @@ def gate_sentence(res: dict, name: str, control: dict | None = None, control_nam
 
 
 # ---- Ablation ------------------------------------------------------------------------------------
+def measured_chance(uniform: float, n: int, twin_full: float | None = None, prior: float | None = None) -> dict:
+    """The chance line of one suite, measured: ``{"uniform guess", "untrained twin"?, "candidate prior"?,
+    "floor", "floor_name", "prior_flagged"}`` (accuracies 0..1). ``floor`` is the highest of them (what a
+    full model must beat); ``prior_flagged`` is True when the candidates can be ranked without the
+    prompt: the candidate prior's 95% Wilson lower bound over the ``n`` items exceeds the uniform guess."""
+    out: dict = {"uniform guess": uniform}
+    if twin_full is not None:
+        out[TWIN] = twin_full
+    if prior is not None:
+        out["candidate prior"] = prior
+    known = [(k, v) for k, v in out.items() if v == v]
+    out["floor_name"], out["floor"] = max(known, key=lambda kv: kv[1], default=("uniform guess", math.nan))
+    out["prior_flagged"] = bool(prior is not None and uniform == uniform and wilson_interval(prior * n, n)[0] > uniform)
+    return out
+
+
+def _design_text(design: dict | None) -> str:
+    if not design:
+        return ""
+    if design.get("balanced"):
+        return (f"; balanced design: {design['groups']} groups of items sharing one candidate set, each candidate the "
+                f"gold once ({design['dropped']} of {design['anchors']} anchors had no complete group)")
+    return f"; no balanced design ({design.get('reason', 'not possible')}), scored as it is"
+
+
 def ablation_sentences(tables: dict[str, dict[str, dict]], chance: dict[str, float], engram: Sequence[str],
-                       control: str | None = None, prior: dict[str, dict[str, float]] | None = None) -> list[FindingRecord]:
+                       control: str | None = None, prior: dict[str, dict[str, float]] | None = None,
+                       design: dict[str, dict] | None = None) -> list[FindingRecord]:
     """One finding per Engram model and suite: full and ablated accuracy (n), retained % with its 95%
     paired-bootstrap interval, against "no change" (100%), the Engram-null ``control`` and the untrained
-    twin (table ``name~twin``). Chance is measured, not assumed: the suite is testable only when the full
-    model's Wilson lower bound exceeds the uniform guess (``chance``), the untrained twin's full accuracy
-    and each model's candidate-prior accuracy (``prior[name][suite]``: candidates ranked without the
-    prompt); a suite the model ranks as well without its prompt is flagged."""
+    twin (table ``name~twin``). Chance is measured, not assumed (:func:`measured_chance`): the suite is
+    testable only when the full model's Wilson lower bound exceeds the uniform guess (``chance``), the
+    untrained twin's full accuracy and the model's candidate-prior accuracy (``prior[name][suite]``:
+    candidates ranked without the prompt), and it has at least ``MIN_ITEMS`` items; a suite whose
+    candidates the model ranks above the uniform guess without the prompt is flagged. ``design[suite]``
+    (``data.balanced.balanced_suites``) says whether the suite was scored as a balanced design."""
     out = []
     for name in engram:
         table = tables.get(name)
@@ -213,34 +255,33 @@ def ablation_sentences(tables: dict[str, dict[str, dict]], chance: dict[str, flo
         twin = tables.get(twin_name(name)) or {}
         for suite, s in sorted(table.items()):
             n, full, abl = s["n"], s["full"], s["ablated"]
-            ch = chance.get(suite, math.nan)
             lo_full, _ = wilson_interval(full * n, n)
-            floors = {"uniform guess": ch}
-            if suite in twin:
-                floors[TWIN] = twin[suite]["full"]
             pr = ((prior or {}).get(name) or {}).get(suite)
-            if pr is not None:
-                floors["candidate prior"] = pr
-            floor_name, floor = max(((k, v) for k, v in floors.items() if v == v), key=lambda kv: kv[1],
-                                    default=("uniform guess", math.nan))
+            mc = measured_chance(chance.get(suite, math.nan), n, twin[suite]["full"] if suite in twin else None, pr)
+            floor_name, floor = mc["floor_name"], mc["floor"]
             text = (f"{name} with Engram suppressed, {suite}: full {full:.2f} -> ablated {abl:.2f} (n = {n}; chance: "
-                    + ", ".join(f"{k} {v:.2f}" for k, v in floors.items()) + ")")
-            flag = ("; flagged: the model ranks this suite's candidates about as well without the prompt"
-                    if pr is not None and pr >= lo_full else "")
+                    + ", ".join(f"{k} {mc[k]:.2f}" for k in ("uniform guess", TWIN, "candidate prior") if k in mc)
+                    + _design_text((design or {}).get(suite)) + ")")
+            flag = ""
+            if mc["prior_flagged"]:
+                flag = ("; flagged: without the prompt the model ranks this suite's candidates above the uniform guess"
+                        + (", about as well as with it" if pr >= lo_full else ""))
             finding = f"ablation retained %: {name} {suite}"
             if s.get("retained") is None:
                 out.append(_record(finding, text + flag + ".", None, None, [], -1, testable=False,
                                    untestable="the full model scores 0"))
                 continue
             ci = s.get("ci")
-            text += f", retained {s['retained']:.0f}%" + (f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else "")
+            text += f", retained % {spread_text(s['retained'], ci, '.0f')}"
             controls = [Control("no change", 100.0, None)]
             for label, other in ((TWIN, twin.get(suite)), ("Engram-null", (tables.get(control) or {}).get(suite) if control else None)):
                 if other and other.get("retained") is not None:
                     controls.append(Control(label, other["retained"], other.get("ci")))
                     text += f"; {label} retained {other['retained']:.0f}%"
             testable = lo_full > floor if floor == floor else lo_full > 0
-            out.append(_record(finding, text + flag + ".", s["retained"], ci, controls, -1, testable=testable,
-                               untestable=f"the full model is not above chance (Wilson lower bound {lo_full:.2f} vs "
-                                          f"{floor_name} {floor:.2f})"))
+            short = too_few(n, MIN_ITEMS, "items")
+            out.append(_record(finding, text + flag + ".", s["retained"], ci, controls, -1,
+                               testable=testable and short is None,
+                               untestable=short or f"the full model is not above chance (Wilson lower bound {lo_full:.2f} vs "
+                                                   f"{floor_name} {floor:.2f})"))
     return out

@@ -14,24 +14,59 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["VERDICTS", "MIN_SEEDS", "Control", "FindingRecord", "verdict", "degenerate", "permutation_p",
-           "min_permutations", "holm"]
+__all__ = ["VERDICTS", "MIN_SEEDS", "ALPHA", "REL_WIDTH", "MIN_TOKENS", "MIN_ITEMS", "MIN_MINIBATCHES", "NO_SPREAD",
+           "Control", "FindingRecord", "verdict", "degenerate", "spread_text", "too_few", "permutation_p",
+           "min_permutations", "holm", "one_sided_p"]
 
 VERDICTS = ("reproduced", "not reproduced", "not established", "not testable")
 MIN_SEEDS = 2  # independent seeds per arm before a band can decide anything
+ALPHA = 0.05  # family-wise level of every test a sentence states
+REL_WIDTH = 1e-3  # a within-seed interval narrower than this share of |value| has measured no spread
+# the least sample a sentence speaks from (below it the finding is "not testable", the count stated)
+MIN_TOKENS = 500  # scored tokens of a per-token statistic (LogitLens KL, routing JS)
+MIN_ITEMS = 30  # items of a task suite (ablation)
+MIN_MINIBATCHES = 10  # minibatches behind a bootstrap over minibatches (CKA)
+NO_SPREAD = "no spread measured"
 
 
-def degenerate(interval: Sequence[float | None] | None, value: float | None = None, rel: float = 1e-6) -> bool:
-    """True when an interval cannot carry a claim: missing, non-finite, or of (near) zero width
-    (``high - low <= rel * max(1, |value|)``), e.g. a percentile bootstrap of a top-k index whose
-    replicates never vary."""
+def degenerate(interval: Sequence[float | None] | None, value: float | None = None, rel: float = REL_WIDTH) -> bool:
+    """True when an interval cannot carry a claim: missing, non-finite, or of zero or near-zero
+    relative width (``high - low <= rel * |value|``, plus float rounding), e.g. a percentile
+    bootstrap of a top-k index whose replicates (almost) never vary. ``rel=0`` asks for exactly
+    zero width (a band over seeds that all gave the same value)."""
     if interval is None or len(interval) != 2 or any(x is None for x in interval):
         return True
     lo, hi = float(interval[0]), float(interval[1])
     if not (math.isfinite(lo) and math.isfinite(hi)) or hi < lo:
         return True
-    scale = max(1.0, abs(value)) if value is not None and math.isfinite(value) else max(1.0, abs(lo), abs(hi))
-    return hi - lo <= rel * scale
+    mag = abs(value) if value is not None and math.isfinite(value) else max(abs(lo), abs(hi))
+    return hi - lo <= rel * mag + 1e-12 * max(1.0, mag)
+
+
+def spread_text(value: float | None, interval: Sequence[float | None] | None, spec: str = ".2f") -> str:
+    """``value [low, high]`` for an interval that varies; ``value (a point: no spread measured)`` for
+    one that :func:`degenerate` rejects, so a zero-width bootstrap is never printed as an interval."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if interval is None or degenerate(interval, value):
+        return f"{value:{spec}} (a point: {NO_SPREAD})"
+    return f"{value:{spec}} [{float(interval[0]):{spec}}, {float(interval[1]):{spec}}]"
+
+
+def too_few(n: int | None, need: int, unit: str) -> str | None:
+    """The "not testable" reason when a sentence's sample ``n`` is below ``need`` (``"too few tokens
+    (120; 500 needed)"``), else None."""
+    if isinstance(n, (int, float)) and n >= need:
+        return None
+    return f"too few {unit} ({n}; {need} needed)"
+
+
+def one_sided_p(diff: float, se: float) -> float:
+    """One-sided normal p-value of ``diff > 0`` with standard error ``se``: ``P(Z >= diff / se)``.
+    NaN when ``se`` is not positive (no spread measured: no test)."""
+    if not (math.isfinite(diff) and math.isfinite(se)) or se <= 0:
+        return math.nan
+    return 0.5 * math.erfc(diff / se / math.sqrt(2.0))
 
 
 def min_permutations(alpha: float = 0.05) -> int:
@@ -109,7 +144,8 @@ class FindingRecord:
 
 def verdict(effect: float | None, interval: Sequence[float] | None, controls: Sequence[Control], *,
             direction: int = 1, n_seeds: int = 1, min_seeds: int = MIN_SEEDS, required: Sequence[str] = (),
-            testable: bool = True, untestable_reason: str = "", across_seeds: bool = False) -> tuple[str, str]:
+            testable: bool = True, untestable_reason: str = "", across_seeds: bool = False, p: float | None = None,
+            alpha: float = ALPHA) -> tuple[str, str]:
     """The verdict of an ``effect`` with its 95% ``interval`` against ``controls`` (each updated in
     place: ``beaten`` and ``margin``). ``direction`` +1 when the claim is "higher than the controls",
     -1 "lower". Returns ``(verdict, reason)``:
@@ -118,14 +154,19 @@ def verdict(effect: float | None, interval: Sequence[float] | None, controls: Se
     - "reproduced" / "not reproduced": the interval lies entirely beyond (or short of) every control's
       interval, every name in ``required`` is among the controls, and the interval is a band over at
       least ``min_seeds`` seeds (``across_seeds`` and ``n_seeds``);
-    - "not established": everything else, with the reason (degenerate interval, a control missing or
-      covering the effect, one seed only)."""
+    - "not established": everything else, with the reason (an interval of zero or near-zero relative
+      width: :func:`degenerate`, with ``rel=0`` for a band over seeds; a test's ``p`` above ``alpha``; a
+      control missing or covering the effect; one seed only)."""
     if not testable:
         return "not testable", untestable_reason or "the measurement cannot speak at this scale"
     if effect is None or not math.isfinite(effect):
         return "not established", "the effect is undefined"
-    if degenerate(interval, effect):
-        return "not established", "no spread measured (the interval has zero width), so it cannot carry a claim"
+    if interval is None:
+        return "not established", f"{NO_SPREAD} (a single value, no interval), so it cannot carry a claim"
+    if degenerate(interval, effect, rel=0.0 if across_seeds else REL_WIDTH):
+        return "not established", f"{NO_SPREAD} (the interval has zero or near-zero width), so it cannot carry a claim"
+    if p is not None and not (p <= alpha):
+        return "not established", f"p = {p:.3g} is above alpha = {alpha:g}"
     lo, hi = float(interval[0]), float(interval[1])
     names = {c.name for c in controls}
     missing = [r for r in required if r not in names]

@@ -22,7 +22,11 @@ DESCRIPTION = (
     "(mean, min..max, t CI over seeds). When the first model has Engram layers, JSON 'findings' holds one finding per "
     "suite (retained %% against no change, the third model as Engram-null control, and with --twin the untrained "
     "twin), with chance measured: the uniform guess, the twin's full accuracy and the candidate prior (candidates "
-    "ranked with the prompt removed, JSON 'candidate_prior')."
+    "ranked with the prompt removed, JSON 'candidate_prior'); JSON 'chance' holds each suite's measured chance line and "
+    "'prior_flagged' (the candidates can be ranked above the uniform guess without the prompt). --balanced scores each "
+    "multiple-choice suite as a balanced design: every item with its candidate-swapped mirrors (items of the same suite "
+    "whose gold is one of its distractors, asked with its candidates), so a model that ranks by its prior alone "
+    "scores at most the uniform guess; suites that allow no such design are scored as they are (JSON 'balanced')."
 )
 
 
@@ -35,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boot", type=non_negative_int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--max-items", type=positive_int, default=None,
                    help="score at most N items per suite, a seeded subsample (default: every item)")
+    p.add_argument("--balanced", action="store_true",
+                   help="score each multiple-choice suite as a balanced design (every item with its candidate-swapped "
+                        "mirrors: each candidate the gold once per group), removing the candidates' prior bias")
     add_seeds(p)
     add_twin(p)
     add_common(p, batch_default=16)
@@ -47,7 +54,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_out(args)
     seed_all(args.seed)
-    suites = subsample_suites(read_suites(args.suites), args.max_items, args.seed)
+    full_suites = read_suites(args.suites)
+    suites = subsample_suites(full_suites, args.max_items, args.seed)
+    design = None
+    if args.balanced:
+        from engram_interp.data.balanced import balanced_suites
+
+        suites, design = balanced_suites(suites, full_suites)
     groups = arm_groups(args.ckpts, args.seeds)
     paths = [p for _, ps in groups for p in ps]
     ref = None
@@ -68,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"{m['name'][:15]:<16}{suite[:15]:<16}{s.n:>5}{s.full:>8.3f}{s.ablated:>9.3f}"
                          f"{fmt(s.retained, '.1f'):>10}  {ci} {per}")
     d = res.to_dict()
+    if design is not None:
+        d["balanced"] = design
+        lines.append("balanced design: " + "; ".join(
+            f"{k}: {v['groups']} groups ({v['items']} items)" if v["balanced"] else f"{k}: none ({v['reason']})"
+            for k, v in design.items()))
     if any(len(ps) > 1 for _, ps in groups):
         from engram_interp.analysis.seeds import ablation_bands
 
@@ -80,19 +98,25 @@ def run(args: argparse.Namespace) -> int:
                 lines.append(f"{arm[:15]:<16}{suite[:15]:<16}n={len(b['seeds'])} full {f['mean']:.3f} [{f['low']:.3f}, "
                              f"{f['high']:.3f}]" + ("" if r is None else f"  retained {r['mean']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"))
     if models[0].engram_layers:
-        _findings(args, d, res, models, names, groups, suites, paths, ref)
+        _findings(args, d, res, models, names, groups, suites, paths, ref, design)
+        lines.append("chance measured (" + names[0] + "): " + "; ".join(
+            f"{s}: " + ", ".join(f"{k} {c[k]:.2f}" for k in ("uniform guess", "untrained twin", "candidate prior") if k in c)
+            + (" FLAGGED: candidates ranked above the uniform guess without the prompt" if c["prior_flagged"] else "")
+            for s, c in d["chance"].items()))
         lines += [f["sentence"] for f in d["findings"]]
     d["source"] = {"corpus": " ".join(map(str, args.suites)), "tokens": sum(len(v) for v in suites.values()),
                    "seed": args.seed, "unit": "items"}
     return emit(args, d, "\n".join(lines))
 
 
-def _findings(args, d: dict, res, models: list, names: list[str], groups, suites: dict, paths: list[str], ref) -> None:
+def _findings(args, d: dict, res, models: list, names: list[str], groups, suites: dict, paths: list[str], ref,
+              design: dict | None = None) -> None:
     """The per-suite findings of the first model (A; the third, C, is the Engram-null control) with measured chance:
-    the untrained twin's scores (``--twin``) and each model's candidate prior go into ``d``."""
+    the untrained twin's scores (``--twin``), the first model's candidate prior and its chance line (``chance``,
+    ``prior_flagged``) go into ``d``."""
     from engram_interp.analysis import ablation_sensitivity
     from engram_interp.analysis.ablation import candidate_prior_accuracy
-    from engram_interp.claims.sentences import ablation_sentences, chance_level
+    from engram_interp.claims.sentences import ablation_sentences, chance_level, measured_chance, twin_name
 
     roles = [names[paths.index(ps[0])] for _, ps in groups]
     tables = {m["name"]: {s: vars(sc) for s, sc in m["suites"].items()} for m in res.models}
@@ -106,6 +130,10 @@ def _findings(args, d: dict, res, models: list, names: list[str], groups, suites
     prior = {n: {s: candidate_prior_accuracy(by_name[n], items, args.batch_size) for s, items in suites.items()}
              for n in roles[:1]}
     d["candidate_prior"] = prior
+    uniform = {s: chance_level(v) for s, v in suites.items()}
+    twin = tables.get(twin_name(roles[0])) or {}
+    d["chance"] = {s: measured_chance(uniform[s], sc["n"], (twin.get(s) or {}).get("full"), prior[roles[0]].get(s))
+                   for s, sc in tables[roles[0]].items()}
+    d["prior_flagged"] = [s for s, c in d["chance"].items() if c["prior_flagged"]]
     control = roles[2] if len(roles) > 2 and by_name[roles[2]].engram_layers else None
-    d["findings"] = findings_json(ablation_sentences(tables, {s: chance_level(v) for s, v in suites.items()},
-                                                     roles[:1], control, prior=prior))
+    d["findings"] = findings_json(ablation_sentences(tables, uniform, roles[:1], control, prior=prior, design=design))

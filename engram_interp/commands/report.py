@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     curves = [m for m in lens_all.to_dict()["models"] if m["name"] in pair or m["name"] == tw_name]
     findings = lens_sentences(curves, na, nc, nb) if a.engram_layers or c is not None else []
     if b is not None or a.engram_layers:  # A against itself is no finding
-        findings += [alignment_sentence(v, na, nb or na, cka.k) for v in alignment_verdicts(cka)]
+        findings += [alignment_sentence(v, na, nb or na, cka.k, cka.n_batches) for v in alignment_verdicts(cka)]
     if gc is not None:
         findings.append(gate_sentence(gc.to_dict(), na, None if gc_control is None else gc_control.to_dict(), nc,
                                       twin=None if gc_twin is None else gc_twin.to_dict()))
