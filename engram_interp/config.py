@@ -188,6 +188,20 @@ class ModelConfig:
     def d_head(self) -> int:
         return self.d_model // self.n_heads
 
+    # ---- TransformerLens's field names (HookedTransformerConfig), read-only aliases ------------------
+    d_vocab = property(lambda self: self.vocab_size)
+    n_ctx = property(lambda self: self.max_seq_len)
+    d_mlp = property(lambda self: self.d_ffn)
+    n_key_value_heads = property(lambda self: self.n_heads)
+    normalization_type = property(lambda self: "RMS")
+    attn_only = property(lambda self: False)
+    positional_embedding_type = property(lambda self: "rotary")
+    act_fn = property(lambda self: "silu")
+    default_prepend_bos = property(lambda self: self.bos_token_id is not None)
+    # the model's device and dtype: EngramTransformer.cfg keeps them current; None on a free-standing config
+    device = property(lambda self: self.__dict__.get("_runtime", (None, None))[0])
+    dtype = property(lambda self: self.__dict__.get("_runtime", (None, None))[1])
+
     @property
     def kind(self) -> str:
         """'dense', 'moe', 'engram', 'engram-null', with '+mhc' when n_branches > 1."""

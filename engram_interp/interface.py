@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engram_interp.tl.conventions import TLConventions
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -42,13 +44,15 @@ class ModelInfo:
     vocab_size: int
     n_branches: int  # residual streams (1 = plain residual; > 1 = hyper-connections / mHC)
     max_seq_len: int  # longest input the model handles (tokens, BOS included)
-    bos_token_id: int | None  # prepended to every text when not None
+    bos_token_id: int | None  # prepended to every text by default (to_tokens) when not None
     pad_token_id: int  # used to right-pad batches (masked out of every analysis)
     tokenizer_id: str
     engram_layers: tuple[int, ...] = ()  # blocks with an Engram-style memory (0-indexed)
     moe_layers: tuple[int, ...] = ()  # blocks whose FFN is a routed mixture of experts
     source: str = ""  # the path it was loaded from
     extra: dict = field(default_factory=dict, compare=False)  # backend-specific facts for `info`
+    forced_bos_token_id: int | None = None  # what to_tokens(prepend_bos=True) prepends (default: bos_token_id)
+    eos_token_id: int | None = None  # where generate(stop_at_eos=True) stops
 
 
 @dataclass(frozen=True)
@@ -86,8 +90,8 @@ _LOCKS: "weakref.WeakKeyDictionary[InterpModel, threading.RLock]" = weakref.Weak
 _LOCKS_GUARD = threading.Lock()
 
 
-class InterpModel:
-    """Mixin base of every backend. Subclasses set ``self.info`` and implement the abstract members.
+class InterpModel(TLConventions):
+    """Mixin base of every backend (TransformerLens's conventions from :class:`TLConventions`). Subclasses set ``self.info`` and implement the abstract members.
 
     Hook points (TransformerLens ``HookPoint``s, names as in docs/HOOKS.md) are what analyses read:
     ``hook_embed``, ``blocks.{l}.hook_resid_pre|mid|post``, ``blocks.{l}.hook_attn_out|hook_mlp_out``,
@@ -132,32 +136,6 @@ class InterpModel:
         """Token ids -> text (special tokens kept), as the tokenizer joins them."""
         return "".join(self.decode_token(int(i)) for i in ids)
 
-    def to_tokens(self, text: str | Sequence[str], prepend_bos: bool = True) -> torch.Tensor:
-        """Text (or texts) -> LongTensor ``[batch, pos]`` on ``device``, right-padded with
-        ``info.pad_token_id``; a user error for empty text or text longer than ``info.max_seq_len``."""
-        from engram_interp.errors import EngramInterpError
-
-        texts = [text] if isinstance(text, str) else list(text)
-        if not texts or any(not isinstance(t, str) for t in texts):
-            raise EngramInterpError("to_tokens needs a string or a non-empty list of strings")
-        info = self.info
-        bos = [info.bos_token_id] if prepend_bos and info.bos_token_id is not None else []
-        ids = [bos + self.encode(t) for t in texts]
-        if any(len(i) == len(bos) for i in ids):
-            raise EngramInterpError("empty text: nothing to tokenize")
-        longest = max(len(i) for i in ids)
-        if longest > info.max_seq_len:
-            raise EngramInterpError(f"text is {longest} tokens long; this model handles at most {info.max_seq_len}")
-        out = torch.full((len(ids), longest), info.pad_token_id, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            out[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        return out.to(self.device)
-
-    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
-        """One text or a 1-D id sequence -> the display string of every token."""
-        ids = self.to_tokens(text, prepend_bos)[0] if isinstance(text, str) else torch.as_tensor(text)
-        return [self.decode_token(int(i)) for i in ids.reshape(-1).tolist()]
-
     # ---- structure -----------------------------------------------------------------------------
     @property
     @abstractmethod
@@ -188,6 +166,14 @@ class InterpModel:
 
         raise EngramInterpError(f"this {self.info.architecture} model does not expose the value projection of its memory (engram_value_projection), which row-level analyses such as locate need")
 
+    def attn_output_weight(self, layer: int) -> torch.Tensor:
+        """Block ``layer``'s attention output projection per head, ``W_O`` ``[n_heads, d_head, d_model]``
+        (``attn_out = sum_h hook_z[..., h, :] @ W_O[h] + b_O``), as TL's ``blocks[l].attn.W_O``. Backends
+        with standard attention override it; the default is a one-line user error."""
+        from engram_interp.errors import EngramInterpError
+
+        raise EngramInterpError(f"this {self.info.architecture} model does not expose per-head attention output weights (attn_output_weight)")
+
     # ---- lens readout --------------------------------------------------------------------------
     @abstractmethod
     def readout(self, resid: torch.Tensor) -> torch.Tensor:
@@ -206,6 +192,10 @@ class InterpModel:
     @abstractmethod
     def unembed_weight(self) -> torch.Tensor:
         """``W_U`` as ``[d_model, vocab]``: logits = normalised stream @ W_U + b_U."""
+
+    @abstractmethod
+    def embed_weight(self) -> torch.Tensor:
+        """``W_E`` ``[vocab, d_model]``: the token embedding table (``hook_embed`` = its rows, unscaled)."""
 
     def unembed_bias(self) -> torch.Tensor | None:
         """``b_U`` ``[vocab]``, or None for a bias-free head."""
@@ -226,9 +216,16 @@ class InterpModel:
     # ``model(tokens)`` -> logits ``[b, p, vocab]``; ``run_with_cache(tokens, names_filter=...)`` and
     # ``run_with_hooks(tokens, fwd_hooks=[...])`` behave as in TransformerLens (hook fn signature
     # ``fn(activation, hook) -> activation | None``). The wrappers below make them thread-exclusive.
-    def run_with_cache(self, *args, **kwargs):
+    def run_with_cache(self, *args, return_cache_object: bool = True, **kwargs):
+        """TL's ``run_with_cache``: ``(output, cache)`` with ``cache`` a TransformerLens ``ActivationCache``
+        (:class:`~engram_interp.tl.cache.EngramActivationCache`; a plain dict with ``return_cache_object=False``)."""
         with self.exclusive():
-            return super().run_with_cache(*args, **kwargs)
+            out, cache = super().run_with_cache(*args, **kwargs)
+        if not return_cache_object:
+            return out, cache
+        from engram_interp.tl.cache import EngramActivationCache
+
+        return out, EngramActivationCache(cache, self, has_batch_dim=not kwargs.get("remove_batch_dim", False))
 
     def run_with_hooks(self, *args, **kwargs):
         with self.exclusive():

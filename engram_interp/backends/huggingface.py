@@ -17,7 +17,8 @@ from torch import nn
 from transformer_lens import HookedRootModule
 from transformer_lens.hook_points import HookPoint
 
-from engram_interp.backends import moe_hooks
+from engram_interp.backends import attn_hooks, moe_hooks
+from engram_interp.backends.bos import tl_bos
 from engram_interp.backends import ple as ple_mod
 from engram_interp.backends.files import check_folder, check_gguf
 from engram_interp.backends.finite import quiet_transformers, refuse_nonfinite
@@ -29,7 +30,7 @@ from engram_interp.tokenizer import display_token, tokenizer_identity
 class BlockHooks(nn.Module):
     """Hook points of one decoder layer; ``engram`` only at PLE layers, ``mlp`` (routing) only at MoE layers."""
 
-    def __init__(self, has_engram: bool, has_moe: bool = False) -> None:
+    def __init__(self, has_engram: bool, has_moe: bool = False, has_z: bool = False) -> None:
         super().__init__()
         self.hook_resid_pre = HookPoint()  # [batch, pos, d] or [batch, pos, branch, d]
         self.hook_attn_out = HookPoint()  # [batch, pos, d]
@@ -37,15 +38,18 @@ class BlockHooks(nn.Module):
         self.hook_resid_post = HookPoint()
         self.engram = ple_mod.PLEHooks() if has_engram else None
         self.mlp = moe_hooks.RouterHooks() if has_moe else None
+        self.attn = attn_hooks.AttnHooks() if has_z else None  # hook_z, where the layer has softmax attention
 
 
 class HFModel(InterpModel, HookedRootModule):
     """A Hugging Face causal LM behind the :class:`~engram_interp.interface.InterpModel` interface.
 
     ``hf``: the ``*ForCausalLM`` (run as is); ``tokenizer``: its ``tokenizers.Tokenizer``;
-    ``bos_token_id``: prepended to texts (None when the tokenizer adds none); ``source``: the path."""
+    ``bos_token_id``: prepended to texts by default (None: nothing); ``forced_bos_token_id``: what
+    ``prepend_bos=True`` prepends (backends/bos.py); ``source``: the path."""
 
-    def __init__(self, hf: nn.Module, tokenizer, bos_token_id: int | None, pad_token_id: int, source: str) -> None:
+    def __init__(self, hf: nn.Module, tokenizer, bos_token_id: int | None, pad_token_id: int, source: str,
+                 forced_bos_token_id: int | None = None, eos_token_id: int | None = None) -> None:
         super().__init__()
         self.hf = hf.eval()
         self.tokenizer = tokenizer
@@ -55,7 +59,8 @@ class HFModel(InterpModel, HookedRootModule):
         ple_layers = tuple(l for l, layer in enumerate(self._layers) if getattr(layer, "ple", None) is not None)
         self.hook_embed = HookPoint()  # [batch, pos, d]
         moe = tuple(l for l, layer in enumerate(self._layers) if moe_hooks.is_moe(layer))
-        self.blocks = nn.ModuleList([BlockHooks(l in ple_layers, l in moe) for l in range(len(self._layers))])
+        self.blocks = nn.ModuleList([BlockHooks(l in ple_layers, l in moe, attn_hooks.has_z(layer))
+                                     for l, layer in enumerate(self._layers)])
         self.hook_readout = HookPoint()  # [batch, pos, d]: the stream the head reads (before the final norm)
         self._handles = self._attach()
         self.setup()
@@ -66,6 +71,8 @@ class HFModel(InterpModel, HookedRootModule):
             n_branches=self.n_branches, max_seq_len=int(getattr(cfg, "max_position_embeddings", 2048)),
             bos_token_id=bos_token_id, pad_token_id=int(pad_token_id), tokenizer_id=tokenizer_identity(tokenizer),
             engram_layers=ple_layers, moe_layers=moe, source=str(source), extra=self._extra(ple_layers, moe),
+            forced_bos_token_id=bos_token_id if forced_bos_token_id is None else forced_bos_token_id,
+            eos_token_id=eos_token_id,
         )
 
     # ---- construction ------------------------------------------------------------------------
@@ -100,6 +107,8 @@ class HFModel(InterpModel, HookedRootModule):
                 handles += ple_mod.attach(layer.ple, hooks.engram)
             if hooks.mlp is not None:
                 handles += moe_hooks.attach(layer, hooks.mlp)
+            if hooks.attn is not None:
+                handles += attn_hooks.attach(layer, hooks.attn, self.hf.config.num_attention_heads)
         if self.n_branches > 1:  # the readout is the mixer's output (its per-stream norm is inside it)
             handles.append(model.hyper_connection_mixer.register_forward_hook(lambda m, a, out: self.hook_readout(out)))
         else:
@@ -201,6 +210,14 @@ class HFModel(InterpModel, HookedRootModule):
     def unembed_bias(self) -> torch.Tensor | None:
         return getattr(self.hf.get_output_embeddings(), "bias", None)
 
+    def embed_weight(self) -> torch.Tensor:
+        return self.hf.get_input_embeddings().weight
+
+    def attn_output_weight(self, layer: int) -> torch.Tensor:
+        if self.blocks[layer].attn is None:
+            raise EngramInterpError(f"layer {layer} of this {self._info.architecture} model has no softmax attention with an o_proj")
+        return attn_hooks.output_weight(self._layers[layer], self.hf.config.num_attention_heads)
+
     def ple_hashing(self, layer: int) -> ple_mod.PLEHashing:
         """A PLE layer's hashing (row ids for token ids, table tensor name); see backends/ple.py."""
         return ple_mod.hashing(self._layers, layer)
@@ -281,17 +298,9 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
                               f"only {vocab} (token ids would index past the embedding)")
     if not allow_nonfinite:
         refuse_nonfinite(hf, p)
-    model = HFModel(hf, tok, _bos(tok), _pad(hf_tok), source=str(p))
+    bos, forced = tl_bos(type(hf).__name__, tok, hf_tok)
+    model = HFModel(hf, tok, bos, _pad(hf_tok), source=str(p), forced_bos_token_id=forced, eos_token_id=hf_tok.eos_token_id)
     return model.to(resolve_device(device)).eval()
-
-
-def _bos(tok) -> int | None:
-    """The id the tokenizer prepends to a text (its BOS), or None when it adds nothing in front."""
-    plain = tok.encode("a", add_special_tokens=False).ids
-    special = tok.encode("a", add_special_tokens=True).ids
-    if len(special) > len(plain) and special[1:1 + len(plain)] == plain:
-        return int(special[0])
-    return None
 
 
 def _pad(hf_tok) -> int:

@@ -37,7 +37,8 @@ def untrained_twin(model, seed: int = 0):
 
             hf = AutoModelForCausalLM.from_config(model.hf.config, dtype=dtype)
             twin = HFModel(hf, model.tokenizer, model.info.bos_token_id, model.info.pad_token_id,
-                           source=model.info.source + TWIN_SUFFIX)
+                           source=model.info.source + TWIN_SUFFIX, forced_bos_token_id=model.info.forced_bos_token_id,
+                           eos_token_id=model.info.eos_token_id)
         else:
             raise EngramInterpError(f"no untrained twin for a {type(model).__name__}")
     finally:

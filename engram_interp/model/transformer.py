@@ -147,14 +147,6 @@ class EngramTransformer(InterpModel, HookedRootModule):
             raise EngramInterpError("this model has no tokenizer; pass token ids instead of text")
         return self.tokenizer
 
-    def to_str_tokens(self, text: str | torch.Tensor | Sequence[int], prepend_bos: bool = True) -> list[str]:
-        """One text or one 1-D id sequence -> the string of every token (special tokens kept;
-        an incomplete UTF-8 piece shown as its bytes, e.g. ``<0xE2>``)."""
-        ids = self.to_tokens(text, prepend_bos)[0] if isinstance(text, str) else torch.as_tensor(text)
-        if ids.dim() != 1:
-            raise EngramInterpError("to_str_tokens takes one text or a 1-D tensor of ids")
-        return [self.decode_token(int(i)) for i in ids.tolist()]
-
     def encode(self, text: str) -> list[int]:
         """Raw token ids of ``text`` (no BOS)."""
         return self._require_tokenizer().encode(text, add_special_tokens=False).ids
@@ -169,6 +161,21 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._require_tokenizer().decode([int(i) for i in ids], skip_special_tokens=False)
+
+    @property
+    def cfg(self) -> ModelConfig:
+        """The :class:`ModelConfig`, which also answers TransformerLens's field names (``d_vocab``,
+        ``n_ctx``, ``device``, ``dtype``, ...; config.py)."""
+        cfg = self.__dict__["_cfg"]
+        if "embed" in self._modules:  # device and dtype as they are now (the model may have moved)
+            object.__setattr__(cfg, "_runtime", (self.embed.W_E.device, self.embed.W_E.dtype))
+        return cfg
+
+    @cfg.setter
+    def cfg(self, value: ModelConfig) -> None:
+        import dataclasses
+
+        self.__dict__["_cfg"] = dataclasses.replace(value)  # a copy: its device / dtype are this model's
 
     @property
     def info(self) -> ModelInfo:
@@ -188,6 +195,7 @@ class EngramTransformer(InterpModel, HookedRootModule):
                 engram_layers=tuple(cfg.engram.layer_ids) if cfg.engram is not None else (),
                 moe_layers=tuple(l for l in range(cfg.n_layers) if cfg.is_moe_layer(l)),
                 source=str(path or ""),
+                eos_token_id=self.tokenizer.token_to_id("<|eos|>") if self.tokenizer is not None else None,
             )
             self.__dict__["_info"] = cached
             self.__dict__["_info_tokenizer"] = self.tokenizer  # a swapped tokenizer gives a new identity
@@ -248,6 +256,14 @@ class EngramTransformer(InterpModel, HookedRootModule):
 
     def unembed_weight(self) -> torch.Tensor:
         return self.unembed.W_U
+
+    def embed_weight(self) -> torch.Tensor:
+        return self.embed.W_E
+
+    def attn_output_weight(self, layer: int) -> torch.Tensor:
+        """``W_O`` of block ``layer`` per head: ``[n_heads, d_head, d_model]``."""
+        w = self.blocks[layer].attn.W_O.weight  # [d_model, n_heads * d_head]
+        return w.T.reshape(self.cfg.n_heads, self.cfg.d_head, -1)
 
     def _engram(self, layer: int):
         if layer not in self.engram_layers:
