@@ -28,19 +28,31 @@ __all__ = [
 ]
 
 
-def load(path, device=None, dtype=None, allow_nonfinite=False):
+def load(path, device=None, dtype=None, allow_nonfinite=False, device_map=None, max_memory=None, offload_folder=None):
     """Load a model (eval mode) behind the one interface (``engram_interp.interface.InterpModel``):
     a ``.ckpt`` file -> ``EngramTransformer``; a Hugging Face folder, a ``.gguf`` file or a known name
     such as ``"smollm2"`` -> the Hugging Face backend (docs/MODELS.md). device: None = CUDA if present.
+    dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` (or a torch dtype); None = a .ckpt as stored,
+    a Hugging Face model in its checkpoint's dtype on a GPU and float32 on the CPU.
+    device_map (Hugging Face models; instead of ``device``): accelerate's plan ``"auto"``,
+    ``"balanced"``, ``"sequential"``, ``"cpu"``, or ``{module name: "cpu" | "disk" | GPU index}`` (or
+    a .json file of it); max_memory: ``{"cpu": "64GiB", 0: "70GiB"}`` or ``"cpu=64GiB,0=70GiB"``;
+    offload_folder: where weights placed on ``"disk"`` may be written (docs/SCALE.md).
     Weights holding NaN/Inf are refused (every backend) unless ``allow_nonfinite``; a file named with a
     trailing slash (``model.ckpt/``) is refused, as a shell would."""
     from engram_interp.backends import is_foreign, load_foreign
-
+    from engram_interp.backends.placement import placement_of
     from engram_interp.io import refuse_trailing_slash
 
     refuse_trailing_slash(path)
+    placement = placement_of(device_map, max_memory, offload_folder, device)
     if is_foreign(path):
-        return load_foreign(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
+        return load_foreign(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite, placement=placement)
+    if placement is not None:
+        if placement.device_map != "cpu" or placement.max_memory or placement.offload_folder:
+            raise CheckpointError(f"{path}: --device-map/--max-memory/--offload-folder place Hugging Face models; a .ckpt "
+                                  "loads on one --device (its Engram tables are memory-mapped from the file already)")
+        device = "cpu"
     from engram_interp.checkpoint import load as _load
 
     return _load(path, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)

@@ -128,6 +128,7 @@ def _writes(model, cache, row: int, pos: int, per_expert: bool) -> tuple[list[Co
     the final stream itself. Plain residual: M = 1."""
     info = model.info
     m = info.n_branches
+    home = cache["hook_embed"].device
 
     def get(name: str) -> torch.Tensor:
         if name not in cache and ".hc_" in name:
@@ -137,7 +138,7 @@ def _writes(model, cache, row: int, pos: int, per_expert: bool) -> tuple[list[Co
             )
         if name not in cache:
             raise EngramInterpError(f"this {info.kind} model has no hook {name!r}, which the attribution needs")
-        return cache[name][row, pos].double()
+        return cache[name][row, pos].to(home, torch.float64)  # one device, whichever layer wrote it
 
     comps: list[Component] = []
     vecs: list[torch.Tensor] = []  # each [M, d]
@@ -178,6 +179,14 @@ def _writes(model, cache, row: int, pos: int, per_expert: bool) -> tuple[list[Co
     return comps, vecs, final
 
 
+def _sum_tolerance(dtype: torch.dtype, logit: float, contribs: Sequence[float]) -> float:
+    """How far the components may miss the model's logit: 1e-3 relative in float32/64; in a half
+    precision (bf16/fp16) the model's own logits carry its rounding, so also 4 eps x the summed size
+    of the components (bf16: eps = 2^-7)."""
+    half = 4 * torch.finfo(dtype).eps * sum(abs(c) for c in contribs) if dtype in (torch.bfloat16, torch.float16) else 0.0
+    return max(1e-3 * max(1.0, abs(logit)), half)
+
+
 @torch.no_grad()
 def attribute_batch(
     model, tokens: torch.Tensor, last: Sequence[int], target_ids: Sequence[int],
@@ -195,7 +204,7 @@ def attribute_batch(
     out = []
     for row, (pos, t_id, c_id) in enumerate(zip(last, target_ids, contrast_ids)):
         comps, vecs, final = _writes(model, cache, row, pos, per_expert)
-        direction = w_u[:, t_id].double() - (w_u[:, c_id].double() if c_id is not None else 0.0)
+        direction = (w_u[:, t_id].double() - (w_u[:, c_id].double() if c_id is not None else 0.0)).to(final.device)
         bias_term = 0.0 if bias is None else float(bias[t_id] - (bias[c_id] if c_id is not None else 0.0))
 
         def readout(v: torch.Tensor) -> torch.Tensor:  # [n, M, d] -> [n, d]
@@ -206,15 +215,15 @@ def attribute_batch(
         leftover = final - stacked.sum(0)  # what no hook wrote (0 for our models)
         rows = readout(torch.cat([stacked, leftover.unsqueeze(0)]))
         normed = model.final_norm_frozen(rows, ref_stream.expand_as(rows))
-        contribs = (normed.double() @ direction).tolist()
+        contribs = (normed.to(direction.device, torch.float64) @ direction).tolist()
         norm_bias = model.final_norm(ref_stream) - model.final_norm_frozen(ref_stream, ref_stream)  # LayerNorm's beta
         for comp, value in zip(comps, contribs):
             comp.contribution = float(value)
-        remainder = contribs[-1] + float(norm_bias.double()[0] @ direction) + bias_term
+        remainder = contribs[-1] + float(norm_bias.to(direction.device, torch.float64)[0] @ direction) + bias_term
         final_logits = logits[row, pos].double()
         logit = float(final_logits[t_id] - (final_logits[c_id] if c_id is not None else 0.0))
         total = sum(contribs[:-1]) + remainder
-        if abs(logit - total) > 1e-3 * max(1.0, abs(logit)):
+        if abs(logit - total) > _sum_tolerance(logits.dtype, logit, contribs):
             raise EngramInterpError(
                 f"the components of this {model.info.kind} model do not add up to its logit ({total:.4f} vs "
                 f"{logit:.4f}): its head is not linear in the stream, so there is no exact attribution"

@@ -237,11 +237,12 @@ def token_batches(
 
 def layer_activations(model, tokens: torch.Tensor, names: list[str] | None = None) -> list[torch.Tensor]:
     """Residual stream at every layer point for ``tokens`` ``[b, p]`` -> list of ``[b, p, d]``
-    (mHC streams combined with ``model.readout``)."""
+    (mHC streams combined with ``model.readout``), all on ``model.device`` (layers placed on other
+    devices by a device map included)."""
     names = names or layer_hook_names(model)
     wanted = set(names)
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted, return_type=None)
-    return [model.readout(cache[n]) for n in names]
+    return [model.readout(cache[n]).to(model.device) for n in names]
 
 
 def selected_activations(models: Sequence, batches: Iterable[TokenBatch], window: int = 8

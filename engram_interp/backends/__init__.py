@@ -18,12 +18,13 @@ def is_foreign(path: str | os.PathLike) -> bool:
     return p.is_dir() or p.suffix.lower() == ".gguf" or (not p.exists() and str(path) in KNOWN)
 
 
-def load_foreign(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False):
-    """Load a Hugging Face folder, a ``.gguf`` file or a known model name -> ``HFModel`` (eval mode)."""
+def load_foreign(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False, placement=None):
+    """Load a Hugging Face folder, a ``.gguf`` file or a known model name -> ``HFModel`` (eval mode);
+    ``placement``: a ``backends.placement.Placement`` (accelerate places the layers) or None."""
     from engram_interp.backends.huggingface import load_hf
     from engram_interp.backends.known import KNOWN, locate
 
     p = Path(path)
     if not p.exists() and str(path) in KNOWN:
         p = locate(str(path))
-    return load_hf(p, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite)
+    return load_hf(p, device=device, dtype=dtype, allow_nonfinite=allow_nonfinite, placement=placement)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import warnings
 from pathlib import Path
@@ -16,8 +17,11 @@ from engram_interp.errors import CheckpointError
 from engram_interp.model.weights import nonfinite_count
 
 def refuse_nonfinite(module: torch.nn.Module, source: str | Path) -> None:
-    """Raise CheckpointError naming the first parameter or buffer that holds NaN/Inf."""
-    for name, t in [*module.named_parameters(), *module.named_buffers()]:
+    """Raise CheckpointError naming the first parameter or buffer that holds NaN/Inf (weights that
+    accelerate offloaded to the CPU or disk are read from its offload map, one at a time)."""
+    from engram_interp.backends.placement import offloaded_tensors
+
+    for name, t in itertools.chain(module.named_parameters(), module.named_buffers(), offloaded_tensors(module)):
         bad = nonfinite_count(t)
         if bad:
             raise CheckpointError(f"{source}: weight {name} holds {bad:,} NaN/Inf value(s) "

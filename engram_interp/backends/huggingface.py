@@ -20,6 +20,7 @@ from transformer_lens.hook_points import HookPoint
 from engram_interp.backends import attn_hooks, moe_hooks
 from engram_interp.backends.bos import tl_bos
 from engram_interp.backends import ple as ple_mod
+from engram_interp.backends import placement as place
 from engram_interp.backends.files import check_folder, check_gguf
 from engram_interp.backends.finite import quiet_transformers, refuse_nonfinite
 from engram_interp.errors import CheckpointError, EngramInterpError
@@ -147,7 +148,8 @@ class HFModel(InterpModel, HookedRootModule):
 
     @property
     def device(self) -> torch.device:
-        return self.hf.get_input_embeddings().weight.device
+        """Where token ids go in: the embedding's device (its execution device under a device map)."""
+        return place.execution_device(self.hf.get_input_embeddings())
 
     def encode(self, text: str) -> list[int]:
         return self.encode_with_offsets(text)[0]
@@ -201,14 +203,24 @@ class HFModel(InterpModel, HookedRootModule):
             return x
         norm = self.hf.model.norm
         eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6))
-        scale = torch.rsqrt(reference.float().pow(2).mean(-1, keepdim=True) + eps)
-        return (x.float() * scale).to(x.dtype) * norm.weight
+        scale = torch.rsqrt(reference.float().pow(2).mean(-1, keepdim=True) + eps).to(x.device)
+        with place.onloaded(norm):
+            weight = norm.weight.to(x.device)
+        return (x.float() * scale).to(x.dtype) * weight
 
     def unembed_weight(self) -> torch.Tensor:
-        return self.hf.get_output_embeddings().weight.T
+        with place.onloaded(head := self.hf.get_output_embeddings()):  # a real tensor even when offloaded
+            return head.weight.T
 
     def unembed_bias(self) -> torch.Tensor | None:
-        return getattr(self.hf.get_output_embeddings(), "bias", None)
+        with place.onloaded(head := self.hf.get_output_embeddings()):
+            return getattr(head, "bias", None)
+
+    def apply_unembed(self, x: torch.Tensor) -> torch.Tensor:
+        """The LM head module itself on ``x`` ``[..., d]`` (so accelerate moves ``x`` to the head's
+        device and loads an offloaded head for the call) -> logits ``[..., vocab]`` in the model's dtype."""
+        head = self.hf.get_output_embeddings()
+        return head(x.to(head.weight.dtype))
 
     def embed_weight(self) -> torch.Tensor:
         return self.hf.get_input_embeddings().weight
@@ -243,9 +255,12 @@ def _ple_summary(h: ple_mod.PLEHashing) -> dict:
 LOAD_BAR_BYTES = 1 << 30  # transformers' loading bar is shown only for weights larger than this
 
 
-def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False) -> HFModel:
+def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False,
+            placement: place.Placement | None = None) -> HFModel:
     """A Hugging Face folder or ``.gguf`` file -> :class:`HFModel` on ``device`` (default: CUDA when
-    present), ``dtype`` (default float32). Offline, safetensors/GGUF only, no remote code; every
+    present), or placed by accelerate over devices / disk as ``placement`` says (backends/placement.py);
+    ``dtype``: default the checkpoint's own on a GPU, float32 on the CPU (backends/precision.py;
+    ``info.extra["dtype_reason"]`` says which). Offline, safetensors/GGUF only, no remote code; every
     problem is a one-line CheckpointError (transformers' own load report is kept quiet); weights
     holding NaN/Inf are refused unless ``allow_nonfinite``."""
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -267,7 +282,7 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
 
     try:  # first on its own, so that a config transformers rejects is not blamed on the tokenizer
         with quiet_transformers():
-            AutoConfig.from_pretrained(where, **common, **kwargs)
+            config = AutoConfig.from_pretrained(where, **common, **kwargs)
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{p}: transformers rejects its config ({_one_line(exc)})") from None
     try:
@@ -281,10 +296,15 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     if tok is None:
         raise CheckpointError(f"{p}: no fast tokenizer (tokenizer.json) could be built")
     big = sum(f.stat().st_size for f in ([p] if gguf else p.glob("*.safetensors"))) > LOAD_BAR_BYTES
+    from engram_interp.backends.precision import choose_dtype
+
+    target = None if placement is not None else resolve_device(device)
+    on_gpu = placement.uses_gpu() if placement is not None else target.type == "cuda"
+    chosen, why = choose_dtype(resolve_dtype(dtype), config, on_gpu)
     try:
-        with quiet_transformers(bars=big):
+        with quiet_transformers(bars=big), place.offload_scratch(placement) as placed:
             hf, report = AutoModelForCausalLM.from_pretrained(
-                where, **common, **kwargs, dtype=resolve_dtype(dtype) or torch.float32, output_loading_info=True
+                where, **common, **kwargs, dtype=chosen, output_loading_info=True, **placed
             )
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{p}: transformers could not load it ({_one_line(exc)})") from None
@@ -300,7 +320,8 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
         refuse_nonfinite(hf, p)
     bos, forced = tl_bos(type(hf).__name__, tok, hf_tok)
     model = HFModel(hf, tok, bos, _pad(hf_tok), source=str(p), forced_bos_token_id=forced, eos_token_id=hf_tok.eos_token_id)
-    return model.to(resolve_device(device)).eval()
+    model.info.extra.update(dtype_reason=why, placement=place.summary(hf))
+    return (model if placement is not None else model.to(target)).eval()
 
 
 def _pad(hf_tok) -> int:

@@ -92,9 +92,34 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device, default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
 
 
+def _checked(parse, flag: str):
+    """An argparse type that checks a value with ``parse`` (a one-line error) and keeps the text."""
+    def check(text: str) -> str:
+        try:
+            parse(text)
+        except EngramInterpError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(f"{flag}: ").removeprefix(f"{flag} ")) from None
+        return text
+    return check
+
+
 def add_load(p: argparse.ArgumentParser) -> None:
+    """How models are opened: --allow-nonfinite, --dtype, and accelerate's placement (--device-map,
+    --max-memory, --offload-folder; Hugging Face models, docs/SCALE.md)."""
+    from engram_interp.backends.placement import PLANS, parse_device_map, parse_max_memory
+
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="load checkpoints whose weights hold NaN/Inf (refused by default: outputs would be NaN)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                   help="weights and activations in this dtype (default: a .ckpt as stored; a Hugging Face model in "
+                        "its checkpoint's dtype on a GPU, float32 on the CPU); results accumulate in float32/64 anyway")
+    p.add_argument("--device-map", default=None, metavar="PLAN|FILE.json", type=_checked(parse_device_map, "--device-map"),
+                   help=f"let accelerate place a Hugging Face model's layers: {'|'.join(PLANS)}, or a JSON file "
+                        '{"model.layers.0": 0, "model.layers.9": "cpu", "lm_head": "disk", ...}; replaces --device')
+    p.add_argument("--max-memory", default=None, metavar="cpu=SIZE,0=SIZE", type=_checked(parse_max_memory, "--max-memory"),
+                   help="memory per device for the --device-map plans, e.g. cpu=64GiB,0=70GiB,1=70GiB")
+    p.add_argument("--offload-folder", default=None, metavar="DIR",
+                   help="where accelerate may write the weights it puts on disk (a fresh subfolder, removed on exit)")
 
 
 def add_common(p: argparse.ArgumentParser, *, out_is_dir: bool = False, batch_default: int = 8,
@@ -152,18 +177,22 @@ def texts_from(args) -> list[str]:
     return default_texts()
 
 
-def load_models(paths: list[str], device, allow_nonfinite: bool = False) -> list:
+def load_models(paths: list[str], args, device: str | None = None) -> list:
     """Open every path with ``engram_interp.load`` (a .ckpt, a Hugging Face folder, a .gguf file or a
-    known name such as ``smollm2``); inference only (no gradients, no global grad switch). Returns the
-    models in order."""
+    known name such as ``smollm2``) as the flags of :func:`add_load` and ``--device`` in ``args`` say
+    (``device`` overrides ``--device``); inference only (no gradients, no global grad switch).
+    Returns the models in order."""
     import engram_interp as ei
     from engram_interp.backends import is_foreign
 
+    options = dict(device=device or getattr(args, "device", None), dtype=getattr(args, "dtype", None),
+                   allow_nonfinite=getattr(args, "allow_nonfinite", False), device_map=getattr(args, "device_map", None),
+                   max_memory=getattr(args, "max_memory", None), offload_folder=getattr(args, "offload_folder", None))
     models = []
     for p in paths:
         if not (Path(p).exists() or is_foreign(p)):  # special files get their own message from the loader
             raise EngramInterpError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
-        models.append(ei.load(p, device=device, allow_nonfinite=allow_nonfinite).requires_grad_(False))
+        models.append(ei.load(p, **options).requires_grad_(False))
     return models
 
 

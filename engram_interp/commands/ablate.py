@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     ref = None
     if args.mode == "mean":
         ref = read_texts(args.reference) if args.reference else default_texts()
-    models = load_models(paths, args.device, args.allow_nonfinite)
+    models = load_models(paths, args)
     names = names_for(paths)
     warn_overlong(models, suites)
     res = ablation_sensitivity(dict(zip(names, models)), suites, mode=args.mode, reference_texts=ref,

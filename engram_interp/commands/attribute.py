@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.attribution import direct_logit_attribution, target_through_layers
 
     check_out(args)
-    models = load_models(args.ckpts, args.device, args.allow_nonfinite)
+    models = load_models(args.ckpts, args)
     names = names_for(args.ckpts)
     results, tables = [], []
     for name, model in zip(names, models):

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if len(groups[0][1]) > 1 or (len(groups) > 1 and len(groups[1][1]) > 1):
         return _run_seeds(args, groups, texts)
     paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + extra
-    models = load_models(paths, args.device, args.allow_nonfinite)
+    models = load_models(paths, args)
     names = names_for(paths)
     a = models[0]
     b = models[1] if args.ckpt_b else None
@@ -117,7 +117,7 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
         raise EngramInterpError(f"{len(a_paths)} seeds of A but {len(b_paths)} of B: give as many, or one of either")
     first, per_pair = None, []
     for pa, pb in pairs:
-        a, b = load_models([pa, pb], args.device, args.allow_nonfinite)
+        a, b = load_models([pa, pb], args)
         na, nb = names_for([pa, pb])
         res = cka_analysis(a, b, texts, names=(na, nb), **_kwargs(args))
         first = first or res
@@ -128,14 +128,14 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
     if args.control:  # the Engram-null reference of the first pair, at the same k
         from engram_interp.analysis.alignment import reference_entry
 
-        c, b0 = load_models([args.control, pairs[0][1]], args.device, args.allow_nonfinite)
+        c, b0 = load_models([args.control, pairs[0][1]], args)
         nc, nb0 = names_for([args.control, pairs[0][1]])
         first.references["control"] = reference_entry(
             cka_analysis(c, b0, texts, names=(nc, nb0), **dict(_kwargs(args), k=first.k)))
     if args.twin:  # the untrained twin of A's first seed against the first B, at the same k
         from engram_interp.analysis.alignment import reference_entry
 
-        a0, b0 = load_models([pairs[0][0], pairs[0][1]], args.device, args.allow_nonfinite)
+        a0, b0 = load_models([pairs[0][0], pairs[0][1]], args)
         tn, tw = twin_of(a0, first.name_a, args.seed)
         first.references["twin"] = reference_entry(
             cka_analysis(tw, b0, texts, names=(tn, first.name_b), **dict(_kwargs(args), k=first.k)))

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.entities:
         return _entities(args, arm, paths)
     texts = None if args.text is not None else texts_from(args)
-    (model,) = load_models(paths[:1], args.device, args.allow_nonfinite)
+    (model,) = load_models(paths[:1], args)
     name = names_for(paths)[0]
     if args.text is not None:
         g = gate_map(model, args.text, name=name)
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
         runs = [r]
         for p, n in zip(paths[1:], names_for(paths)[1:]):
-            (m,) = load_models([p], args.device, args.allow_nonfinite)
+            (m,) = load_models([p], args)
             runs.append(gate_corpus(m, texts, batch_size=args.batch_size, max_tokens=args.max_tokens,
                                     min_count=args.min_count, top_n=args.top, progress=not args.quiet, name=n,
                                     n_perm=args.perms, seed=args.seed))
@@ -112,12 +112,12 @@ def _entities(args, arm: str, paths: list[str]) -> int:
 
     runs = []
     for p, n in zip(paths, names_for(paths)):
-        (m,) = load_models([p], args.device, args.allow_nonfinite)
+        (m,) = load_models([p], args)
         runs.append(entity_gate_contrast(m, args.probes, batch_size=args.batch_size, max_tokens=args.max_tokens, name=n))
     r = runs[0]
     d = source_dict(r.to_dict(), args, r.n_entity + r.n_other)
     if args.twin:
-        (m,) = load_models(paths[:1], args.device, args.allow_nonfinite)
+        (m,) = load_models(paths[:1], args)
         tn, tw = twin_of(m, r.name, args.seed)
         d["twin"] = entity_gate_contrast(tw, args.probes, batch_size=args.batch_size, max_tokens=args.max_tokens,
                                          name=tn).to_dict()

@@ -29,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.commands._common import load_models
 
-    (model,) = load_models([args.ckpt], "cpu", args.allow_nonfinite)
+    (model,) = load_models([args.ckpt], args, device=None if args.device_map else "cpu")
     if model.info.backend == "engram-interp":
         return _ckpt_info(args, model)
     return _foreign_info(args, model)
@@ -47,7 +47,10 @@ def _foreign_info(args: argparse.Namespace, model) -> int:
     extra = info.extra
     print(f"{args.ckpt}: {info.architecture} ({info.kind}, Hugging Face backend), {info.n_layers} layers, "
           f"d_model={info.d_model}, vocab={info.vocab_size}, streams={info.n_branches}, context={info.max_seq_len}")
-    print(f"  parameters: {extra.get('parameters', 0):,} ({extra.get('dtype', '?')})")
+    print(f"  parameters: {extra.get('parameters', 0):,} in {extra.get('dtype', '?')}: {extra.get('dtype_reason', '')}")
+    placed = extra.get("placement") or {}
+    if any(placed.values()):
+        print("  placed by accelerate: " + ", ".join(f"{n} module(s) on {d}" for d, n in placed.items()))
     kinds = extra.get("attention") or []
     if kinds and len(set(kinds)) > 1:
         print("  layer types: " + ", ".join(f"{l}:{k}" for l, k in enumerate(kinds)))

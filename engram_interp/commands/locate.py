@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.locate import locate
 
     check_out(args)
-    (model,) = load_models([args.model], args.device, args.allow_nonfinite)
+    (model,) = load_models([args.model], args)
     corpus = None
     if not args.no_collisions:
         corpus = read_texts(args.corpus) if args.corpus else default_texts()

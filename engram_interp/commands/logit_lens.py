@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     seed_all(args.seed)
     groups = arm_groups(args.ckpts, args.seeds)
     paths = [p for _, ps in groups for p in ps]
-    models = load_models(paths, args.device, args.allow_nonfinite)
+    models = load_models(paths, args)
     names = names_for(paths)
     if args.per_token:
         check_text_fits(models, texts[0], "--per-token text")

@@ -52,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.patching import patching
 
     check_out(args)
-    (model,) = load_models([args.ckpt], args.device, args.allow_nonfinite)
+    (model,) = load_models([args.ckpt], args)
     r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=names_for([args.ckpt])[0])
     return emit(args, r.to_dict(), _table(r))

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     groups = arm_groups(specs, args.seeds)  # [(arm, [seed paths])]: the first path of each is "the" model
     all_paths = [p for _, ps in groups for p in ps]
     with phase("load"):
-        all_models = load_models(all_paths, args.device, args.allow_nonfinite)
+        all_models = load_models(all_paths, args)
     all_names = names_for(all_paths)
     first = [all_paths.index(ps[0]) for _, ps in groups]
     models, names = [all_models[i] for i in first], [all_names[i] for i in first]

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     check_out(args)
     texts = texts_from(args)
     paths = list(args.models)
-    models = load_models(paths + ([args.gate_from] if args.gate_from else []), args.device, args.allow_nonfinite)
+    models = load_models(paths + ([args.gate_from] if args.gate_from else []), args)
     gate_from = models.pop() if args.gate_from else None
     names = names_for(paths)
     for m in models:
