@@ -155,3 +155,52 @@ def test_on_random_models_the_findings_are_not_established(pair):
         assert "untrained twin" in f.sentence and "overlaps" in f.reason  # the controls decide, not the seed count
     one = memory_help_findings(seeds[:1])  # one seed, no twin: never a claim word
     assert all(f.verdict == "not established" and "--twin" in f.reason for f in one)
+
+
+def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, capsys):
+    import json
+
+    from engram_interp.cli import main
+
+    text = " ".join(TEXTS)
+    args = ["memory-help", str(tiny_ckpts["engram"]), "--baseline", str(tiny_ckpts["moe"]), "--null",
+            str(tiny_ckpts["engram-null"]), "--text", text, "--capacities", "1,16", "--boot", "20", "--device", "cpu",
+            "--quiet", "--json"]
+    assert main(args) == 0
+    d = json.loads(capsys.readouterr().out)
+    m = d["models"][0]
+    e, b, n = (ei.load(tiny_ckpts[k], device="cpu") for k in ("engram", "moe", "engram-null"))
+    tables = open_tables(tiny_ckpts["engram"])
+    want = memory_help(e, b, [text], count_ngrams(tables, [text]), tables, null=n, capacities=(1, 16), n_boot=20).to_dict()
+    assert [x["delta_baseline"] for x in m["buckets"]] == [x["delta_baseline"] for x in want["buckets"]]
+    assert [c["k"] for c in m["capacity"]] == [1, 16, None] and m["null"] == "engram-null"
+    assert [f["finding"] for f in d["findings"]] == ["memory help by n-gram frequency", "capacity-1 tables"]
+    assert all(f["verdict"] == "not established" for f in d["findings"])  # one seed, no twin
+    for bad, words in (([str(tiny_ckpts["moe"]), "--baseline", str(tiny_ckpts["moe"])], "no Engram layers"),
+                       ([str(tiny_ckpts["engram"]), "--baseline", str(tiny_ckpts["moe"]), "--cold", "9", "--hot", "2"], "--cold")):
+        assert main(["memory-help", *bad, "--text", text, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[-1], err
+    with pytest.raises(SystemExit) as exit_:  # argparse's own refusal: one line, exit 2
+        main(["memory-help", str(tiny_ckpts["engram"]), "--baseline", str(tiny_ckpts["moe"]), "--capacities", "1,0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "every capacity must be >= 1" in err[0]
+
+
+@pytest.mark.slow
+def test_report_memory_help_section(tiny_ckpts, tmp_path, capsys):
+    import json
+
+    from engram_interp.cli import main
+
+    out = tmp_path / "rep"
+    rc = main(["report", str(tiny_ckpts["engram"]), str(tiny_ckpts["moe"]), "--out", str(out), "--max-tokens", "200",
+               "--cka-batch", "16", "--device", "cpu", "--quiet", "--no-twin", "--memory-help"])
+    assert rc == 0, capsys.readouterr().err
+    got = json.loads((out / "results.json").read_text())
+    assert got["memory_help"]["models"][0]["baseline"] == "moe"
+    assert {"memory help by n-gram frequency", "capacity-1 tables"} <= {f["finding"] for f in got["findings"]}
+    assert "Where the memory helps" in (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main(["report", str(tiny_ckpts["engram"]), "--out", str(tmp_path / "r2"), "--memory-help", "--quiet"]) == 2
+    assert "baseline B" in capsys.readouterr().err

@@ -42,7 +42,8 @@ from engram_interp.analysis.common import check_texts, model_name, require_engra
 from engram_interp.analysis.progress import count_tokens, token_progress
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["FREQUENCY", "COLLISION", "CAPACITIES", "LossBuckets", "MemoryHelpResult", "memory_help", "token_losses"]
+__all__ = ["FREQUENCY", "COLLISION", "CAPACITIES", "LossBuckets", "MemoryHelpResult", "memory_help", "memory_help_set",
+           "token_losses"]
 
 FREQUENCY = ("cold", "warm", "hot")
 COLLISION = ("none", "some", "all")
@@ -156,7 +157,7 @@ def _check_rows(model_ids: dict[int, torch.Tensor], rows: dict[int, np.ndarray],
 
 @torch.no_grad()
 def memory_help(model, baseline, texts: Sequence[str] | str, counts, tables, *, null=None,
-                capacities: Sequence[int] = CAPACITIES, cold: int = 3, hot: int = 30, gate_bins: int = 5,
+                capacities: Sequence[int] = CAPACITIES, cold: int = 2, hot: int = 10, gate_bins: int = 5,
                 batch_size: int = 8, max_tokens: int | None = 20000, n_boot: int = 200, seed: int = 0,
                 names: tuple[str, str, str | None] | None = None, progress: bool = False) -> MemoryHelpResult:
     """Bucketed losses of ``model`` against ``baseline`` (and ``null``) on ``texts`` (see the module
@@ -249,3 +250,35 @@ def _result(acc: LossBuckets, columns, names, counts, n_tokens, orders, layers, 
         if k == 1:
             out.capacity1_rise = {"value": rise, "ci": rci}
     return out
+
+
+def memory_help_set(pairs: Sequence[tuple], texts: Sequence[str] | str, *, count_texts: Sequence[str] | None = None,
+                    count_label: str = "the analysed corpus", count_tokens: int | None = 1_000_000, twin: bool = False,
+                    twin_seed: int = 0, **kw) -> dict:
+    """:func:`memory_help` for every seed ``pairs = [(model, baseline, null or None, (names))]`` (the first
+    being the named models) and, with ``twin``, for the untrained twins of the first model and baseline
+    (``twin_seed``; named ``NAME~twin``). Each model's tables are read from its own file (``info.source``);
+    n-grams are counted on ``count_texts`` (default ``texts``), at most ``count_tokens`` positions. Returns
+    ``{"models": [MemoryHelpResult dicts], "twin": dict or None}``; ``kw`` goes to :func:`memory_help`."""
+    from engram_interp.analysis.ngram_counts import count_ngrams
+    from engram_interp.backends.twin import TWIN_SUFFIX, untrained_twin
+    from engram_interp.memory import open_tables
+
+    texts = check_texts(texts)
+    out, first = [], None
+    for model, baseline, null, names in pairs:
+        require_engram(model, "memory-help")
+        names = names or (model_name(model), model_name(baseline, "baseline"), None if null is None else model_name(null, "null"))
+        if not model.info.source:
+            raise EngramInterpError("memory-help reads the Engram tables from the model's file; load the model from one")
+        tables = open_tables(model.info.source)
+        counts = count_ngrams(tables, count_texts if count_texts is not None else texts, max_tokens=count_tokens,
+                              corpus=count_label, progress=kw.get("progress", False))
+        out.append(memory_help(model, baseline, texts, counts, tables, null=null, names=names, **kw).to_dict())
+        first = first or (model, baseline, tables, counts, names)
+    tw = None
+    if twin:
+        model, baseline, tables, counts, names = first
+        tw = memory_help(untrained_twin(model, twin_seed), untrained_twin(baseline, twin_seed), texts, counts, tables,
+                         names=(names[0] + TWIN_SUFFIX, names[1] + TWIN_SUFFIX, None), **kw).to_dict()
+    return {"models": out, "twin": tw}
