@@ -174,6 +174,25 @@ class InterpModel(TLConventions):
 
         raise EngramInterpError(f"this {self.info.architecture} model does not expose per-head attention output weights (attn_output_weight)")
 
+    @contextlib.contextmanager
+    def engram_capacity(self, k: int | None) -> Iterator["InterpModel"]:
+        """Context in which every Engram table keeps only ``k`` rows per hash head: the row r a head
+        reads becomes ``r mod k`` (the first k rows of the head; a head of at most k rows is unchanged),
+        as ``hook_hash_ids`` then shows. ``k=None``: the whole table (no change). Holds :meth:`exclusive`
+        for its duration. Backends that can re-address their memory override it; the default is a
+        one-line user error."""
+        from engram_interp.errors import EngramInterpError
+
+        raise EngramInterpError(f"this {self.info.architecture} model cannot truncate its memory tables (engram_capacity)")
+        yield self  # pragma: no cover  (a generator, so the refusal comes on entering the block)
+
+    @staticmethod
+    def _check_capacity(k) -> None:
+        from engram_interp.errors import EngramInterpError
+
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise EngramInterpError(f"capacity must be a whole number of rows >= 1 (or None for the whole table), got {k!r}")
+
     # ---- lens readout --------------------------------------------------------------------------
     @abstractmethod
     def readout(self, resid: torch.Tensor) -> torch.Tensor:

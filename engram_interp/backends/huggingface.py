@@ -9,6 +9,7 @@ architectures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -233,6 +234,30 @@ class HFModel(InterpModel, HookedRootModule):
     def ple_hashing(self, layer: int) -> ple_mod.PLEHashing:
         """A PLE layer's hashing (row ids for token ids, table tensor name); see backends/ple.py."""
         return ple_mod.hashing(self._layers, layer)
+
+    @contextlib.contextmanager
+    def engram_capacity(self, k: int | None):
+        """Every PLE table keeps ``k`` rows per head inside the block: a forward hook on ``hook_hash_ids``
+        (which feeds the n-gram table) maps row id o_h + r to o_h + (r mod k), o_h the head's offset; see
+        :meth:`InterpModel.engram_capacity`."""
+        self._check_capacity(k)
+        if not self.engram_layers:
+            raise EngramInterpError(f"this {self.info.architecture} model has no PLE / Engram tables to truncate")
+        with self.exclusive():
+            handles = []
+            for l in (self.engram_layers if k is not None else []):
+                off = torch.tensor(self.ple_hashing(l).head_offsets, dtype=torch.long)
+
+                def fold(module, args, ids, off=off):
+                    o = off.to(ids.device)
+                    return torch.remainder(ids - o, k) + o
+
+                handles.append(self.hook_dict[f"blocks.{l}.engram.hook_hash_ids"].register_forward_hook(fold))
+            try:
+                yield self
+            finally:
+                for h in handles:
+                    h.remove()
 
     def hook_names(self) -> list[str]:
         return list(self.hook_dict)

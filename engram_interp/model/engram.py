@@ -36,6 +36,7 @@ class Engram(nn.Module):
         self.n_head_per_ngram, self.null_memory = e.n_head_per_ngram, e.null_memory
         self.signed_sqrt_gate, self.use_conv = e.signed_sqrt_gate, e.use_conv
         self.canonical_pad_id = canonical_pad_id
+        self.capacity: int | None = None  # rows kept per head at inference (None: the whole table); engram_capacity
         sizes = torch.tensor(e.table_sizes[i], dtype=torch.long)
         self.register_buffer("primes", sizes, persistent=False)  # [(N-1)*K]
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)  # head offsets
@@ -60,8 +61,12 @@ class Engram(nn.Module):
         self.hook_out = HookPoint()  # resid shape: Y
 
     def hash_ids(self, canonical_ids: torch.Tensor) -> torch.Tensor:
-        """[batch, pos] canonical ids -> [batch, pos, (N-1)*K] table rows (0 everywhere for Engram-null)."""
+        """[batch, pos] canonical ids -> [batch, pos, (N-1)*K] table rows (0 everywhere for Engram-null).
+        With ``capacity`` k set, every head keeps only its first k rows: row r becomes r mod k (a head
+        with at most k rows is unchanged), so k = 1 makes every n-gram of a head read one row."""
         ids = ngram_hash_ids(canonical_ids, self.multipliers, self.primes, self.n_head_per_ngram, self.canonical_pad_id)
+        if self.capacity is not None:
+            ids = torch.remainder(ids, self.capacity)
         return torch.zeros_like(ids) if self.null_memory else ids
 
     def forward(self, h: torch.Tensor, canonical_ids: torch.Tensor) -> torch.Tensor:

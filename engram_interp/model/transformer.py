@@ -10,6 +10,7 @@ Hook names are the public contract documented in docs/HOOKS.md.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -276,6 +277,24 @@ class EngramTransformer(InterpModel, HookedRootModule):
         sizes = tuple(int(s) for s in self._engram(layer).primes.tolist())
         return EngramHeads(layer=layer, max_ngram_size=e.max_ngram_size, n_head_per_ngram=e.n_head_per_ngram,
                            d_head=e.d_head, head_sizes=sizes, id_offsets=(0,) * len(sizes))
+
+    @contextlib.contextmanager
+    def engram_capacity(self, k: int | None):
+        """Every Engram table keeps ``k`` rows per head (``Engram.capacity``: row r -> r mod k) inside the
+        block; see :meth:`InterpModel.engram_capacity`."""
+        self._check_capacity(k)
+        if not self.engram_layers:
+            raise EngramInterpError(f"this {self.info.kind} model has no Engram tables to truncate")
+        with self.exclusive():
+            modules = [self._engram(l) for l in self.engram_layers]
+            before = [m.capacity for m in modules]
+            try:
+                for m in modules:
+                    m.capacity = k
+                yield self
+            finally:
+                for m, c in zip(modules, before):
+                    m.capacity = c
 
     def engram_value_projection(self, layer: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(W_V [d_model, d_mem], b_V [d_model] or None)`` of layer ``layer``: v_t = W_V e_t + b_V."""
