@@ -193,6 +193,22 @@ class InterpModel(TLConventions):
         if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
             raise EngramInterpError(f"capacity must be a whole number of rows >= 1 (or None for the whole table), got {k!r}")
 
+    def engram_rows(self, layer: int, head: int, rows: torch.Tensor) -> torch.Tensor:
+        """Rows ``rows`` (within-head ids, ``[n]`` long) of hash head ``head``'s table in Engram layer
+        ``layer``: a copy ``[n, d_head]`` in the table's dtype. Backends whose tables can be edited
+        override it and :meth:`set_engram_rows`; the default is a one-line user error."""
+        from engram_interp.errors import EngramInterpError
+
+        raise EngramInterpError(f"this {self.info.architecture} model does not expose its memory table rows (engram_rows); row editing supports engram-interp .ckpt models")
+
+    def set_engram_rows(self, layer: int, head: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` ``[n, d_head]`` into rows ``rows`` (within-head ids) of hash head ``head``'s
+        table in Engram layer ``layer``, in place (cast to the table's dtype), holding :meth:`exclusive`.
+        Nothing else changes. The default is a one-line user error."""
+        from engram_interp.errors import EngramInterpError
+
+        raise EngramInterpError(f"this {self.info.architecture} model does not let its memory table rows be written (set_engram_rows); row editing supports engram-interp .ckpt models")
+
     # ---- lens readout --------------------------------------------------------------------------
     @abstractmethod
     def readout(self, resid: torch.Tensor) -> torch.Tensor:

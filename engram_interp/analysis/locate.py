@@ -43,7 +43,8 @@ import torch
 from engram_interp.analysis.attribution import attribute_ids, check_prompt, resolve_token
 from engram_interp.errors import EngramInterpError
 
-__all__ = ["RowRead", "GroupEffect", "LayerLocate", "LocateResult", "locate", "row_group_logprobs"]
+__all__ = ["RowRead", "GroupEffect", "LayerLocate", "LocateResult", "locate", "row_group_logprobs", "rows_read",
+           "within_head_rows"]
 
 
 @dataclass
@@ -190,6 +191,22 @@ def _layer_terms(model, cache, layer: int, direction: torch.Tensor) -> tuple[lis
     return out[:-2], out[-2], out[-1], alpha.tolist()
 
 
+def within_head_rows(model, layer: int, hash_ids: torch.Tensor) -> torch.Tensor:
+    """``hook_hash_ids`` of Engram layer ``layer`` ``[..., H]`` -> the row each head reads within its own
+    table ``[..., H]`` (long): the hook's ids less ``engram_heads(layer).id_offsets``."""
+    offsets = torch.tensor(model.engram_heads(layer).id_offsets, device=hash_ids.device)
+    return hash_ids.long() - offsets
+
+
+@torch.no_grad()
+def rows_read(model, tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+    """The table rows ``tokens`` ``[b, pos]`` read: ``{layer: [b, pos, H]}`` within-head rows per Engram
+    layer (column h: hash head h, see ``EngramHeads``), one forward pass."""
+    names = {f"blocks.{l}.engram.hook_hash_ids": l for l in model.engram_layers}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, return_type=None)
+    return {l: within_head_rows(model, l, cache[n]) for n, l in names.items()}
+
+
 # ----------------------------------------------------------------------------- causal tracing
 @torch.no_grad()
 def row_group_logprobs(model, tokens: torch.Tensor, keep: dict[int, torch.Tensor], target_id: int,
@@ -300,7 +317,7 @@ def locate(model, prompt: str, target: str, contrast: str | None = None, *, scop
     layers = []
     for l in model.engram_layers:
         heads = model.engram_heads(l)
-        hid = cache[f"blocks.{l}.engram.hook_hash_ids"][0].long() - torch.tensor(heads.id_offsets, device=tokens.device)
+        hid = within_head_rows(model, l, cache[f"blocks.{l}.engram.hook_hash_ids"])[0]
         ids[l] = hid  # [pos, H], within-head rows
         contribs, bias, conv, gate = _layer_terms(model, cache, l, direction)
         term = sum(c.contribution for c in comps if c.kind == "engram" and c.layer == l)

@@ -301,6 +301,31 @@ class EngramTransformer(InterpModel, HookedRootModule):
         w_v = self._engram(layer).W_V
         return w_v.weight, w_v.bias
 
+    def _table_index(self, layer: int, head: int, rows: torch.Tensor) -> torch.Tensor:
+        engram = self._engram(layer)
+        sizes = engram.primes
+        if not 0 <= head < len(sizes):
+            raise EngramInterpError(f"layer {layer} has {len(sizes)} hash heads; there is no head {head}")
+        rows = torch.as_tensor(rows, dtype=torch.long, device=engram.memory.weight.device).reshape(-1)
+        if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= int(sizes[head])):
+            raise EngramInterpError(f"head {head} of layer {layer} has rows 0..{int(sizes[head]) - 1}")
+        return rows + engram.offsets[head].to(rows.device)
+
+    def engram_rows(self, layer: int, head: int, rows: torch.Tensor) -> torch.Tensor:
+        """A copy ``[n, d_head]`` of rows ``rows`` (within-head) of head ``head``'s table (``memory.weight``)."""
+        return self._engram(layer).memory.weight.detach()[self._table_index(layer, head, rows)].clone()
+
+    @torch.no_grad()
+    def set_engram_rows(self, layer: int, head: int, rows: torch.Tensor, values: torch.Tensor) -> None:
+        """Write ``values`` ``[n, d_head]`` into rows ``rows`` (within-head) of head ``head``'s table, in place."""
+        index = self._table_index(layer, head, rows)
+        weight = self._engram(layer).memory.weight
+        values = torch.as_tensor(values)
+        if tuple(values.shape) != (index.numel(), weight.shape[1]):
+            raise EngramInterpError(f"values have shape {tuple(values.shape)}; need ({index.numel()}, {weight.shape[1]})")
+        with self.exclusive():
+            weight.data[index] = values.to(weight.device, weight.dtype)
+
     @torch.no_grad()
     def update_balance(self) -> None:
         """One auxiliary-loss-free balancing step in every MoE layer (call after optimiser.step())."""

@@ -1,0 +1,117 @@
+"""Memory editing (issue 25 item 2): row offsets act exactly as a table write, an edit changes the table
+rows only (every other tensor bit-identical, in memory and in the written file), reverts exactly, never
+touches the source, refuses to overwrite without force, and on the bundled checkpoint writes
+counterfactual facts_world facts with the other facts and held-out loss kept within stated bounds."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engram_interp.checkpoint import load, save
+from engram_interp.edit.method import EditConfig, edit_rows, encode_pairs
+from engram_interp.edit.rows import RowDelta, applied, rows_of
+from engram_interp.edit.save import check_destination, write_edited
+from engram_interp.errors import EngramInterpError
+from engram_interp.testing import tiny_model
+
+CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "engram.ckpt"
+SUITE = Path(__file__).resolve().parents[1] / "probes" / "facts_world.jsonl"
+TINY_FACTS = [{"prompt": "Once upon a time there lived a", "target": " fox"},
+              {"prompt": "The cat sat on the", "target": " mat", "candidates": [" mat", " dog", " time"]}]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _is_table(name: str) -> bool:
+    return name.endswith("engram.memory.weight")
+
+
+def test_row_offsets_equal_a_table_write():
+    """The hooked offsets give the same logits as writing row + delta into the table (bit for bit)."""
+    model = tiny_model()
+    tokens, _, _ = encode_pairs(model, [(f["prompt"], f["target"]) for f in TINY_FACTS])
+    delta = RowDelta(model, rows_of(model, tokens))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in delta.delta.values():
+            p.copy_(torch.randn(p.shape, generator=gen))
+        hooked = model.run_with_hooks(tokens, fwd_hooks=delta.hooks())
+        plain = model(tokens)
+        record = delta.record()
+        with applied(model, record):
+            written = model(tokens)
+    assert not torch.equal(plain, written)
+    assert torch.equal(hooked, written)
+    assert torch.equal(model(tokens), plain)  # reverted
+
+
+def test_edit_changes_only_table_rows_and_reverts_exactly():
+    model = tiny_model()
+    before = _state(model)
+    record, trace = edit_rows(model, TINY_FACTS, EditConfig(steps=10, margin=100.0))
+    assert trace["steps"] == 10 and not trace["converged"]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # edit_rows leaves the model as it was
+    record.apply(model)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(_is_table(k) for k in changed)
+    n_changed = sum(int((before[k] != after[k]).any(-1).sum()) for k in changed)
+    assert n_changed == record.n_rows == len(record.keys)
+    record.revert(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_offsets_stay_within_the_bound():
+    model = tiny_model()
+    record, _ = edit_rows(model, TINY_FACTS, EditConfig(steps=3, lr=1.0, bound=0.1, margin=100.0))
+    for c in record.changes():
+        heads = model.engram_heads(c["layer"])
+        rows = model.engram_rows(c["layer"], c["head"], torch.arange(heads.head_sizes[c["head"]]))
+        assert c["norm_delta"] <= 0.1 * float(rows.double().norm(dim=-1).median()) * (1 + 1e-5)
+
+
+def test_written_checkpoint_differs_in_table_rows_only(tmp_path):
+    src = tmp_path / "src.ckpt"
+    save(tiny_model(), src)
+    digest = _sha(src)
+    model = load(src, device="cpu")
+    record, _ = edit_rows(model, TINY_FACTS, EditConfig(steps=5, margin=100.0))
+    record.apply(model)
+    out = write_edited(model, tmp_path / "new.ckpt", {"method": "test"})
+    assert _sha(src) == digest  # the source is never touched (its tables are mapped copy-on-write)
+    a, b = load_file(str(src)), load_file(str(out))
+    assert a.keys() == b.keys()
+    for k in a:
+        if not _is_table(k):
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k].view(torch.uint8), b[k].view(torch.uint8)), k
+    assert any(not torch.equal(a[k], b[k]) for k in a if _is_table(k))
+    record.revert(model)  # writing the old rows back gives the original tensors
+    reverted = write_edited(model, tmp_path / "reverted.ckpt", {"method": "test"})
+    c = load_file(str(reverted))
+    assert all(torch.equal(a[k].view(torch.uint8), c[k].view(torch.uint8)) for k in a)
+    assert load(out, device="cpu").provenance["edit"]["method"] == "test"
+
+
+def test_destination_rules(tmp_path):
+    src = tmp_path / "src.ckpt"
+    save(tiny_model(), src)
+    with pytest.raises(EngramInterpError, match="source model"):
+        check_destination(src, src, force=True)
+    other = tmp_path / "other.ckpt"
+    other.write_bytes(b"x")
+    with pytest.raises(EngramInterpError, match="--force"):
+        check_destination(src, other)
+    assert check_destination(src, other, force=True) == other
+    with pytest.raises(EngramInterpError, match=r"\.ckpt"):
+        check_destination(src, tmp_path / "new.bin")
