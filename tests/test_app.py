@@ -251,9 +251,10 @@ def test_ablation_per_layer_on_demand_keeps_the_all_layer_figures(app_env):
     assert list(both["full acc [95% CI]"]) == list(first["full acc [95% CI]"])
 
 
-def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, ckpts, tmp_path, monkeypatch):
-    """With an Engram-null control loaded, A vs B, control vs B and twin vs B come from one pass (B runs once);
-    each stored result equals its own cka_analysis call with the page's settings."""
+def test_cka_page_draws_a_vs_b_first_then_its_references_in_one_pass(app_env, ckpts, tmp_path, monkeypatch):
+    """Issue 22 item 1: on a cold cache A vs B is computed alone and drawn at once; then control vs B
+    and twin vs B come from one pass (B runs once for both); the page ends with the verdicts drawn.
+    Each stored result equals its own cka_analysis call with the page's settings."""
     from app import results, state
     from engram_interp.analysis.cka_models import cka_analysis
     from engram_interp.testing import tiny_model
@@ -266,9 +267,14 @@ def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, 
     calls = []
     original = cka_lib.cka_analyses
     monkeypatch.setattr(cka_lib, "cka_analyses", lambda rows, *a, **k: calls.append(list(rows)) or original(rows, *a, **k))
+    from engram_interp import figures
+
+    drawn = _count_models_per_draw(monkeypatch, figures, "cka_figure", lambda res: len(res.references or {}))
     at = run_page("cka")
     assert not at.error, texts(at.error)
-    assert calls == [["engram", "null", "engram~twin"]]  # the untrained twin is a reference too, same pass
+    assert calls == [["engram"], ["null", "engram~twin"]]  # the untrained twin is a reference too, same pass
+    assert drawn == [0, 2]  # A vs B alone first, then with the control and the twin
+    assert "Engram-null" in texts(at.markdown) and "being computed" not in texts(at.info)
     entries = {e.label: e for e in state.entries()}
     params = dict(results.CKA_DEFAULTS, n_examples=results.CKA_DEFAULTS["n_examples"])
     for row in ("engram", "null"):
