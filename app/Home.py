@@ -11,15 +11,17 @@ if _ROOT not in sys.path:  # `streamlit run app/Home.py` puts only app/ on the p
 
 import streamlit as st  # noqa: E402
 
-from app import findings, state  # noqa: E402
+from app.nav import page_names  # noqa: E402
 
 st.set_page_config(page_title="engram-interp", page_icon=":material/memory:", layout="wide")
+# the text first: it needs neither torch nor a model, so it is on screen while they load
+st.title("Overview")
+st.caption("Models with DeepSeek Engram conditional memory next to their baselines. "
+           f"Pages (left sidebar): {', '.join(page_names())}.")
 
-good = state.page_header(
-    "Overview",
-    "Models with DeepSeek Engram conditional memory next to their baselines. "
-    "Pages: LogitLens, CKA, Gates, Ablation, Probe (left sidebar).",
-)
+from app import findings, state  # noqa: E402
+
+good = state.page_header("Overview", "", title_shown=True)
 
 st.subheader("Loaded models")
 st.caption(

@@ -186,10 +186,22 @@ def cka_with_references(a: Entry, b: Entry, entries: Sequence[Entry], params: di
 LENS_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "batch_size": 8}
 
 
-def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[str, Any]]:
-    """One cached LensCurve dict per model (``engram_interp.analysis.logit_lens.logit_lens``)."""
-    out = []
+def lens_curves(entries: Sequence[Entry], params: dict[str, Any],
+                on_curve: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+    """One cached LensCurve dict per model (``engram_interp.analysis.logit_lens.logit_lens``), in the
+    order of ``entries``. ``on_curve(curves so far)`` is called once with every cached curve (at once),
+    then after each model that had to be computed, so a page can draw each curve as it arrives."""
+    key = dict(params, data=corpus_id())
+    found: dict[int, dict[str, Any]] = {}
     for i, entry in enumerate(entries):
+        if (hit := state.cached_result("logit_lens", [entry.sha], key)) is not None:
+            found[i] = hit
+    if found and on_curve is not None:
+        on_curve([found[i] for i in sorted(found)])
+    for i, entry in enumerate(entries):
+        if i in found:
+            continue
+
         def compute(progress: Progress, entry=entry) -> dict[str, Any]:
             from engram_interp.analysis.logit_lens import logit_lens
 
@@ -200,9 +212,11 @@ def lens_curves(entries: Sequence[Entry], params: dict[str, Any]) -> list[dict[s
                              on_progress=token_progress(progress))
             return dict(res.to_dict()["models"][0], source=source)
 
-        key = dict(params, data=corpus_id())
-        out.append(state.disk_cached("logit_lens", [entry.sha], key, compute, label=f"LogitLens {entry.label}"))
-    return out
+        found[i] = state.disk_cached("logit_lens", [entry.sha], key, compute,
+                                     label=f"LogitLens {entry.label} ({len(found) + 1} of {len(entries)})")
+        if on_curve is not None:
+            on_curve([found[j] for j in sorted(found)])
+    return [found[i] for i in range(len(entries))]
 
 
 def twins(entries: Sequence[Entry]) -> list[Entry]:
@@ -264,7 +278,8 @@ def gate_tables(entry: Entry) -> None:
     r3 = lambda xs: [None if v is None else round(v, 3) for v in xs]  # noqa: E731
     tracks = res.get("tracks_ngrams") or [False] * len(channels)
     sel = pd.DataFrame({
-        "layer.branch": [f"{c[0]}.{c[1]}" for c in channels],
+        "layer": [int(c[0]) for c in channels],
+        "branch": [int(c[1]) for c in channels],
         "mean gate": r3(res["mean_gate"]),
         "eta^2": r3(res["selectivity"]),
         "shuffled": [f"{m:.3f} / {x:.3f}" if m is not None and x is not None else "-"
@@ -334,21 +349,51 @@ def ablation(entry: Entry, suites: dict[str, list[dict]], params: dict[str, Any]
 
 def ablation_table(entries: Sequence[Entry], suites: dict, per_layer: bool = False) -> None:
     """Per Engram model and suite: full and ablated accuracy (n, chance level), retained % with its
-    bootstrap CI, and a chart; models without Engram are named once (100% by construction).
+    bootstrap CI, and a chart, drawn for the cached models at once and then again after each model
+    computed; models without Engram are named once (100% by construction).
     ``per_layer``: also each Engram layer suppressed alone (one more pass per layer and model)."""
-    import pandas as pd
     import streamlit as st
 
     from engram_interp.errors import EngramInterpError
-    from engram_interp.claims.sentences import chance_level, wilson_interval
-
-    try:
-        params = dict(ABLATION_DEFAULTS, per_layer=per_layer)
-        tables = {e.label: ablation(e, suites, params) for e in entries}
-    except EngramInterpError as exc:
-        st.error(str(exc))
-        return
     from engram_interp.figures import retained_figure
+
+    params = dict(ABLATION_DEFAULTS, per_layer=per_layer)
+    key = dict(params, suites=_suites_key(suites))
+    chart, table, note = st.empty(), st.empty(), st.empty()
+    tables = {e.label: hit for e in entries if (hit := state.cached_result("ablation", [e.sha], key)) is not None}
+
+    def draw() -> None:
+        shown = {e.label: tables[e.label] for e in entries if e.label in tables}  # in the order of ``entries``
+        n = len(shown)
+        chart.plotly_chart(retained_figure(ablation_result(shown, entries, params["mode"])), width="stretch",
+                           key=f"abl-fig-{n}")
+        table.dataframe(_ablation_rows(shown, suites), hide_index=True, width="stretch", key=f"abl-table-{n}",
+                        column_config={"retained %": st.column_config.TextColumn(width="medium"),
+                                       "full acc [95% CI]": st.column_config.TextColumn(width="medium")})
+        note.caption(("" if n == len(entries) else f"{n} of {len(entries)} models so far. ")
+                     + "Retained = 100 x ablated accuracy / full accuracy (not defined when the full model scores 0). "
+                     "CI of retained: paired Poisson bootstrap over items; CI of full accuracy: Wilson interval. Chance: "
+                     "1 / number of candidates for multiple-choice items, 0 for exact-match items. A retained % means "
+                     "little while the full accuracy's interval reaches the chance level.")
+
+    if tables:
+        draw()
+    for e in entries:
+        if e.label in tables:
+            continue
+        try:
+            tables[e.label] = ablation(e, suites, params)
+        except EngramInterpError as exc:
+            st.error(str(exc))
+            return
+        draw()
+
+
+def _ablation_rows(tables: dict[str, dict], suites: dict):
+    """The ablation table: one row per (model, suite)."""
+    import pandas as pd
+
+    from engram_interp.claims.sentences import chance_level, wilson_interval
 
     chance = {name: chance_level(items) for name, items in suites.items()}
     rows = []
@@ -359,15 +404,8 @@ def ablation_table(entries: Sequence[Entry], suites: dict, per_layer: bool = Fal
             rows.append({"model": label, "suite": suite, "n": s["n"], "chance": round(chance.get(suite, float("nan")), 3),
                          "full acc [95% CI]": f"{s['full']:.3f} [{lo:.2f}, {hi:.2f}]",
                          "ablated acc": round(s["ablated"], 3),
-                         "retained %": "full model scores 0" if s["retained"] is None else f"{s['retained']:.1f}",
+                         "retained %": "n/a: full = 0" if s["retained"] is None else f"{s['retained']:.1f}",
                          "95% CI": "-" if not ci or None in ci else f"[{ci[0]:.1f}, {ci[1]:.1f}]",
                          **{f"retained % (layer {l} only)": None if v.get("retained") is None else round(v["retained"], 1)
                             for l, v in sorted(s.get("per_layer", {}).items())}})
-    st.plotly_chart(retained_figure(ablation_result(tables, entries, ABLATION_DEFAULTS["mode"])), width="stretch")
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-    st.caption("Retained = 100 x ablated accuracy / full accuracy (not defined when the full model scores 0). "
-               "CI of retained: paired Poisson bootstrap over items; CI of full accuracy: Wilson interval. Chance: "
-               "1 / number of candidates for multiple-choice items, 0 for exact-match items. A retained % means "
-               "little while the full accuracy's interval reaches the chance level.")
-
-
+    return pd.DataFrame(rows)

@@ -199,10 +199,12 @@ def load_model(entry: Entry):
 
 
 # ---- page scaffolding --------------------------------------------------------------------------
-def page_header(title: str, caption: str) -> list[Entry]:
-    """Title, the shared sidebar, and the usable checkpoints. Stops the page when there are none."""
-    st.title(title)
-    st.caption(caption)
+def page_header(title: str, caption: str, *, title_shown: bool = False) -> list[Entry]:
+    """Title, the shared sidebar, and the usable checkpoints. Stops the page when there are none.
+    ``title_shown``: the page drew its title and caption itself (before its heavy imports)."""
+    if not title_shown:
+        st.title(title)
+        st.caption(caption)
     all_entries = entries()
     with st.sidebar:
         st.subheader("Checkpoints")

@@ -24,20 +24,37 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["app/Home.py"] + sorted(str(p.relative_to(ROOT)) for p in (ROOT / "app" / "pages").glob("[0-9]_*.py"))
+PAGES = ["app/Home.py"] + [str(p.relative_to(ROOT)) for p in sorted((ROOT / "app" / "pages").glob("[0-9]*_*.py"),
+                                                                     key=lambda p: int(p.name.split("_")[0]))]
 BUNDLED = [ROOT / "checkpoints" / n for n in ("engram.ckpt", "moe.ckpt", "engram-null.ckpt")]
 
 _CHILD = """
 import json, sys, time
 t = time.perf_counter()
+import streamlit
+from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 page, button = sys.argv[1], sys.argv[2] == "1"
 import_s = time.perf_counter() - t
+first = {}  # element kind -> perf_counter of its first call in the current run
+
+def _timed(kind, fn):
+    def wrapper(*args, **kwargs):
+        first.setdefault(kind, time.perf_counter())
+        return fn(*args, **kwargs)
+    return wrapper
+
+for kind, name in (("text", "title"), ("figure", "plotly_chart"), ("table", "dataframe")):
+    setattr(DeltaGenerator, name, _timed(kind, getattr(DeltaGenerator, name)))
+    setattr(streamlit, name, getattr(streamlit._main, name))
 at = AppTest.from_file(page, default_timeout=900)
 t = time.perf_counter(); at.run(); cold = time.perf_counter() - t
+firsts = {f"first_{k}_s": v - t for k, v in first.items()}
 errors = [str(e.value)[:300] for e in at.exception] + [str(e.value)[:300] for e in at.error]
+first.clear()
 t = time.perf_counter(); at.run(); cached = time.perf_counter() - t
-out = {"page": page, "import_s": import_s, "cold_s": cold, "cached_s": cached, "errors": errors}
+out = {"page": page, "import_s": import_s, "cold_s": cold, "cached_s": cached, "errors": errors, **firsts,
+       **{f"cached_first_{k}_s": v - t for k, v in first.items()}}
 if button:
     t = time.perf_counter()
     at.button(key="overview-compute").click().run()
@@ -73,7 +90,9 @@ def main() -> None:
                 r = {"page": page + " [Compute the missing findings]", "compute_findings_s": r["compute_findings_s"],
                      "errors": r["errors"]}
             runs.append(r)
-            shown = (f"cold {r['cold_s']:6.1f} s, cached {r['cached_s']:5.2f} s" if "cold_s" in r
+            firsts = "".join(f", first {k} {r[f'first_{k}_s']:5.1f} s" for k in ("text", "figure", "table")
+                             if f"first_{k}_s" in r)
+            shown = (f"cold {r['cold_s']:6.1f} s, cached {r['cached_s']:5.2f} s{firsts}" if "cold_s" in r
                      else f"button {r['compute_findings_s']:6.1f} s")
             print(f"{r['page']:<58} {shown}" + (f"  ERRORS: {r['errors']}" if r["errors"] else ""), flush=True)
     res = {"threads": args.threads, "load_before": load, "load_after": os.getloadavg(), "runs": runs,

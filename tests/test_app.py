@@ -251,9 +251,10 @@ def test_ablation_per_layer_on_demand_keeps_the_all_layer_figures(app_env):
     assert list(both["full acc [95% CI]"]) == list(first["full acc [95% CI]"])
 
 
-def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, ckpts, tmp_path, monkeypatch):
-    """With an Engram-null control loaded, A vs B, control vs B and twin vs B come from one pass (B runs once);
-    each stored result equals its own cka_analysis call with the page's settings."""
+def test_cka_page_draws_a_vs_b_first_then_its_references_in_one_pass(app_env, ckpts, tmp_path, monkeypatch):
+    """Issue 22 item 1: on a cold cache A vs B is computed alone and drawn at once; then control vs B
+    and twin vs B come from one pass (B runs once for both); the page ends with the verdicts drawn.
+    Each stored result equals its own cka_analysis call with the page's settings."""
     from app import results, state
     from engram_interp.analysis.cka_models import cka_analysis
     from engram_interp.testing import tiny_model
@@ -266,9 +267,14 @@ def test_cka_page_runs_its_baseline_once_for_the_model_and_the_control(app_env, 
     calls = []
     original = cka_lib.cka_analyses
     monkeypatch.setattr(cka_lib, "cka_analyses", lambda rows, *a, **k: calls.append(list(rows)) or original(rows, *a, **k))
+    from engram_interp import figures
+
+    drawn = _count_models_per_draw(monkeypatch, figures, "cka_figure", lambda res: len(res.references or {}))
     at = run_page("cka")
     assert not at.error, texts(at.error)
-    assert calls == [["engram", "null", "engram~twin"]]  # the untrained twin is a reference too, same pass
+    assert calls == [["engram"], ["null", "engram~twin"]]  # the untrained twin is a reference too, same pass
+    assert drawn == [0, 2]  # A vs B alone first, then with the control and the twin
+    assert "Engram-null" in texts(at.markdown) and "being computed" not in texts(at.info)
     entries = {e.label: e for e in state.entries()}
     params = dict(results.CKA_DEFAULTS, n_examples=results.CKA_DEFAULTS["n_examples"])
     for row in ("engram", "null"):
@@ -450,3 +456,64 @@ def test_routing_page_shows_each_moe_model_and_the_gate_split(app_env, ckpts):
     assert set(table["model"]) == {"engram", "moe"}  # the dense model has no routing
     assert table["gate JS"].notna().all()  # both split by the Engram model's gate
     assert ((table["balance"] > 0) & (table["balance"] <= 1)).all()
+
+
+def test_overview_names_every_page_first(app_env):
+    """Issue 22: the Overview's subtitle lists every page of app/pages (it listed five of eight), and the
+    title and that list are drawn before anything else (before torch and the models load)."""
+    from app.nav import page_names
+
+    app_env("engram", "moe")
+    at = run_page("overview")
+    files = sorted((ROOT / "app" / "pages").glob("*_*.py"))
+    assert len(page_names()) == len(files) >= 9
+    listed = at.caption[0].value
+    for f in files:
+        assert f.stem.split("_", 1)[1] in listed, (f.name, listed)
+    first = at.main.children[0]
+    assert first.type == "title" and first.value == "Overview"
+
+
+def _count_models_per_draw(monkeypatch, module, name: str, count) -> list[int]:
+    """Patch figure ``module.name`` to record ``count(its argument)`` at every call (one call = one drawing)."""
+    calls: list[int] = []
+    original = getattr(module, name)
+
+    def wrapped(res, *args, **kwargs):
+        calls.append(count(res))
+        return original(res, *args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+    return calls
+
+
+def test_logit_lens_draws_each_model_as_it_is_done_and_cached_ones_at_once(app_env, ckpts, tmp_path, monkeypatch):
+    """Issue 22 item 1: the KL figure is drawn after the first model's curve, then again with the next
+    (not once at the end); a second run draws every cached curve in one go."""
+    from engram_interp import figures
+
+    app_env("engram", "moe", "dense")
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))  # cold: nothing computed yet
+    calls = _count_models_per_draw(monkeypatch, figures, "kl_figure", lambda res: len(res.models))
+    at = run_page("logit_lens")
+    assert calls == [1, 2, 3]
+    assert "3 of 3" not in texts(at.caption) and "Bars: 95% interval" in texts(at.caption)
+    calls.clear()
+    run_page("logit_lens")
+    assert calls == [3]
+
+
+def test_ablation_draws_each_engram_model_as_it_is_done(app_env, ckpts, tmp_path, monkeypatch):
+    """Issue 22 item 1: with two Engram models the retained figure is drawn after the first, then with both."""
+    from engram_interp import figures
+    from engram_interp.testing import tiny_model
+
+    ckpts["null"] = ei.save(tiny_model("engram-null"), tmp_path / "engram-null.ckpt")
+    app_env("engram", "null")
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(tmp_path / "cache"))
+    calls = _count_models_per_draw(monkeypatch, figures, "retained_figure", lambda res: len(res.models))
+    at = run_page("ablation")
+    assert calls == [1, 2]
+    assert not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert sorted(set(table["model"])) == ["engram", "engram-null"]

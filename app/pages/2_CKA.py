@@ -35,7 +35,7 @@ tokens = c1.radio("Tokens", ["entities", "all"], key="cka-tokens", horizontal=Tr
 n_examples = c2.select_slider("Examples (token positions)", results.token_options([256, 512, 1024, 2048, 8192]),
                               value=results.CKA_DEFAULTS["n_examples"], key="cka-n")
 n_points_b = results.shape(chosen[-1])[0] + 1
-k = c3.slider("k (soft alignment)", 1, min(10, n_points_b), default_k(n_points_b), key="cka-k",
+k_choice = c3.slider("k (soft alignment)", 1, min(10, n_points_b), default_k(n_points_b), key="cka-k",
               help=f"Default: about 1/6 of {chosen[-1].label}'s {n_points_b} layer points. Intervals and the "
                    "comparison with the Engram-null control are computed for the default k.")
 if chosen[0].path == chosen[-1].path:
@@ -45,8 +45,78 @@ pair = state.load_pair(chosen)
 if pair is None:
     st.stop()
 params = dict(results.CKA_DEFAULTS, tokens=tokens, n_examples=int(n_examples))
+a, b = pair.entries
+view = st.empty()  # A vs B as soon as it is computed; again with the references when they are
+
+
+def draw(res: dict, stage: str) -> None:
+    """The CKA figure, sentences and table of ``res``; ``stage`` "first" (A vs B, references still being
+    computed) or "final"."""
+    with view.container():
+        if stage == "first":
+            st.info("A vs B is shown; the references (Engram-null control, untrained twin, second seed) are being "
+                    "computed below, and the verdicts come with them.")
+        matrix = torch.tensor(res["cka"], dtype=torch.float64)
+        low, high = (torch.tensor(res[key], dtype=torch.float64) for key in ("ci_low", "ci_high"))
+        k = min(k_choice, matrix.shape[1])
+        if k == res["k"]:  # the stored index comes with its bootstrap interval
+            align = torch.tensor([float("nan") if v is None else v for v in res["soft_alignment"]], dtype=torch.float64)
+            align_ci = res["soft_alignment_ci"]
+        else:
+            align, align_ci = soft_alignment(matrix, k=k), None
+        argmax = cka_argmax(matrix)
+        st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_batches']} minibatches of "
+                   f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
+        engram_layers = list(res.get("engram_layers_a") or [])
+        st.plotly_chart(figures.cka_figure(results.cka_result(res)), width="stretch", key=f"cka-fig-{stage}")
+        lo_k, hi_k = soft_alignment_range(k, matrix.shape[1])
+        st.caption(f"With k = {k} of {matrix.shape[1]} layer points the index can only lie between {lo_k:.1f} and {hi_k:.1f} "
+                   "while the top-k CKA values are about equal (a weighted mean of k distinct layer indices), so "
+                   "a_j > j at shallow layers holds by construction. A shift counts only against the same index of "
+                   "the Engram-null control (and of a second baseline seed, when one is loaded); see docs/ANALYSES.md section 2.")
+        refs = res.get("references") or {}
+        if k == res["k"] and engram_layers and stage == "final":
+            for v in alignment_verdicts(res):
+                st.markdown("- " + alignment_sentence(v, a.label, b.label, res["k"], res.get("n_batches")).sentence)
+            if "control" not in refs:
+                st.info("No Engram-null control is loaded, so no shift can be established: open the app with the "
+                        "Engram-null checkpoint too (`engram-interp app engram.ckpt moe.ckpt engram-null.ckpt`).")
+        rows = []
+        for j in range(matrix.shape[0]):
+            d = min(j, matrix.shape[1] - 1)
+            ci = "" if align_ci is None or align_ci[0][j] is None else f" [{align_ci[0][j]:.2f}, {align_ci[1][j]:.2f}]"
+            ref_cols = {}
+            if k == res["k"]:
+                for kind, r in sorted(refs.items()):
+                    rci = r["soft_alignment_ci"]
+                    val = r["soft_alignment"][j] if j < len(r["soft_alignment"]) else None
+                    ref_cols[f"{kind}: {r['name']}"] = ("n/a" if val is None else f"{val:.2f}"
+                                                        + ("" if rci[0][j] is None else f" [{rci[0][j]:.2f}, {rci[1][j]:.2f}]"))
+            rows.append({
+                f"{a.label} layer": j,
+                "Engram": "yes" if j in engram_layers else "",
+                f"soft alignment a_j (k={k})": f"{float(align[j]):.2f}{ci}",
+                **ref_cols,
+                "a_j - j": round(float(align[j]) - j, 2),
+                "argmax": int(argmax[j]),
+                "CKA at diagonal [95% CI]": summaries.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
+                "max CKA [95% CI]": summaries.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
+                                                   float(high[j, argmax[j]]), 3),
+            })
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"cka-table-{stage}")
+        if not a.has_engram:
+            st.info(f"{a.label} has no Engram layers; pick an Engram model as A to see where its Engram layers align.")
+
+
 try:
-    res = results.cka_with_references(chosen[0], chosen[-1], good, params)
+    wanted = set(results.reference_entries(a, b, good))
+    res = results.cka_with_references(a, b, good, params, compute=False)
+    if res is None or set(res["references"]) != wanted:
+        if wanted:  # A vs B alone first, drawn at once; the references follow in one pass (B runs once more)
+            first = results.cka(pair, params)
+            if first and "cka" in first:
+                draw(dict(first, references=(res or {}).get("references", {})), "first")
+        res = results.cka_with_references(a, b, good, params)
 except EngramInterpError as exc:
     st.error(str(exc))
     if tokens == "entities":
@@ -54,55 +124,4 @@ except EngramInterpError as exc:
     st.stop()
 if res is None:
     st.stop()
-
-a, b = pair.entries
-matrix = torch.tensor(res["cka"], dtype=torch.float64)
-low, high = (torch.tensor(res[key], dtype=torch.float64) for key in ("ci_low", "ci_high"))
-k = min(k, matrix.shape[1])
-if k == res["k"]:  # the stored index comes with its bootstrap interval
-    align = torch.tensor([float("nan") if v is None else v for v in res["soft_alignment"]], dtype=torch.float64)
-    align_ci = res["soft_alignment_ci"]
-else:
-    align, align_ci = soft_alignment(matrix, k=k), None
-argmax = cka_argmax(matrix)
-st.caption(f"{res['n_examples']} token positions ({res['tokens']}) in {res['n_batches']} minibatches of "
-           f"{res['batch_size']} · data: {res['source']} · layer point l = stream entering block l, last = output")
-engram_layers = list(res.get("engram_layers_a") or [])
-st.plotly_chart(figures.cka_figure(results.cka_result(res)), width="stretch")
-lo_k, hi_k = soft_alignment_range(k, matrix.shape[1])
-st.caption(f"With k = {k} of {matrix.shape[1]} layer points the index can only lie between {lo_k:.1f} and {hi_k:.1f} "
-           "while the top-k CKA values are about equal (a weighted mean of k distinct layer indices), so "
-           "a_j > j at shallow layers holds by construction. A shift counts only against the same index of "
-           "the Engram-null control (and of a second baseline seed, when one is loaded); see docs/ANALYSES.md section 2.")
-refs = res.get("references") or {}
-if k == res["k"] and engram_layers:
-    for v in alignment_verdicts(res):
-        st.markdown("- " + alignment_sentence(v, a.label, b.label, res["k"], res.get("n_batches")).sentence)
-    if "control" not in refs:
-        st.info("No Engram-null control is loaded, so no shift can be established: open the app with the "
-                "Engram-null checkpoint too (`engram-interp app engram.ckpt moe.ckpt engram-null.ckpt`).")
-rows = []
-for j in range(matrix.shape[0]):
-    d = min(j, matrix.shape[1] - 1)
-    ci = "" if align_ci is None or align_ci[0][j] is None else f" [{align_ci[0][j]:.2f}, {align_ci[1][j]:.2f}]"
-    ref_cols = {}
-    if k == res["k"]:
-        for kind, r in sorted(refs.items()):
-            rci = r["soft_alignment_ci"]
-            val = r["soft_alignment"][j] if j < len(r["soft_alignment"]) else None
-            ref_cols[f"{kind}: {r['name']}"] = ("n/a" if val is None else f"{val:.2f}"
-                                                + ("" if rci[0][j] is None else f" [{rci[0][j]:.2f}, {rci[1][j]:.2f}]"))
-    rows.append({
-        f"{a.label} layer": j,
-        "Engram": "yes" if j in engram_layers else "",
-        f"soft alignment a_j (k={k})": f"{float(align[j]):.2f}{ci}",
-        **ref_cols,
-        "a_j - j": round(float(align[j]) - j, 2),
-        "argmax": int(argmax[j]),
-        "CKA at diagonal [95% CI]": summaries.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
-        "max CKA [95% CI]": summaries.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
-                                           float(high[j, argmax[j]]), 3),
-    })
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-if not a.has_engram:
-    st.info(f"{a.label} has no Engram layers; pick an Engram model as A to see where its Engram layers align.")
+draw(res, "final")

@@ -57,20 +57,27 @@ contrast = c3.text_input("Contrast token (optional)", " Kingdom", key="attr-cont
 per_expert = c4.checkbox("per expert", key="attr-experts", help="split each MoE layer into its chosen routed experts and the shared experts")
 
 cols = st.columns(len(pair.entries))
+charts = [col.empty() for col in cols]  # each model drawn when it is done, all on one x range
+notes = [col.empty() for col in cols]
+done: list = []
 traces = []
-for col, entry, model in zip(cols, pair.entries, pair.models):
-    with col:
-        try:
-            a = dla(str(entry.path), entry.sha, entry.label, text, target, contrast,
-                    per_expert and bool(model.info.moe_layers))
-            traces.append(trace(str(entry.path), entry.sha, entry.label, text, target))
-        except EngramInterpError as exc:
-            st.error(f"{entry.label}: {exc}")
-            continue
-        st.plotly_chart(figures.dla_figure(a), width="stretch", key=f"attr-dla-{entry.label}")
-        st.caption(f"p(target) = {a.probability:.4f}; sum of bars {a.total():+.4f} vs logit {a.logit:+.4f}; "
-                   f"remainder (bias terms) {a.remainder:+.1e}. One prompt: no interval; the report's probe "
-                   "section gives means with 95 % intervals over many prompts.")
+for i, (col, entry, model) in enumerate(zip(cols, pair.entries, pair.models)):
+    try:
+        a = dla(str(entry.path), entry.sha, entry.label, text, target, contrast,
+                per_expert and bool(model.info.moe_layers))
+        traces.append(trace(str(entry.path), entry.sha, entry.label, text, target))
+    except EngramInterpError as exc:
+        col.error(f"{entry.label}: {exc}")
+        continue
+    done.append((i, a))
+    x_range = figures.dla_range([d for _, d in done])
+    for j, d in done:
+        charts[j].plotly_chart(figures.dla_figure(d, x_range), width="stretch", key=f"attr-dla-{j}-{len(done)}")
+    notes[i].caption(f"p(target) = {a.probability:.4f}; sum of bars {a.total():+.4f} vs logit {a.logit:+.4f}; "
+                     f"remainder (bias terms) {a.remainder:+.1e}. One prompt: no interval; the report's probe "
+                     "section gives means with 95 % intervals over many prompts.")
+if len(done) > 1:
+    st.caption("Both charts share one x axis (logits), so bar lengths compare across models.")
 if traces:
     st.subheader("Target through the layers")
     st.plotly_chart(figures.trace_figure(traces), width="stretch", key="attr-trace")

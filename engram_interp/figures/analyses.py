@@ -142,30 +142,37 @@ def gate_selectivity_figure(r: GateCorpusResult) -> go.Figure:
 
 def retained_figure(res: AblationResult) -> go.Figure:
     """Retained % per suite (Engram suppressed / full) with 95% bootstrap CI error bars, one bar
-    group per model with Engram; hover and text give full and ablated accuracy and n. Models without
+    group per model with Engram; the label inside each bar's foot gives the retained % (clear of the
+    error bar and of the 100% line), the hover full and ablated accuracy and n. Models without
     Engram get no bars (they retain 100% by construction: stated once in the title). A suite where
     the full model scores 0 is marked "full = 0" instead of an empty slot."""
     fig = go.Figure()
     without = [m["name"] for m in res.models if not m.get("engram_layers")]
+    tops = [100.0]
     for m in res.models:
         if not m.get("engram_layers"):
             continue
         names = list(m["suites"])
         sc = [m["suites"][s] for s in names]
         vals = [s.retained for s in sc]
-        text = [f"full = 0 (n={s.n})" if s.retained is None else f"{s.retained:.0f}%<br>{s.full:.2f} -> {s.ablated:.2f}, n={s.n}"
-                for s in sc]
+        tops += [v for s in sc for v in ([s.retained] + list(s.ci or [])) if v is not None]
         fig.add_trace(go.Bar(
-            x=names, y=[0 if v is None else v for v in vals], name=m["name"], text=text, textposition="outside",
+            x=names, y=[0 if v is None else v for v in vals], name=m["name"],
+            text=["full = 0" if v is None else f"{v:.0f}%" for v in vals],
+            textposition=["outside" if v is None else "inside" for v in vals], insidetextanchor="start",
+            textangle=0, textfont=dict(size=12), cliponaxis=False,
             customdata=[[s.full, s.ablated, s.n] for s in sc],
             error_y=dict(type="data", symmetric=False,
                          array=[None if s.ci is None or s.retained is None else s.ci[1] - s.retained for s in sc],
                          arrayminus=[None if s.ci is None or s.retained is None else s.retained - s.ci[0] for s in sc]),
             hovertemplate="%{x}<br>retained %{y:.1f}%<br>full acc %{customdata[0]:.3f}, ablated %{customdata[1]:.3f}"
                           "<br>n = %{customdata[2]}<extra>" + html.escape(m["name"]) + "</extra>"))
-    fig.add_hline(y=100, line_dash="dot", line_color="gray")
+    fig.add_hline(y=100, line_dash="dot", line_color="gray", annotation_text="100% = full model",
+                  annotation_position="top left")
     title = f"Engram ablation ({res.mode}): accuracy retained with Engram suppressed"
     if without:
         title += f"<br><sup>{html.escape(', '.join(without))}: no Engram layers, retains 100% by construction</sup>"
-    fig.update_layout(title=title, yaxis_title="retained (% of full accuracy)", barmode="group", template="plotly_white")
+    fig.update_layout(title=title, yaxis=dict(title="retained (% of full accuracy)", range=[0, 1.1 * max(tops)]),
+                      barmode="group", template="plotly_white", uniformtext=dict(minsize=10, mode="hide"),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
     return fig

@@ -12,23 +12,31 @@ import plotly.graph_objects as go
 from engram_interp.analysis.attribution import Attribution, TargetTrace
 from engram_interp.analysis.attribution_items import ItemAttribution
 from engram_interp.analysis.patching import PatchBars, PatchGrid
+from engram_interp.figures.axes import int_axis, log_axis, shared_range
 
-__all__ = ["dla_figure", "trace_figure", "patch_grid_figure", "patch_bars_figure", "items_figure"]
+__all__ = ["dla_figure", "dla_range", "trace_figure", "patch_grid_figure", "patch_bars_figure", "items_figure"]
 
 _COLOURS = {"embed": "#7f7f7f", "engram": "#d62728", "attn": "#1f77b4", "mlp": "#2ca02c", "expert": "#2ca02c",
             "shared": "#98df8a", "remainder": "#bcbd22"}
 
 
-def dla_figure(a: Attribution) -> go.Figure:
+def dla_range(attributions: Sequence[Attribution]) -> list[float]:
+    """One x range (logits) that holds every bar of every attribution: the axis of DLA charts shown side by side."""
+    return shared_range(*([c.contribution for c in a.components] + [a.remainder] for a in attributions))
+
+
+def dla_figure(a: Attribution, x_range: Sequence[float] | None = None) -> go.Figure:
     """Horizontal bars: each component's direct contribution to the logit (difference), in logits,
-    with the remainder, in forward order (top = embedding)."""
+    with the remainder, in forward order (top = embedding). ``x_range``: the x axis (logits; default
+    :func:`dla_range` of this one), so that charts compared side by side share one."""
     names = [c.name for c in a.components] + ["remainder"]
     values = [c.contribution for c in a.components] + [a.remainder]
     colours = [_COLOURS.get(c.kind, "#444") for c in a.components] + [_COLOURS["remainder"]]
     what = f"logit({a.target!r})" + (f" - logit({a.contrast!r})" if a.contrast is not None else "")
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colours,
                            hovertemplate="%{y}: %{x:+.4f} logits<extra></extra>"))
-    fig.update_layout(title=f"{a.model}: {what}<br>= {a.logit:+.3f} (sum of the bars)", xaxis_title="contribution (logits)",
+    fig.update_layout(title=f"{a.model}: {what}<br>= {a.logit:+.3f} (sum of the bars)",
+                      xaxis=dict(title="contribution (logits)", range=list(x_range or dla_range([a])), zeroline=True),
                       yaxis=dict(autorange="reversed"), height=max(300, 22 * len(names) + 140),
                       margin=dict(l=10, r=10, t=80, b=40))
     return fig
@@ -37,13 +45,16 @@ def dla_figure(a: Attribution) -> go.Figure:
 def trace_figure(traces: Sequence[TargetTrace]) -> go.Figure:
     """Probability of the target at every layer point (log scale), one line per model; hover shows the rank."""
     fig = go.Figure()
+    probs = [p for t in traces for p in t.probability]
     for t in traces:
         fig.add_trace(go.Scatter(x=t.layers, y=t.probability, mode="lines+markers", name=t.model,
                                  customdata=t.rank, hovertemplate="layer %{x}: p=%{y:.4f}, rank %{customdata}<extra>"
                                  + t.model + "</extra>"))
     target = traces[0].target if traces else ""
-    fig.update_layout(title=f"p({target!r}) through the layers (LogitLens, last position)", xaxis_title="layer point",
-                      yaxis=dict(title="probability", type="log"), height=380, margin=dict(l=10, r=10, t=50, b=40))
+    n = max((len(t.layers) for t in traces), default=0)
+    fig.update_layout(title=f"p({target!r}) through the layers (LogitLens, last position)",
+                      xaxis=int_axis("layer point", n), yaxis=log_axis(probs, "probability"), height=380,
+                      margin=dict(l=10, r=10, t=50, b=40))
     return fig
 
 

@@ -6,6 +6,8 @@ import html
 
 import plotly.graph_objects as go
 
+from engram_interp.figures.axes import log_axis
+
 __all__ = ["memory_usage_figure", "memory_norm_figure", "memory_pca_figure", "memory_section"]
 
 
@@ -13,30 +15,44 @@ def memory_usage_figure(res) -> go.Figure:
     """Rank-frequency curves of row loads (positions per row, log-log), one line per layer and hash
     head of ``res`` (a ``MemoryResult``); the legend gives the fitted Zipf exponent."""
     fig = go.Figure()
+    xs: list[float] = []
+    ys: list[float] = []
     for L in res.layers:
         for h in L.heads:
+            xs += h.rank_curve["rank"]
+            ys += h.rank_curve["load"]
             fig.add_trace(go.Scatter(
                 x=h.rank_curve["rank"], y=h.rank_curve["load"], mode="lines",
                 name=f"L{L.layer} n={h.order} h{h.head} (s={'-' if h.zipf_exponent is None else f'{h.zipf_exponent:.2f}'})",
                 hovertemplate="rank %{x}<br>load %{y} positions<extra></extra>"))
-    fig.update_layout(title=f"Row usage: {html.escape(res.name)} ({res.n_positions} positions)", xaxis_type="log",
-                      yaxis_type="log", xaxis_title="row rank (by load)", yaxis_title="positions served", template="plotly_white")
+    n = len(fig.data)  # the legend lists every curve: the figure is tall enough for all of them (no scroll box)
+    fig.update_layout(title=f"Row usage: {html.escape(res.name)} ({res.n_positions} positions)",
+                      xaxis=log_axis(xs, "row rank (by load)"), yaxis=log_axis(ys, "positions served"),
+                      template="plotly_white", height=legend_height(n), legend=dict(tracegroupgap=0))
     return fig
+
+
+def legend_height(n_entries: int, base: int = 450) -> int:
+    """A figure height (px) whose plot area holds a vertical legend of ``n_entries`` lines (20 px each)."""
+    return max(base, 140 + 20 * n_entries)
 
 
 def memory_norm_figure(res) -> go.Figure:
     """Mean L2 norm of touched rows by load bin (powers of 2) per layer, with the mean norm of the
     sampled untouched rows as the dotted control line."""
     fig = go.Figure()
-    for L in res.layers:
+    loads: list[float] = []
+    for i, L in enumerate(res.layers):
         bins = L.norm_by_load
+        loads += [b["load_min"] for b in bins] + [b["load_max"] for b in bins]
         fig.add_trace(go.Scatter(x=[b["load_min"] for b in bins], y=[b["mean_norm"] for b in bins], mode="lines+markers",
                                  name=f"layer {L.layer}", customdata=[[b["load_max"], b["n_rows"]] for b in bins],
                                  hovertemplate="load %{x}-%{customdata[0]}<br>mean norm %{y:.3f}<br>%{customdata[1]} rows<extra></extra>"))
         free = [h.norm_untouched for h in L.heads if h.norm_untouched is not None]
         if free:
-            fig.add_hline(y=sum(free) / len(free), line_dash="dot", annotation_text=f"untouched, layer {L.layer}")
-    fig.update_layout(title="Row norm against row load", xaxis_type="log", xaxis_title="positions served by the row",
+            fig.add_hline(y=sum(free) / len(free), line_dash="dot", annotation_text=f"untouched, layer {L.layer}",
+                          annotation_position="top left" if i % 2 else "top right")
+    fig.update_layout(title="Row norm against row load", xaxis=log_axis(loads, "positions served by the row"),
                       yaxis_title="L2 norm of the row", template="plotly_white")
     return fig
 
