@@ -44,6 +44,18 @@ def test_balanced_groups_by_hand():
     assert not design["t"]["balanced"] and out["t"][0]["prompt"] == "p" and "reason" in design["t"]
 
 
+def test_kv_recall_mirrors_ask_every_key_of_the_same_prompt():
+    item = {"id": "k", "suite": "kv_recall", "prompt": "Ab: 12\nCd: 345\nEf: 6789\nQuery: Cd\nValue:", "answer": " 345",
+            "candidates": [" 12", " 345", " 6789"], "meta": {"n_pairs": 3, "position": 1}}
+    (group,) = balanced_groups([item])
+    assert [(g["prompt"].split("\n")[-2], g["answer"]) for g in group] == [
+        ("Query: Cd", " 345"), ("Query: Ab", " 12"), ("Query: Ef", " 6789")]
+    assert all(g["candidates"] == item["candidates"] and g["prompt"].startswith("Ab: 12\nCd: 345\nEf: 6789\n")
+               for g in group)
+    assert [g["meta"]["position"] for g in group] == [1, 0, 2]
+    assert balanced_groups([{**item, "prompt": "Ab: 12\nQuery: Ab\nValue:"}]) == []  # not in the suite's form
+
+
 def test_measured_chance_flags_a_prior_above_the_uniform_guess():
     # 40 items, prior 0.75: Wilson lower bound 0.598 > 0.5 -> flagged; prior 0.6: 0.446 -> not flagged
     c = measured_chance(0.5, 40, twin_full=0.55, prior=0.75)

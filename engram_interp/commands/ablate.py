@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import ablation_sensitivity
     from engram_interp.analysis.common import default_texts, read_texts
+    from engram_interp.claims.verdict import degenerate
     from engram_interp.data.suite_files import read_suites, subsample_suites
 
     check_out(args)
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     lines.append(f"{'model':<16}{'suite':<16}{'n':>5}{'full':>8}{'ablated':>9}{'retained':>10}  CI / per layer")
     for m in res.models:
         for suite, s in m["suites"].items():
-            ci = "-" if s.ci is None else f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]"
+            ci = ("-" if s.ci is None else "point (no spread measured)" if degenerate(s.ci, s.retained)
+                  else f"[{s.ci[0]:.1f}, {s.ci[1]:.1f}]")
             per = " ".join(f"L{l}:{fmt(r['retained'], '.1f')}" for l, r in s.per_layer.items())
             lines.append(f"{m['name'][:15]:<16}{suite[:15]:<16}{s.n:>5}{s.full:>8.3f}{s.ablated:>9.3f}"
                          f"{fmt(s.retained, '.1f'):>10}  {ci} {per}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, text_value
+from engram_interp.commands._common import (add_device_output, add_twin, check_out, emit, findings_json, load_models,
+                                            names_for, text_value, twin_of)
 
 NAME = "attribute"
 HELP = "which component (embedding, attention, FFN/MoE expert, Engram) wrote the next-token logit"
@@ -17,7 +18,9 @@ DESCRIPTION = (
     "and rank through the layers (LogitLens). Target and contrast must be single tokens, leading space "
     "included. JSON (one model): {target, contrast, logit, components: [{name, contribution, kind, layer, "
     "branch, expert}], remainder, unexplained, source, probability, tokens, through_layers: {layers, "
-    "probability, rank, logit}}; several models: {models: [...]}. See docs/ATTRIBUTION.md."
+    "probability, rank, logit}}; several models: {models: [...]}. 'findings': the Engram layers' summed "
+    "contribution of the first model, a point (one prompt: no spread measured), with --twin beside the untrained "
+    "twin's (same architecture, random init under --seed; JSON 'twin'). See docs/ATTRIBUTION.md."
 )
 
 
@@ -27,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", type=text_value, required=True, help="the token to explain, e.g. ' Paris' (one token)")
     p.add_argument("--contrast", type=text_value, default=None, help="explain logit(target) - logit(contrast), e.g. ' London'")
     p.add_argument("--per-expert", action="store_true", help="split MoE layers into their chosen routed experts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the untrained twin's init (default 0)")
+    add_twin(p)
     add_device_output(p)
 
 
@@ -52,13 +57,21 @@ def run(args: argparse.Namespace) -> int:
     check_out(args)
     models = load_models(args.ckpts, args)
     names = names_for(args.ckpts)
+    from engram_interp.claims.prompt import attribution_finding
+
+    pairs = list(zip(names, models))
+    if args.twin:
+        pairs.append(twin_of(models[0], names[0], args.seed))
     results, tables = [], []
-    for name, model in zip(names, models):
+    for name, model in pairs:
         a = direct_logit_attribution(model, args.text, args.target, args.contrast, per_expert=args.per_expert, name=name)
         (trace,) = target_through_layers({name: model}, args.text, args.target)
         d = a.to_dict()
         d["through_layers"] = {k: v for k, v in trace.to_dict().items() if k in ("layers", "probability", "rank", "logit")}
         results.append(d)
         tables.append(_table(a, trace))
+    twin = results.pop() if args.twin else None
+    found = [attribution_finding(results[0], twin)]
     out = results[0] if len(results) == 1 else {"models": results}
-    return emit(args, out, "\n\n".join(tables))
+    out = {**out, "findings": findings_json(found)} | ({"twin": twin} if twin is not None else {})
+    return emit(args, out, "\n\n".join(tables + [f.sentence for f in found]))

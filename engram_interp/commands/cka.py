@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis import cka_analysis
     from engram_interp.analysis.alignment import alignment_verdicts, reference_entry
     from engram_interp.claims.sentences import alignment_sentence
+    from engram_interp.claims.verdict import degenerate
 
     check_out(args)
     seed_all(args.seed)
@@ -79,14 +80,17 @@ def run(args: argparse.Namespace) -> int:
         res.references["noise"] = reference_entry(cka_analysis(models[-1], base, texts, names=(names[-1], base_name), **kw))
     lines = [f"CKA {res.name_a} (rows) vs {res.name_b} (columns); {res.n_examples} {res.tokens} tokens of "
              f"{corpus_name(args)}, {res.n_batches} minibatches of <= {res.batch_size}; seed {args.seed}",
-             "* = Engram layer of A; [low, high] = 95% bootstrap interval over minibatches; soft alignment with "
+             "* = Engram layer of A; [low, high] = 95% bootstrap interval over minibatches ('no spread': replicates that "
+             "hardly vary, a point); soft alignment with "
              f"k = {res.k} can only lie in {res.soft_alignment_range[0]:.1f}..{res.soft_alignment_range[1]:.1f} while CKA is flat"]
     lines.append("      " + "".join(f"{j:>6}" for j in res.layers_b) + "   soft alignment [95% CI]  argmax  CKA at diagonal [95% CI]")
     lo, hi = res.soft_alignment_ci
     for i, row in enumerate(res.cka):
         d = min(i, len(row) - 1)
         mark = "*" if i in res.engram_layers_a else " "
-        soft = f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]"
+        soft = (f"{fmt(res.soft_alignment[i], '.2f')} (no spread)" if res.soft_alignment[i] is not None
+                and degenerate([lo[i], hi[i]], res.soft_alignment[i]) else
+                f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]")
         diag = f"{row[d]:.3f} [{res.ci_low[i][d]:.3f}, {res.ci_high[i][d]:.3f}]"
         lines.append(f"{i:>4}{mark} " + "".join(f"{v:>6.2f}" for v in row) + f"   {soft:<23} {res.argmax[i]:>6}  {diag}")
     found = [alignment_sentence(v, res.name_a, res.name_b, res.k, res.n_batches) for v in alignment_verdicts(res)]

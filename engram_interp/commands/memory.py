@@ -8,7 +8,8 @@ import io
 import sys
 from pathlib import Path
 
-from engram_interp.commands._common import add_corpus, fmt, non_negative_int, positive_int, text_value, texts_from
+from engram_interp.commands._common import (add_corpus, add_twin, findings_json, fmt, non_negative_int, positive_int,
+                                            text_value, texts_from)
 from engram_interp.errors import EngramInterpError
 from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, refuse_trailing_slash
 
@@ -23,7 +24,10 @@ DESCRIPTION = (
     "positions served by the top 1% of touched rows, the Zipf exponent of the row loads, the share of positions "
     "whose row also serves another n-gram next to what a uniform hash of the same size would give, the "
     "heaviest rows with their n-grams, and the norms of touched vs untouched rows. --ngram adds that n-gram's "
-    "row in every head, the corpus n-grams sharing it and its nearest n-grams by memory vector (cosine)."
+    "row in every head, the corpus n-grams sharing it and its nearest n-grams by memory vector (cosine). "
+    "JSON 'findings': per Engram layer the touched-minus-untouched row norm gap, stated against the untrained "
+    "twin (--twin: the same hashing with rows drawn from the init, Normal(0, init_std); its hash statistics are "
+    "the model's by construction, so only the rows' content can differ; JSON 'twin')."
 )
 
 
@@ -36,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untouched", type=non_negative_int, default=2048, help="untouched rows sampled per head for the norm control (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the untouched-row sample (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_twin(p)
     p.add_argument("--force", action="store_true", help="with --out: replace existing files")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout")
@@ -58,14 +63,35 @@ def run(args: argparse.Namespace) -> int:
             raise EngramInterpError(f"--ngram {args.ngram!r} is {len(ids)} token(s); an n-gram needs at least 2 tokens")
     res = memory_inspect(source, texts_from(args), max_tokens=args.max_tokens, ngram=args.ngram, top_rows=args.top,
                          untouched=args.untouched, seed=args.seed, progress=not args.quiet)
+    extra = _twin_findings(args, source, res)
     if args.json:
-        print(res.to_json())
+        print(dumps_strict({**res.to_dict(), **extra}))
         return 0
     print(render(res, args.top))
+    print("\n" + "\n".join(f["sentence"] for f in extra["findings"]))
     if args.out:
         for p in write_outputs(res, Path(args.out), force=args.force):
             print(f"wrote {p}", file=sys.stderr)
     return 0
+
+
+def _twin_findings(args, source, res) -> dict:
+    """``{"findings": [...], "twin": twin result dict (with --twin)}``: the norm-gap findings of every
+    layer against the untrained twin's memory (``engram_interp.memory.twin``)."""
+    from engram_interp.analysis.memory import memory_inspect
+    from engram_interp.claims.memory import memory_findings
+    from engram_interp.memory.twin import twin_tables
+
+    twin = None
+    if args.twin:
+        twin = memory_inspect(twin_tables(source, args.seed), texts_from(args), max_tokens=args.max_tokens, top_rows=0,
+                              untouched=args.untouched, seed=args.seed, progress=not args.quiet).to_dict()
+    out = {"findings": findings_json(memory_findings(res.to_dict(), twin))}
+    if twin is not None:
+        out["twin"] = {"name": twin["name"], "layers": [{"layer": L["layer"], "heads": [
+            {k: h[k] for k in ("order", "head", "norm_touched", "norm_touched_ci", "norm_untouched", "norm_untouched_ci")}
+            for h in L["heads"]]} for L in twin["layers"]]}
+    return out
 
 
 def render(res, top: int = 5) -> str:

@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = []
     for paths in _pairs(args):
         given = [p for p in paths if p]
-        models = load_models(given, args.device, args.allow_nonfinite)
+        models = load_models(given, args)
         if not models[0].engram_layers:
             raise EngramInterpError(f"{given[0]} has no Engram layers; memory-help needs the Engram model first")
         names = names_for(given)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, text_value
+from engram_interp.commands._common import (add_device_output, add_twin, check_out, emit, findings_json, load_models,
+                                            names_for, text_value, twin_of)
 
 NAME = "patch"
 HELP = "activation patching: which activations of a clean prompt restore its answer in a corrupted one"
@@ -18,7 +19,9 @@ DESCRIPTION = (
     "models the residual stream alone does not carry all of the clean prompt: 'full patch' patches the "
     "first layer point and the hash ids (~1 by construction, a self-check). JSON: {model, source, target, "
     "contrast, clean_metric, corrupt_metric, full_patch, residual: {layers, tokens, corrupt_tokens, "
-    "restored[layer][pos]}, components: [{kind, layers, restored}]}. See docs/ATTRIBUTION.md."
+    "restored[layer][pos]}, components: [{kind, layers, restored}]}. 'findings': the Engram output's best restored "
+    "fraction, a point (one prompt pair: no spread measured), with --twin beside the untrained twin's (same "
+    "architecture, random init under --seed; JSON 'twin'). See docs/ATTRIBUTION.md."
 )
 
 
@@ -28,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corrupt", type=text_value, required=True, help="the corrupted prompt (same number of tokens)")
     p.add_argument("--target", type=text_value, required=True, help="the clean answer's token, e.g. ' Paris' (one token)")
     p.add_argument("--contrast", type=text_value, default=None, help="the corrupted answer's token, e.g. ' London'")
+    p.add_argument("--seed", type=int, default=0, help="seed of the untrained twin's init (default 0)")
+    add_twin(p)
     add_device_output(p)
 
 
@@ -52,6 +57,23 @@ def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.patching import patching
 
     check_out(args)
+    from engram_interp.claims.prompt import patch_finding
+    from engram_interp.errors import EngramInterpError
+
     (model,) = load_models([args.ckpt], args)
-    r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=names_for([args.ckpt])[0])
-    return emit(args, r.to_dict(), _table(r))
+    name = names_for([args.ckpt])[0]
+    r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=name)
+    d, text, twin, note = r.to_dict(), _table(r), None, ""
+    if args.twin:
+        tn, tw = twin_of(model, name, args.seed)
+        try:
+            t = patching(tw, args.clean, args.corrupt, args.target, args.contrast, name=tn)
+            twin, text = t.to_dict(), text + "\n\n" + _table(t)
+        except EngramInterpError as exc:  # e.g. the twin gives both prompts the same metric
+            note = f"not patched ({exc})"
+            d["twin"] = {"model": tn, "note": note}
+    found = patch_finding(d, twin, note)
+    d["findings"] = findings_json([found])
+    if twin is not None:
+        d["twin"] = twin
+    return emit(args, d, text + "\n" + found.sentence)

@@ -14,13 +14,16 @@ condition where the items carry one) whose gold is c and whose prompt differs fr
 the candidates C. An anchor for which some candidate is nobody's gold has no balanced group and is
 left out. A suite "allows" the design when at least one anchor has its group (agreement: every
 singular item mirrors a plural one; closed-book facts: the distractors are other facts' answers).
+Key-value recall builds its mirrors from the prompt itself: the same pairs, the query asking each
+key in turn (:data:`REWRITES`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
-__all__ = ["KIND_KEYS", "mirror_kind", "balanced_groups", "balanced_suites"]
+__all__ = ["KIND_KEYS", "REWRITES", "mirror_kind", "balanced_groups", "balanced_suites"]
 
 KIND_KEYS = ("relation", "attribute", "phrasing", "condition", "variant")  # meta fields a mirror must share
 
@@ -29,6 +32,27 @@ def mirror_kind(item: dict) -> tuple:
     """What a mirror of ``item`` must share with it: its suite and the ``meta`` fields of :data:`KIND_KEYS`."""
     meta = item.get("meta") or {}
     return (item.get("suite"),) + tuple((k, str(meta[k])) for k in KIND_KEYS if k in meta)
+
+
+_PAIR = re.compile(r"^(.+): (\d+)$")
+
+
+def _kv_recall(item: dict) -> list[dict] | None:
+    """The mirrors of a key-value recall item (``data.incontext.kv_recall_item``): its prompt with the
+    query asking each other key, that key's value the gold; None when the prompt is not in that form."""
+    lines = item["prompt"].split("\n")
+    if len(lines) < 3 or lines[-1] != "Value:" or not lines[-2].startswith("Query: "):
+        return None
+    pairs = [_PAIR.match(x) for x in lines[:-2]]
+    if not all(pairs) or [" " + m.group(2) for m in pairs] != list(item["candidates"]):
+        return None
+    head = "\n".join(lines[:-2])
+    return [{**item, "id": f"{item.get('id', '')}~mirror~{j}", "prompt": f"{head}\nQuery: {m.group(1)}\nValue:",
+             "answer": " " + m.group(2), "meta": {**(item.get("meta") or {}), "position": j}}
+            for j, m in enumerate(pairs) if " " + m.group(2) != item["answer"]]
+
+
+REWRITES: dict[str, Callable[[dict], list[dict] | None]] = {"kv_recall": _kv_recall}  # mirrors from the prompt
 
 
 def balanced_groups(anchors: Sequence[dict], pool: Sequence[dict] | None = None) -> list[list[dict]]:
@@ -49,6 +73,11 @@ def balanced_groups(anchors: Sequence[dict], pool: Sequence[dict] | None = None)
             continue
         gid = str(a.get("id", i))
         group = [{**a, "meta": {**(a.get("meta") or {}), "group": gid}}]
+        rewrite = REWRITES.get(a.get("suite"))
+        made = rewrite(a) if rewrite else None
+        if made is not None:
+            groups.append(group + [{**m, "meta": {**m["meta"], "group": gid}} for m in made])
+            continue
         for c in cands:
             if c == a["answer"]:
                 continue
