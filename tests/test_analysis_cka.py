@@ -98,7 +98,7 @@ def test_shuffle_changes_batches_not_full_batch_value():
     a = _layers(seed=7)
     m1 = minibatch_cka(a, None, 1000, shuffle=True, seed=1)
     m2 = minibatch_cka(a, None, 1000, shuffle=False)
-    torch.testing.assert_close(m1, m2, atol=1e-7, rtol=0)  # float32 Gram rounding
+    torch.testing.assert_close(m1, m2, atol=2e-7, rtol=0)  # float32 Gram rounding (each ~1e-7 from float64)
 
 
 def test_accumulator_merge_equals_single_and_bootstrap_contains_estimate():

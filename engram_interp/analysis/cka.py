@@ -1,11 +1,9 @@
 """Minibatch unbiased linear CKA (Song et al. 2012; Nguyen, Raghu & Kornblith 2021).
 
-Per minibatch of ``n > 3`` examples and per layer: ``K = X X^T`` (features mean-centred first,
-which leaves HSIC unchanged and keeps float32 safe), diagonal zeroed. With the U-centring
-``m_i = sum_j K_ij / (n-2) - sum(K) / (2 (n-1) (n-2))``, ``U = K - m 1^T - 1 m^T`` (diagonal zeroed),
-``HSIC1(K, L) = <U_K, U_L>_F / (n (n-3))`` (``u_centred_grams``). The accumulator computes the same
-number without forming U: Song et al.'s trace form from the float32 Grams' Frobenius products
-(block matrix products, float64 accumulation) and their float64 row sums. Over minibatches we sum
+Per minibatch of ``n > 3`` examples and per layer: ``K = X X^T`` (features mean-centred first), its
+U-centring ``U`` and ``HSIC1(K, L) = <U_K, U_L>_F / (n (n-3))``, computed from float32 Grams without
+cancellation (``engram_interp.analysis.hsic``: float64 row sums, float64 rows for examples with
+massive activations, float64 accumulation of the Frobenius products). Over minibatches we sum
 ``HSIC1`` for every layer pair and the self terms;
 ``CKA_ab = S_ab / sqrt(S_aa S_bb)``. Values may be negative (unbiased); only the denominator is guarded.
 
@@ -22,34 +20,10 @@ from typing import Sequence
 import torch
 
 from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
+from engram_interp.analysis.hsic import hsic_matrix, minibatch_u_grams, u_centred_grams
 
 __all__ = ["CKAAccumulator", "u_centred_grams", "minibatch_cka", "soft_alignment", "default_k",
            "soft_alignment_range", "cka_argmax", "percentile_ci"]
-
-
-def u_centred_grams(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """U-centred linear Gram matrices of a minibatch, flattened: ``[L, n, d] -> [L, n*n]`` float64.
-
-    The per-layer feature mean is subtracted in the input dtype first (HSIC is invariant to it).
-    ``out``: optional float64 buffer ``[L, n*n]`` to write into.
-    """
-    if x.dim() != 3:
-        raise ValueError(f"expected [layers, n, d], got {tuple(x.shape)}")
-    L, n = x.shape[0], x.shape[1]
-    if n <= 3:
-        raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
-    x = _centred(x)
-    k = out.view(L, n, n) if out is not None else torch.empty(L, n, n, dtype=torch.float64, device=x.device)
-    k.copy_(torch.bmm(x, x.transpose(1, 2)))  # [L, n, n]: float32 Gram, float64 from here on
-    k.diagonal(dim1=1, dim2=2).zero_()
-    row = k.sum(dim=2)  # [L, n]
-    total = row.sum(dim=1, keepdim=True)  # [L, 1]
-    m = row / (n - 2) - total / (2 * (n - 1) * (n - 2))  # [L, n]
-    ones = torch.ones_like(m)
-    # U = K - m 1^T - 1 m^T as one in-place rank-2 update
-    k.baddbmm_(torch.stack([m, ones], dim=2), torch.stack([ones, m], dim=1), alpha=-1.0)
-    k.diagonal(dim1=1, dim2=2).zero_()
-    return k.view(L, n * n)
 
 
 class CKAAccumulator:
@@ -110,7 +84,9 @@ class CKAAccumulator:
                 raise ValueError(f"expected {self.n_layers_b} layers for B, got {lb}")
         if n <= 3:
             raise ValueError(f"unbiased HSIC needs more than 3 examples per minibatch, got {n}")
-        g = _hsic_matrix(_zero_diag_grams(a, b, n))  # [La+Lb, La+Lb] float64
+        parts = [a] + ([] if b is None else [b])
+        layers = [t for p in parts for t in (p if isinstance(p, list) else [p])]  # stacked [L, n, d] or [n, d]'s
+        g = hsic_matrix(*minibatch_u_grams(layers, n))  # [La+Lb, La+Lb] float64
         h_ab = g[:la, la:] if b is not None else g
         h_aa = torch.diagonal(g)[:la]
         h_bb = torch.diagonal(g)[la:] if b is not None else h_aa
@@ -185,48 +161,6 @@ def _as_layers(acts: torch.Tensor | Sequence[torch.Tensor], device: torch.device
     if device is not None:
         flat = [t.to(device) for t in flat]
     return torch.stack(flat) if len({t.shape[1] for t in flat}) == 1 else flat
-
-
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    """Features mean-centred per layer (HSIC is invariant to it; it keeps the float32 Gram exact
-    to float32 rounding). Half precision is computed in float32; float32/float64 stay as given."""
-    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    return x - x.mean(dim=-2, keepdim=True)
-
-
-def _zero_diag_grams(a: torch.Tensor | list[torch.Tensor], b, n: int) -> torch.Tensor:
-    """Linear Grams ``K = X X^T`` of every layer of A (then of B) in one ``[La + Lb, n, n]`` buffer, in
-    the activations' precision (float32 for float32/half input), diagonal zeroed."""
-    parts = [a] + ([] if b is None else [b])
-    layers = [t for p in parts for t in (p if isinstance(p, list) else [p])]  # stacked [L, n, d] or [n, d]'s
-    count = sum(t.shape[0] if t.dim() == 3 else 1 for t in layers)
-    dtype = torch.float64 if any(t.dtype == torch.float64 for t in layers) else torch.float32
-    k = torch.empty(count, n, n, dtype=dtype, device=layers[0].device)
-    i = 0
-    for t in layers:
-        x = _centred(t if t.dim() == 3 else t[None]).to(dtype)
-        torch.bmm(x, x.transpose(1, 2), out=k[i:i + x.shape[0]])
-        i += x.shape[0]
-    k.diagonal(dim1=1, dim2=2).zero_()
-    return k
-
-
-def _hsic_matrix(k: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """Unbiased HSIC1 of every pair of zero-diagonal Grams ``k`` ``[L, n, n]``: ``[L, L]`` float64.
-
-    Song et al.'s form ``(tr(K L) + 1'K1 1'L1 / ((n-1)(n-2)) - 2/(n-2) 1'K L1) / (n(n-3))``
-    (equal to the U-centred inner product of the module doc). The Frobenius products run as one
-    batched matrix product over blocks of about ``chunk`` Gram entries (whole rows) in the Grams'
-    precision, the blocks' partial sums added in float64; the row sums likewise. Nothing of size
-    ``n^2`` is float64 (max relative error ~1e-7 of ``sqrt(<K,K><L,L>)`` at n = 512)."""
-    L, n = k.shape[0], k.shape[1]
-    rows = max(r for r in range(1, max(1, chunk // n) + 1) if n % r == 0)  # whole rows per block
-    blocks = k.view(L, n // rows, rows * n).transpose(0, 1)  # [n_blocks, L, rows * n]
-    f = torch.bmm(blocks, blocks.transpose(1, 2)).sum(0, dtype=torch.float64)  # [L, L]: tr(K L)
-    r = torch.bmm(k, torch.ones(L, n, 1, dtype=k.dtype, device=k.device))[..., 0].double()  # [L, n]: K 1
-    t = r.sum(dim=1)  # [L]: 1'K1
-    h = f + torch.outer(t, t) / ((n - 1) * (n - 2)) - (r @ r.T) * (2.0 / (n - 2))
-    return h / (n * (n - 3))
 
 
 def minibatch_cka(
