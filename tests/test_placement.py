@@ -146,3 +146,22 @@ def test_ckpt_refuses_a_device_map_but_takes_cpu():
     with pytest.raises(EngramInterpError, match="a .ckpt loads on one --device"):
         ei.load(ckpt, device_map="auto")
     assert ei.load(ckpt, device_map="cpu").device == torch.device("cpu")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the GPU twin of the disk test)")
+def test_gpu_cpu_disk_map_gives_the_in_memory_numbers(tmp_path):
+    from engram_interp.analysis import logit_lens
+    from engram_interp.analysis.gates import gate_map
+
+    folder = tiny_qwen4_exp_folder(tmp_path / "qwen4")
+    whole = ei.load(folder, device="cpu").requires_grad_(False)
+    mixed = {**QWEN4_DISK, "model.embed_tokens": 0, "model.layers.1": "cpu", "model.rotary_emb": 0,
+             "model.hyper_connection_mixer": 0, "lm_head": "cpu"}
+    placed = ei.load(folder, device_map=mixed, offload_folder=tmp_path / "off", dtype="float32").requires_grad_(False)
+    assert placed.device == torch.device("cuda:0")
+    lens = logit_lens({"whole": whole, "placed": placed}, TEXTS, max_tokens=None)
+    assert lens.models[0].kl == pytest.approx(lens.models[1].kl, abs=1e-4)
+    g_w, g_p = gate_map(whole, TEXTS[1]), gate_map(placed, TEXTS[1])
+    for layer in g_w.layers:
+        assert torch.tensor(g_p.gates[layer]) == pytest.approx(torch.tensor(g_w.gates[layer]), abs=1e-4)

@@ -111,7 +111,7 @@ def add_load(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-nonfinite", action="store_true",
                    help="load checkpoints whose weights hold NaN/Inf (refused by default: outputs would be NaN)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                   help="weights and activations in this dtype (default: a .ckpt as stored; a Hugging Face model in "
+                   help="weights and activations in this dtype (default: float32 for a .ckpt; a Hugging Face model in "
                         "its checkpoint's dtype on a GPU, float32 on the CPU); results accumulate in float32/64 anyway")
     p.add_argument("--device-map", default=None, metavar="PLAN|FILE.json", type=_checked(parse_device_map, "--device-map"),
                    help=f"let accelerate place a Hugging Face model's layers: {'|'.join(PLANS)}, or a JSON file "
