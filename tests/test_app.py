@@ -517,3 +517,15 @@ def test_ablation_draws_each_engram_model_as_it_is_done(app_env, ckpts, tmp_path
     assert not at.error, texts(at.error)
     table = at.dataframe[0].value
     assert sorted(set(table["model"])) == ["engram", "engram-null"]
+
+def test_memory_help_page_draws_the_buckets_and_states_the_findings(app_env, ckpts):
+    """The Memory help page: a table of non-empty buckets (the 'all' bucket holds every scored token), the
+    figure, and both findings stated against the untrained twin."""
+    app_env("engram", "moe", "dense")
+    at = AppTest.from_file(str(ROOT / "app" / "pages" / "10_Memory_help.py"), default_timeout=TIMEOUT).run()
+    assert not at.exception and not at.error, texts(at.error)
+    table = at.dataframe[0].value
+    assert {"all", "frequency", "collision", "gate"} <= set(table["bucket"])
+    assert (table[table["bucket"] == "all"]["share"] == 1.0).all() and (table["tokens"] > 0).all()
+    said = texts(at.markdown)
+    assert "untrained twin" in said and said.count("Verdict:") == 2

@@ -204,3 +204,31 @@ def test_report_memory_help_section(tiny_ckpts, tmp_path, capsys):
     capsys.readouterr()
     assert main(["report", str(tiny_ckpts["engram"]), "--out", str(tmp_path / "r2"), "--memory-help", "--quiet"]) == 2
     assert "baseline B" in capsys.readouterr().err
+
+
+def test_qwen4_exp_capacity_folds_the_ple_rows(tmp_path):
+    """Qwen4-Exp: k = None and k >= every head's size give Hugging Face's forward exactly; k = 1 makes every
+    position read its head's first row (global ids = the head offsets), as the PLE table source folded to 1 row."""
+    pytest.importorskip("transformers.models.qwen4_exp")
+    from engram_interp.backends.testing import tiny_qwen4_exp_folder
+
+    folder = tiny_qwen4_exp_folder(tmp_path / "qwen4")
+    m = ei.load(folder, device="cpu").requires_grad_(False)
+    tok = m.to_tokens(TEXTS[0])
+    normal = m(tok)
+    biggest = max(max(m.ple_hashing(l).head_sizes) for l in m.engram_layers)
+    for k in (None, biggest):
+        with m.engram_capacity(k):
+            assert torch.equal(m(tok), normal)
+    names = {f"blocks.{l}.engram.hook_hash_ids" for l in m.engram_layers}
+    with m.engram_capacity(1):
+        _, cache = m.run_with_cache(tok, names_filter=lambda x: x in names)
+        assert not torch.equal(m(tok), normal)
+    folded = CapacityTables(open_tables(folder), 1)
+    ctx = folded.contexts(tok[0].tolist())
+    for l in m.engram_layers:
+        offsets = torch.tensor(m.ple_hashing(l).head_offsets)
+        ids = cache[f"blocks.{l}.engram.hook_hash_ids"][0]
+        assert torch.equal(ids, offsets.expand_as(ids))
+        assert np.array_equal(ids.numpy(), folded.rows(l, ctx) + folded.offsets(l))
+    assert torch.equal(m(tok), normal)  # the hooks are gone after the block

@@ -172,8 +172,8 @@ def memory_help(model, baseline, texts: Sequence[str] | str, counts, tables, *, 
     if not 0 < cold <= hot:
         raise EngramInterpError(f"need 0 < cold <= hot occurrences, got cold={cold}, hot={hot}")
     caps = sorted({int(k) for k in capacities})
-    for k in caps:
-        model._check_capacity(k)
+    if caps and caps[0] < 1:
+        raise EngramInterpError(f"every capacity must be >= 1 row per head, got {caps[0]}")
     names = names or (model_name(model), model_name(baseline, "baseline"), None if null is None else model_name(null, "null"))
     layers, orders = list(model.engram_layers), list(counts.orders)
     columns = ["engram", "baseline"] + (["null"] if null is not None else []) + [f"k={k}" for k in caps]

@@ -71,7 +71,7 @@ def _table(d: dict) -> str:
             ci = "" if not x["delta_baseline_ci"] else f" [{x['delta_baseline_ci'][0]:+.4f}, {x['delta_baseline_ci'][1]:+.4f}]"
             lines.append(f"  {where:<24} {x['n_tokens']:>8,} {x['share']:>6.3f} {fmt(x['delta_baseline'], '+.4f') + ci:>28} "
                          f"{fmt(x['delta_null'], '+.4f'):>9}")
-        lines.append(f"  capacity (rows/head): " + ", ".join(
+        lines.append("  capacity (rows/head): " + ", ".join(
             f"{'full' if k['k'] is None else k['k']}: {fmt(k['delta_baseline'], '+.4f')}" for k in m["capacity"])
             + " (E - base, nats/token)")
     for f in d.get("findings", []):

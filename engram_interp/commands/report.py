@@ -56,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--locate", action="append", default=[], metavar="PROMPT|TARGET[|CONTRAST]",
                    help="add a Locate section: the Engram table rows A reads for this prediction (repeatable; the "
                         "target and contrast are single tokens, leading space included), e.g. 'Southern United| States'")
+    p.add_argument("--memory-help", action="store_true",
+                   help="add a 'Where the memory helps' section: A's loss minus B's (and C's) by n-gram frequency, row "
+                        "collisions, gate value and table capacity (engram-interp memory-help; needs A with Engram and B)")
     add_seeds(p)
     add_twin(p, default=True)
     # the shared defaults (engram_interp.defaults): the report's figures match the app's and measure.sh's
@@ -112,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if not a.engram_layers and b is not None and b.engram_layers:
         raise EngramInterpError(f"{paths_in[0]} has no Engram layers; the report needs the Engram model first")
     pair = dict(zip(names, models))
+    if args.memory_help and not (a.engram_layers and b is not None):
+        raise EngramInterpError("--memory-help needs an Engram model A and its baseline B")
     tw_name, tw = twin_of(a, na, args.seed) if args.twin and a.engram_layers else (None, None)
     twin = {tw_name: tw} if tw is not None else {}
     check_text_fits(models, args.probe_text, "--probe-text")
@@ -181,6 +186,16 @@ def run(args: argparse.Namespace) -> int:
         with phase("locate"):
             located = [locate(a, p_, t_, c_, corpus=texts, max_tokens=args.max_tokens, name=na)
                        for p_, t_, c_ in wanted_locate]
+    helped = None
+    if args.memory_help:
+        from engram_interp.analysis.memory_help import memory_help_set
+        from engram_interp.claims.memory_help import memory_help_findings
+
+        say("memory help ...")
+        with phase("memory-help"):
+            helped = memory_help_set([(a, b, c, (na, nb, nc))], texts, twin=tw is not None, twin_seed=args.seed,
+                                     batch_size=args.batch_size, max_tokens=args.max_tokens, seed=args.seed, progress=prog)
+            helped["findings"] = findings_json(memory_help_findings(helped["models"], helped["twin"]))
     notes = [f"A = {paths_in[0]}" + (f", B = {paths_in[1]}" if b is not None else " (CKA: A's layers against each other)")
              + f"; {lens.models[0].n_tokens} corpus tokens; CKA on {cka.n_examples} {cka.tokens} tokens."]
     if several:
@@ -215,12 +230,13 @@ def run(args: argparse.Namespace) -> int:
     with phase("write"):
         paths = write_report(args.out, title=f"engram-interp: {na}" + (f" vs {nb}" if b is not None else ""),
                              lens=lens, token_lens=tl, cka=cka, gate_maps=gm, gates=gc, ablation=abl, notes=notes,
-                             force=args.force, memory=mem, attribution=attr, findings=findings_json(findings),
+                             force=args.force, memory=mem, attribution=attr,
+                             findings=findings_json(findings) + (helped or {}).get("findings", []),
                              probe_text=args.probe_text, source=source,
                              extra_gates=[gc_control] if gc_control is not None else [],
-                             seed_bands=seed_bands, seed_findings=seed_findings, locate=located)
-    for f in findings:
-        print("- " + f.sentence)
+                             seed_bands=seed_bands, seed_findings=seed_findings, locate=located, memory_help=helped)
+    for f in findings + (helped or {}).get("findings", []):
+        print("- " + (f["sentence"] if isinstance(f, dict) else f.sentence))
     for f in seed_findings:
         print(f"- across seeds, {f.title}: {f.verdict} ({f.reason})")
     print(f"{'analysis':<12} result")

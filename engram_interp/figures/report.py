@@ -107,7 +107,7 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
                  probe_text: str | None = None, source: dict | None = None,
                  extra_gates: Sequence[GateCorpusResult] = (), force: bool = False, memory=None,
                  attribution: Sequence = (), seed_bands: dict | None = None,
-                 seed_findings: Sequence = (), locate: Sequence = ()) -> dict[str, Path]:
+                 seed_findings: Sequence = (), locate: Sequence = (), memory_help: dict | None = None) -> dict[str, Path]:
     """Write ``report.html`` (self-contained, plotly.js inlined once), ``results.json`` (strict JSON)
     and CSVs into ``out``, each file atomically (temporary file + rename). A folder holding an earlier
     report needs ``force``; then the whole earlier set is replaced (its files this report does not
@@ -115,7 +115,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     per-token figures; ``source``: stored as ``results.json["source"]``; ``extra_gates``: the
     control's gate statistics (figures and ``results.json["gates_control"]``); ``seed_bands`` /
     ``seed_findings`` (``engram_interp.claims.findings.Finding``): the across-seed section; ``locate``:
-    ``analysis.locate.LocateResult`` objects (section and ``results.json["locate"]``).
+    ``analysis.locate.LocateResult`` objects (section and ``results.json["locate"]``); ``memory_help``: the
+    ``memory-help --json`` object (section and ``results.json["memory_help"]``).
     Returns ``{"html": path, "json": path, "csv": [paths]}``."""
     out = check_output_dir(out, REPORT_FILES, force)
     out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +151,11 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         from engram_interp.figures.locate import locate_section
 
         parts.append(locate_section(locate, include_plotlyjs=not figs and memory is None and not attribution))
+    if memory_help:
+        from engram_interp.figures.memory_help import memory_help_section
+
+        parts.append(memory_help_section(memory_help, include_plotlyjs=not figs and memory is None and not attribution
+                                         and not locate))
     if seed_findings:
         parts.insert(0, seed_section(seed_findings))
     note_html = "".join(f"<p>{html.escape(n)}</p>" for n in notes)
@@ -190,6 +196,8 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
         results["attribution"] = [a.to_dict() for a in attribution if a is not None]
     if locate:
         results["locate"] = [r.to_dict() for r in locate]
+    if memory_help:
+        results["memory_help"] = memory_help
     json_path = atomic_write_text(out / "results.json", dumps_strict(results, indent=1), force=True)
     csvs = write_csvs(out, lens, cka, gates, ablation)
     replace_set(out, REPORT_FILES, {p.name for p in [html_path, json_path, *csvs]})
