@@ -115,3 +115,49 @@ def test_destination_rules(tmp_path):
     assert check_destination(src, other, force=True) == other
     with pytest.raises(EngramInterpError, match=r"\.ckpt"):
         check_destination(src, tmp_path / "new.bin")
+
+
+def _suite_items():
+    from engram_interp.data.suite_files import read_suites
+
+    return read_suites([SUITE])["facts_world"]
+
+
+def _check_bundled(n: int, steps: int) -> dict:
+    """Edit ``n`` counterfactual facts into the bundled checkpoint and evaluate; efficacy is checked
+    against ``score_items`` (the task-suite scorer, independent code) on the edited model."""
+    from engram_interp.analysis.ablation import score_items
+    from engram_interp.analysis.common import default_texts
+    from engram_interp.edit.evaluate import evaluate_edit
+    from engram_interp.edit.facts import counterfactual_facts
+
+    model = load(CKPT, device="cpu")
+    items = _suite_items()
+    facts = counterfactual_facts(items, n, seed=0)
+    record, _ = edit_rows(model, facts, EditConfig(steps=steps))
+    res = evaluate_edit(model, facts, record, unrelated=items[1000:1100], texts=default_texts(), max_tokens=2000)
+    with applied(model, record):
+        ref = score_items(model, [{"prompt": f["prompt"], "answer": f["target"], "candidates": f["candidates"]} for f in facts])
+    assert [r["efficacy_after"] for r in res["facts"]] == [bool(x) for x in ref.tolist()]
+    return res
+
+
+def _within_bounds(res: dict) -> None:
+    """The bounds docs/EDIT.md states for the bundled checkpoint."""
+    t = res["total"]
+    assert t["efficacy"]["after"]["mean"] >= 0.9
+    assert t["neighbours_kept"]["mean"] >= 0.8
+    assert res["unrelated"]["kept"]["mean"] >= 0.85
+    assert abs(res["unrelated"]["change"]["mean"]) <= 0.05
+    assert abs(res["heldout"]["loss_after"] - res["heldout"]["loss_before"]) <= 0.02
+
+
+def test_bundled_three_facts():
+    res = _check_bundled(3, steps=30)
+    _within_bounds(res)
+
+
+@pytest.mark.slow
+def test_bundled_twenty_counterfactual_facts():
+    res = _check_bundled(20, steps=60)
+    _within_bounds(res)
