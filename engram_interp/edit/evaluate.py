@@ -81,15 +81,15 @@ def _answer(model, queries: list[dict]) -> list[dict]:
         spans.append((len(pairs), cands.index(q["answer"]) if q["answer"] in cands else 0, len(cands)))
         pairs += [(q["prompt"], c) for c in cands]
     scores = _scores(model, pairs)
-    greedy = _greedy(model, [(q["prompt"], q["answer"]) for q in queries if q["answer"] is not None and not q["candidates"]])
-    out, g = [], iter(greedy)
+    greedy = iter(_greedy(model, [(q["prompt"], q["answer"]) for q, sp in zip(queries, spans) if sp and sp[2] == 1]))
+    out = []
     for q, span in zip(queries, spans):
         r = {"first": None, "logprob": None}
         if span is not None:
             s = scores[span[0] : span[0] + span[2]]
             r["logprob"] = float(s[span[1]])
-            r["first"] = bool(s[span[1]] > torch.cat([s[: span[1]], s[span[1] + 1 :]]).max()) if q["candidates"] and span[2] > 1 \
-                else next(g)
+            others = torch.cat([s[: span[1]], s[span[1] + 1 :]])
+            r["first"] = bool(s[span[1]] > others.max()) if span[2] > 1 else next(greedy)
         out.append(r)
     nxt = [q["prompt"] for q in queries if q["kind"] == "neighbour"]
     if nxt:
