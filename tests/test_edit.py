@@ -18,6 +18,7 @@ from engram_interp.edit.rows import RowDelta, applied, rows_of
 from engram_interp.edit.save import check_destination, write_edited
 from engram_interp.errors import EngramInterpError
 from engram_interp.testing import tiny_model
+from tests.test_cli_errors import run_cli
 
 CKPT = Path(__file__).resolve().parents[1] / "checkpoints" / "engram.ckpt"
 SUITE = Path(__file__).resolve().parents[1] / "probes" / "facts_world.jsonl"
@@ -115,3 +116,133 @@ def test_destination_rules(tmp_path):
     assert check_destination(src, other, force=True) == other
     with pytest.raises(EngramInterpError, match=r"\.ckpt"):
         check_destination(src, tmp_path / "new.bin")
+
+
+def _suite_items():
+    from engram_interp.data.suite_files import read_suites
+
+    return read_suites([SUITE])["facts_world"]
+
+
+def _check_bundled(n: int, steps: int, n_unrelated: int, max_tokens: int) -> dict:
+    """Edit ``n`` counterfactual facts into the bundled checkpoint and evaluate; efficacy is checked
+    against ``score_items`` (the task-suite scorer, independent code) on the edited model."""
+    from engram_interp.analysis.ablation import score_items
+    from engram_interp.analysis.common import default_texts
+    from engram_interp.edit.evaluate import evaluate_edit
+    from engram_interp.edit.facts import counterfactual_facts
+
+    model = load(CKPT, device="cpu")
+    items = _suite_items()
+    facts = counterfactual_facts(items, n, seed=0)
+    record, _ = edit_rows(model, facts, EditConfig(steps=steps))
+    res = evaluate_edit(model, facts, record, unrelated=items[1000:1000 + n_unrelated], texts=default_texts(),
+                        max_tokens=max_tokens)
+    with applied(model, record):
+        ref = score_items(model, [{"prompt": f["prompt"], "answer": f["target"], "candidates": f["candidates"]} for f in facts])
+    assert [r["efficacy_after"] for r in res["facts"]] == [bool(x) for x in ref.tolist()]
+    return res
+
+
+def _within_bounds(res: dict) -> None:
+    """The bounds docs/EDIT.md states for the bundled checkpoint."""
+    t = res["total"]
+    assert t["efficacy"]["after"]["mean"] >= 0.9
+    assert t["neighbours_kept"]["mean"] >= 0.8
+    assert res["unrelated"]["kept"]["mean"] >= 0.85
+    assert abs(res["unrelated"]["change"]["mean"]) <= 0.05
+    assert abs(res["heldout"]["loss_after"] - res["heldout"]["loss_before"]) <= 0.02
+
+
+def test_bundled_three_facts():
+    res = _check_bundled(3, steps=30, n_unrelated=50, max_tokens=1000)
+    _within_bounds(res)
+
+
+@pytest.mark.slow
+def test_bundled_twenty_counterfactual_facts():
+    res = _check_bundled(20, steps=60, n_unrelated=100, max_tokens=2000)
+    _within_bounds(res)
+
+
+def _facts_file(tmp_path, lines) -> Path:
+    import json
+
+    p = tmp_path / "facts.jsonl"
+    p.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    return p
+
+
+def test_cli_writes_new_checkpoint_and_respects_force(tiny_ckpts, tmp_path, capsys):
+    import json
+
+    src = Path(tiny_ckpts["engram"])
+    digest = _sha(src)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The cat sat on the mat. Once upon a time there lived a fox.\n\nThe dog ran.\n")
+    facts = _facts_file(tmp_path, TINY_FACTS)
+    out = tmp_path / "new.ckpt"
+    argv = ["edit", src, "--facts", facts, "--out", out, "--steps", "3", "--max-unrelated", "0", "--corpus", corpus,
+            "--device", "cpu", "--quiet"]
+    rc, stdout, err = run_cli([*argv, "--json"], capsys)
+    assert rc == 0, err
+    d = json.loads(stdout)
+    assert d["rows"]["n_rows"] == sum(1 for c in d["rows"]["changes"]) > 0 and len(d["facts"]) == 2
+    assert d["heldout"]["tokens"] > 0 and d["total"]["efficacy"]["after"]["n"] == 2
+    assert _sha(src) == digest and out.is_file()
+    first = _sha(out)
+    rc, _, err = run_cli(argv, capsys)  # no --force: refused before any work, the file kept
+    assert rc == 2 and err.count("\n") == 1 and "--force" in err and _sha(out) == first
+    rc, _, err = run_cli([*argv[:5], src, *argv[6:]], capsys)  # the source as --out: refused, even with --force
+    assert rc == 2 and "source model" in err and _sha(src) == digest
+    rc, _, err = run_cli([*argv[:5], src, *argv[6:], "--force"], capsys)
+    assert rc == 2 and "source model" in err and _sha(src) == digest
+    rc, stdout, err = run_cli([*argv, "--force"], capsys)
+    assert rc == 0, err
+    assert "efficacy" in stdout and _sha(src) == digest
+
+
+@pytest.mark.parametrize("lines, needle", [
+    (["{not json"], "line 1"),
+    ([{"prompt": "The cat sat on the"}], "'target'"),
+    ([{"prompt": "a", "target": " b", "colour": 1}], "unknown field"),
+    ([{"prompt": "a", "target": " b", "candidates": " b"}], "candidates"),
+    ([], "no facts"),
+])
+def test_cli_bad_facts_file_is_one_line(tiny_ckpts, tmp_path, capsys, lines, needle):
+    facts = _facts_file(tmp_path, lines)
+    rc, _, err = run_cli(["edit", tiny_ckpts["engram"], "--facts", facts, "--out", tmp_path / "x.ckpt",
+                           "--max-unrelated", "0", "--device", "cpu", "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and needle in err and "Traceback" not in err, err
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_cli_model_without_engram_is_refused(tiny_ckpts, tmp_path, capsys):
+    facts = _facts_file(tmp_path, TINY_FACTS)
+    rc, _, err = run_cli(["edit", tiny_ckpts["moe"], "--facts", facts, "--out", tmp_path / "x.ckpt",
+                           "--max-unrelated", "0", "--device", "cpu", "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "no Engram layers" in err
+
+
+def test_app_page_edits_and_reverts(tiny_ckpts, monkeypatch):
+    """The Edit page shows the library's before / after for its default fact, and leaves the model unedited."""
+    pytest.importorskip("streamlit")
+    from streamlit.testing.v1 import AppTest
+
+    from engram_interp.edit.facts import check_fact
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CKPTS", str(tiny_ckpts["engram"]))
+    monkeypatch.setenv("ENGRAM_INTERP_APP_CACHE", str(Path(tiny_ckpts["engram"]).parent / "app-cache"))
+    monkeypatch.chdir(root)
+    at = AppTest.from_file(str(root / "app" / "pages" / "12_Edit.py"), default_timeout=180)
+    at.session_state["edit-steps"] = 5
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+    model = load(tiny_ckpts["engram"], device="cpu")
+    fact = check_fact({"prompt": "The capital of France is", "target": " Rome", "candidates": [" Rome", " Paris", " London"],
+                       "paraphrases": ["The French capital is"], "neighbours": ["The capital of Spain is"]}, "t")
+    record, _ = edit_rows(model, [fact], EditConfig(steps=5))
+    assert f"**{record.n_rows}** table rows changed" in "\n".join(m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert list(table["question"])[:2] == ["target ranked first among the candidates", "p(target)"]

@@ -48,7 +48,9 @@ def check_fact(raw, where: str) -> dict:
     fact = {"prompt": raw["prompt"], "target": raw["target"]}
     if raw.get("candidates") is not None:
         cands = _strings(raw["candidates"], where, "candidates")
-        fact["candidates"] = cands if raw["target"] in cands else [raw["target"], *cands]
+        cands = cands if raw["target"] in cands else [raw["target"], *cands]
+        if len(cands) > 1:  # the target alone is no choice: efficacy is then the greedy continuation
+            fact["candidates"] = cands
     fact["paraphrases"] = _strings(raw.get("paraphrases") or [], where, "paraphrases")
     neighbours = []
     for j, n in enumerate(raw.get("neighbours") or []):

@@ -28,12 +28,12 @@ def check_editable(model) -> None:
 def check_destination(source: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
     """Check before editing that ``out`` may receive the edited model: a ``.ckpt`` file name, not the
     source itself (refused even with ``force``), not an existing file unless ``force``. Returns the Path."""
+    p, src = Path(out), Path(source)
+    if p.exists() and src.exists() and os.path.samefile(p, src) or p.resolve() == src.resolve():
+        raise EngramInterpError(f"--out {quote(str(out))} is the source model; an edit is written to a new file")
     out = check_output_file(out, force)
     if out.suffix != ".ckpt":
         raise EngramInterpError(f"--out {quote(str(out))}: the edited model is written as a .ckpt file (name it *.ckpt)")
-    src = Path(source)
-    if out.exists() and src.exists() and os.path.samefile(out, src) or out.resolve() == src.resolve():
-        raise EngramInterpError(f"--out {quote(str(out))} is the source model; an edit is written to a new file")
     return out
 
 
