@@ -27,6 +27,17 @@ def validation_loss(provenance: dict[str, Any]) -> float | None:
     return None
 
 
+def short_path(path) -> str:
+    """``path`` relative to the working directory when it lies below it (the bundled set:
+    ``checkpoints/engram.ckpt``), else in full: a column narrow enough to leave the others on screen."""
+    from pathlib import Path
+
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
     rows = []
     for e in entries:
@@ -37,7 +48,7 @@ def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
                 "d_model": mi.d_model, "branches": mi.n_branches,
                 "Engram layers": ", ".join(map(str, mi.engram_layers)) or "-",
                 "P_tot": f"{mi.extra.get('parameters', 0):,} (all)", "P_act": "-", "P_sparse": "-", "rho": "-",
-                "val loss (nats)": "-", "sha256": e.sha[:12], "file": str(e.path),
+                "val loss (nats)": "-", "sha256": e.sha[:12], "file": short_path(e.path),
             })
             continue
         cfg, p = e.info.config, e.params
@@ -56,7 +67,7 @@ def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
             "rho": "-" if p.rho is None else f"{p.rho:.3f}",
             "val loss (nats)": "-" if loss is None else f"{loss:.4f}",
             "sha256": e.sha[:12],
-            "file": str(e.path),
+            "file": short_path(e.path),
         })
     return pd.DataFrame(rows)
 
@@ -105,7 +116,8 @@ def compute_all(entries: Sequence[Entry]) -> None:
 
 def render_verdicts(folder: str | None = None) -> None:
     """The verdicts of checkpoints/FINDINGS.md (engram_interp.claims.findings on the measurement JSON of
-    ``folder``, default checkpoints/measurements): one row per finding with its across-seed bands."""
+    ``folder``, default checkpoints/measurements): one paragraph per finding (text wraps), its across-seed
+    bands per arm in a small table."""
     from pathlib import Path
 
     from engram_interp.errors import EngramInterpError
@@ -118,12 +130,21 @@ def render_verdicts(folder: str | None = None) -> None:
         st.info(str(exc))
         return
 
-    def fmt(b: dict | None) -> str:
-        if b is None:
-            return "-"
-        return f"{b['mean']:.3f}" + (f" [{b['low']:.3f}, {b['high']:.3f}]" if b["n"] > 1 else "") + f" (n={b['n']})"
+    for f in found:  # text wraps: a measured / why that is a paragraph long is read whole, not cut in a cell
+        st.markdown(f"**{f.title}**: {f.verdict}  \nMeasured: {f.metric}.  \nWhy: {f.reason}")
+        with st.expander(f"Bands per arm ({len(f.bands)})"):
+            st.dataframe(band_table(f.bands), hide_index=True, width="content")
 
-    rows = [{"finding": f.title, "verdict": f.verdict, "measured": f.metric,
-             "bands: mean [min, max] (n seeds)": "; ".join(f"{arm}: {fmt(b)}" for arm, b in f.bands.items()),
-             "why": f.reason} for f in found]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+def band_table(bands: dict[str, dict | None]) -> pd.DataFrame:
+    """One row per arm of a finding: mean, min and max over seeds, number of seeds ("-" where an arm
+    was not measured)."""
+    rows = []
+    for arm, b in bands.items():
+        if b is None:
+            rows.append({"arm": arm, "mean": None, "min": None, "max": None, "seeds": 0})
+        else:
+            many = b["n"] > 1
+            rows.append({"arm": arm, "mean": round(b["mean"], 3), "min": round(b["low"], 3) if many else None,
+                         "max": round(b["high"], 3) if many else None, "seeds": b["n"]})
+    return pd.DataFrame(rows)

@@ -31,14 +31,20 @@ DRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SHOTS_ENV = "ENGRAM_INTERP_SCREENSHOTS"
 #   ... and ENGRAM_INTERP_SCREENSHOTS_BUNDLED=1 serves the bundled checkpoints instead of tiny random ones
 BUNDLED_ENV = "ENGRAM_INTERP_SCREENSHOTS_BUNDLED"
+#   ... and ENGRAM_INTERP_SCREENSHOTS_CACHE=DIR keeps the app's result cache there (a rerun draws at once)
+CACHE_ENV = "ENGRAM_INTERP_SCREENSHOTS_CACHE"
 # (url path, file name, text that must be on the finished page)
 PAGES = [
-    ("LogitLens", "logit_lens.png", "LogitLens"),
+    ("LogitLens", "logit_lens.png", "Bars: 95% interval"),
     ("CKA", "cka.png", "can only lie between"),
-    ("Gates", "gates.png", "Your text"),
-    ("Ablation", "ablation.png", "full vs ablated"),
+    ("Gates", "gates.png", "Selectivity over"),
+    ("Ablation", "ablation.png", "Retained = 100 x ablated"),
     ("Probe", "probe.png", "Predict the token after"),
-    ("", "overview.png", "Loaded models"),  # last: the findings computed by the other pages are shown
+    ("Memory", "memory.png", "Memory map"),
+    ("Attribution", "attribution.png", "Activation patching"),
+    ("Locate", "locate.png", "Causal tracing over row groups"),
+    ("Routing", "routing.png", "One seed"),
+    ("", "overview.png", "Verdicts on the bundled set"),  # last: the findings computed by the other pages are shown
 ]
 ERROR_JS = """
 const q = (s) => document.querySelectorAll(s).length;
@@ -127,6 +133,16 @@ class Browser:
     def screenshot(self, path: Path) -> None:
         path.write_bytes(base64.b64decode(_http("GET", f"{self.base}/screenshot")["value"]))
 
+    def full_page(self, path: Path, width: int = 1400) -> None:
+        """A screenshot of the whole page at ``width`` px: the window is made as tall as Streamlit's
+        scrolling main area, so figures and tables far down the page are in the picture too."""
+        height = self.script("const m = document.querySelector('[data-testid=\"stMain\"]') || document.body;"
+                             "return Math.min(12000, Math.max(1800, m.scrollHeight + 120));")
+        _http("POST", f"{self.base}/window/rect", {"width": width, "height": int(height)})
+        time.sleep(1.0)  # plotly redraws at the new size
+        self.screenshot(path)
+        _http("POST", f"{self.base}/window/rect", {"width": width, "height": 1800})
+
     def quit(self) -> None:
         try:
             _http("DELETE", self.base, timeout=10)
@@ -167,7 +183,7 @@ def _serve(d: Path, paths: list, probes: Path, corpus: Path):
     log = open(d / "server.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "engram_interp.cli", "app", *map(str, paths), "--port", str(port),
-         "--cache-dir", str(d / "cache"), "--probes", str(probes)],
+         "--cache-dir", os.environ.get(CACHE_ENV) or str(d / "cache"), "--probes", str(probes)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -197,7 +213,10 @@ def browser(tmp_path_factory):
         driver.wait(timeout=10)
 
 
-def _settle(browser: Browser, marker: str, timeout: float = 90) -> dict:
+SETTLE_S = float(os.environ.get("ENGRAM_INTERP_BROWSER_TIMEOUT", "90"))  # a busy machine needs more
+
+
+def _settle(browser: Browser, marker: str, timeout: float = SETTLE_S) -> dict:
     """Poll until the marker text is shown and nothing has been running for three polls in a row."""
     deadline, quiet, state = time.time() + timeout, 0, {}
     while time.time() < deadline:
@@ -227,7 +246,7 @@ def test_page_renders_without_errors(server, browser, shots, path, shot, marker)
     assert not state["deploy"] and "Deploy" not in state["text"], "Streamlit's Deploy button is shown"
     time.sleep(1.0)  # let plotly finish drawing before the picture
     shots.mkdir(parents=True, exist_ok=True)
-    browser.screenshot(shots / shot)
+    browser.full_page(shots / shot)
     assert (shots / shot).stat().st_size > 10_000
 
 

@@ -113,3 +113,17 @@ def test_ablation_labels_sit_inside_the_bar_foot_clear_of_error_bars_and_the_100
         assert list(bar.textposition) == ["inside", "outside"] and bar.insidetextanchor == "start"
     assert fig.layout.yaxis.range[1] >= 112.0  # the highest whisker is on screen
     assert fig.layout.legend.orientation == "h"
+
+
+def test_layer_axes_are_integers():
+    from engram_interp.analysis.logit_lens import LensCurve, LogitLensResult
+    from engram_interp.figures import cka_figure, kl_figure, token_lens_figure
+    from tests.test_report_figures import _cka, _lens
+
+    fig = cka_figure(_cka())
+    for ax in (fig.layout.xaxis, fig.layout.yaxis):
+        assert ax.dtick == 1 and ax.tickformat == "d"  # 0, 1, 2: never 0.5
+    assert token_lens_figure(_lens("engram", 1.0)).layout.yaxis.dtick == 1
+    curve = LensCurve(name="engram", layers=[0, 1, 2, 3], kl=[3.0, 2.0, 1.0, 0.0], kl_sem=[0.1] * 4,
+                      entropy=[1.0] * 4, n_tokens=10)
+    assert kl_figure(LogitLensResult(models=[curve])).layout.xaxis.dtick == 1

@@ -61,19 +61,24 @@ st.plotly_chart(figures.memory_usage_figure(res), width="stretch")
 st.caption("Positions served by each touched row, rows ranked by load (log-log); s is the fitted Zipf exponent.")
 
 st.subheader("Collisions")
+SMALL = {c: st.column_config.NumberColumn(width="small") for c in ("layer", "order", "head")}
 table = pd.DataFrame([{
     "layer": L.layer, "order": h.order, "head": h.head, "rows": h.rows, "touched": h.touched,
     "touched share": round(h.touched_share, 4), "top 1% share": round(h.top1pct_share, 3),
     "n-grams per row": round(h.ngrams_per_row_mean, 2), "max": h.ngrams_per_row_max,
     "collision share": round(h.collision_share, 3), "uniform hash": round(h.uniform_collision_share, 3),
+} for L in res.layers for h in L.heads])
+st.dataframe(table, hide_index=True, width="stretch", key="memory-collisions", column_config=SMALL)
+st.caption("Collision share: positions whose row also serves another corpus n-gram. Uniform hash: the same figure "
+           "expected for a uniformly random hash into a table of this size (the control).")
+st.plotly_chart(figures.memory_norm_figure(res), width="stretch")
+norms = pd.DataFrame([{
+    "layer": L.layer, "order": h.order, "head": h.head,
     "|row| touched": None if h.norm_touched is None else round(h.norm_touched, 3),
     "|row| untouched": None if h.norm_untouched is None else round(h.norm_untouched, 3),
 } for L in res.layers for h in L.heads])
-st.dataframe(table, hide_index=True, key="memory-collisions")
-st.caption("Collision share: positions whose row also serves another corpus n-gram. Uniform hash: the same figure "
-           "expected for a uniformly random hash into a table of this size (the control). |row|: mean L2 norm of the "
-           "touched rows and of a seeded sample of untouched rows.")
-st.plotly_chart(figures.memory_norm_figure(res), width="stretch")
+st.dataframe(norms, hide_index=True, width="content", key="memory-norms", column_config=SMALL)
+st.caption("|row|: mean L2 norm of the touched rows and of a seeded sample of untouched rows.")
 
 st.subheader("Heaviest rows")
 L = res.layers[st.selectbox("Layer", range(len(res.layers)), format_func=lambda i: str(res.layers[i].layer), key="memory-layer")]

@@ -15,6 +15,7 @@ from engram_interp.analysis.ablation import AblationResult
 from engram_interp.analysis.cka_models import CKAResult
 from engram_interp.analysis.gates import GateCorpusResult, GateMap
 from engram_interp.analysis.logit_lens import LogitLensResult, TokenLens
+from engram_interp.figures.axes import int_axis
 
 __all__ = ["kl_figure", "token_lens_figure", "shared_kl_max", "token_label", "cka_figure", "gate_figure",
            "gate_selectivity_figure", "retained_figure"]
@@ -31,6 +32,7 @@ def kl_figure(res: LogitLensResult) -> go.Figure:
         ))
     fig.update_layout(title="LogitLens: KL(p_final || q_layer)", xaxis_title="layer (residual stream entering block; last = final)",
                       yaxis_title="KL (nats)", template="plotly_white")
+    fig.update_xaxes(**int_axis(n=max((len(m.layers) for m in res.models), default=0)))  # layer 3, never 2.5
     return fig
 
 
@@ -56,6 +58,7 @@ def token_lens_figure(t: TokenLens, zmax: float | None = None, text: str | None 
     fig.update_layout(title=title, xaxis_title="token (position and text)", yaxis_title="layer", template="plotly_white",
                       height=420 + 4 * max((len(x) for x in xs), default=0), margin=dict(b=40))
     fig.update_xaxes(tickangle=-60, automargin=True, tickfont=dict(size=10), type="category")
+    fig.update_yaxes(**int_axis(n=len(t.layers)))
     return fig
 
 
@@ -98,6 +101,8 @@ def cka_figure(res: CKAResult) -> go.Figure:
                       xaxis_title=f"{html.escape(res.name_b)} layer", yaxis_title=f"{html.escape(res.name_a)} layer",
                       template="plotly_white", legend=dict(orientation="h", yanchor="top", y=-0.24, xanchor="left", x=0),
                       margin=dict(b=140))
+    fig.update_xaxes(**int_axis(n=len(res.layers_b)))
+    fig.update_yaxes(**int_axis(n=len(res.layers_a)))
     return fig
 
 
