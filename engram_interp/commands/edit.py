@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.counterfactual:
         facts = counterfactual_facts(items, args.counterfactual, args.seed)
     texts = read_texts(args.corpus) if args.corpus else default_texts()
-    (model,) = load_models([args.model], args.device, args.allow_nonfinite)
+    (model,) = load_models([args.model], args)
     check_editable(model)
     config = EditConfig(steps=args.steps, lr=args.lr, bound=args.bound, positions=args.positions, margin=args.margin,
                         preserve=args.preserve)
