@@ -113,6 +113,8 @@ def test_missing_hook_is_one_clear_error(llama):
         cache.accumulated_resid(incl_mid=True)
     with pytest.raises(KeyError):  # TL code catching KeyError keeps working
         cache["blocks.0.hook_resid_mid"]
+    with pytest.raises(EngramInterpError, match=r"accumulated_resid\(apply_ln=True\)"):
+        cache.logit_lens()
     tokens = llama.to_tokens(TEXT)
     _, partial = llama.run_with_cache(tokens, names_filter=lambda n: n.endswith("resid_pre"))
     with pytest.raises(MissingHookError, match="not cached in this run"):
