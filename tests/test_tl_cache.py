@@ -113,6 +113,8 @@ def test_missing_hook_is_one_clear_error(llama):
         cache.accumulated_resid(incl_mid=True)
     with pytest.raises(KeyError):  # TL code catching KeyError keeps working
         cache["blocks.0.hook_resid_mid"]
+    with pytest.raises(EngramInterpError, match=r"accumulated_resid\(apply_ln=True\)"):
+        cache.logit_lens()
     tokens = llama.to_tokens(TEXT)
     _, partial = llama.run_with_cache(tokens, names_filter=lambda n: n.endswith("resid_pre"))
     with pytest.raises(MissingHookError, match="not cached in this run"):
@@ -156,3 +158,21 @@ def test_equals_transformer_bridge_on_tiny_llama(tmp_path):
         h_t = theirs.stack_head_results(pos_slice=-1)
         h_m = mine.stack_head_results(pos_slice=-1)
         assert (h_t - h_m).abs().max() <= 1e-5
+
+
+def test_qwen4_exp_heads_at_its_softmax_layers(tmp_path):
+    """Qwen4-Exp: hook_z only where a layer has softmax attention; its heads add up to attn_out there."""
+    from engram_interp.backends.testing import tiny_qwen4_exp_folder
+
+    model = load_hf(tiny_qwen4_exp_folder(tmp_path / "q"), device="cpu")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(model.to_tokens(TEXT))
+        z = [n for n in cache.keys() if n.endswith("attn.hook_z")]
+        assert z == ["blocks.3.attn.hook_z"]  # layers 0-2 are GatedDeltaNet
+        heads = torch.einsum("bphd,hdm->bpm", cache[z[0]], model.attn_output_weight(3))
+        assert (heads - cache["blocks.3.hook_attn_out"]).abs().max() <= 1e-5
+        normed = cache.accumulated_resid(apply_ln=True)
+        direct = torch.stack([model.lens_logits(cache[n]) for n in model.layer_point_names()])
+        assert (normed @ model.W_U - direct).abs().max() <= 1e-4
+    with pytest.raises(EngramInterpError, match="softmax attention"):
+        model.attn_output_weight(0)

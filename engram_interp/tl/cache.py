@@ -69,6 +69,13 @@ class EngramActivationCache(ActivationCache):
     def apply_slice_to_batch_dim(self, batch_slice) -> "EngramActivationCache":
         return self._rewrap(super().apply_slice_to_batch_dim(batch_slice))
 
+    def logit_lens(self, **kwargs):
+        """TL 4.3's one-call lens reads TL's own module layout, which our backends do not have: refused in
+        one line that says what gives the same numbers."""
+        raise EngramInterpError("cache.logit_lens() needs TransformerLens's own modules; use "
+                                "cache.accumulated_resid(apply_ln=True) @ model.W_U + model.b_U (the same lens) or "
+                                "`engram-interp logit-lens`")
+
     def _single_stream(self, what: str) -> None:
         m = self.model.info.n_branches
         if m > 1:
