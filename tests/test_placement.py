@@ -165,3 +165,17 @@ def test_gpu_cpu_disk_map_gives_the_in_memory_numbers(tmp_path):
     g_w, g_p = gate_map(whole, TEXTS[1]), gate_map(placed, TEXTS[1])
     for layer in g_w.layers:
         assert torch.tensor(g_p.gates[layer]) == pytest.approx(torch.tensor(g_w.gates[layer]), abs=1e-4)
+
+
+def test_nonfinite_weight_on_disk_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from engram_interp.errors import CheckpointError
+
+    folder = tiny_llama_folder(tmp_path / "llama")
+    f = next(folder.glob("*.safetensors"))
+    state = load_file(f)
+    state["lm_head.weight"][3, 5] = float("nan")
+    save_file(state, f, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="lm_head.weight holds 1 NaN"):  # read from the offload map, not skipped as meta
+        ei.load(folder, device_map=LLAMA_DISK, offload_folder=tmp_path / "off")

@@ -123,3 +123,14 @@ def test_default_dtype_and_its_reason(tmp_path):
     m = ei.load(folder, device="cpu")
     assert next(m.parameters()).dtype == torch.float32 and m.info.extra["dtype"] == "float32"
     assert "the checkpoint stores bfloat16" in m.info.extra["dtype_reason"]
+
+
+def test_info_says_the_dtype_and_why(tmp_path, capsys):
+    from engram_interp.backends.testing import tiny_llama_folder
+    from engram_interp.cli import main
+
+    folder = tiny_llama_folder(tmp_path / "llama")
+    assert main(["info", str(folder)]) == 0
+    assert "in float32: the default on the CPU (the checkpoint stores float32)" in capsys.readouterr().out
+    assert main(["info", str(folder), "--dtype", "bfloat16"]) == 0
+    assert "in bfloat16: asked for with --dtype" in capsys.readouterr().out
