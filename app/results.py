@@ -220,7 +220,7 @@ def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry |
 
 
 # ---- Gates -----------------------------------------------------------------------------------------
-GATES_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "min_count": 3, "top_n": 20, "batch_size": 8, "n_perm": 19,
+GATES_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "min_count": 3, "top_n": 20, "batch_size": 8, "n_perm": DEFAULTS.permutations,
                   "seed": DEFAULTS.seed}
 
 
