@@ -17,7 +17,8 @@ class Defaults:
     bootstrap seed. Sized so the report on the bundled pair runs in under a minute on 2 CPU cores.
     ``permutations``: label shuffles of a permutation test (p resolves ``1 / (permutations + 1)``);
     ``alpha``: its level; ``min_ngrams``: n-grams (seen >= min_count times) a gate-selectivity
-    statement needs."""
+    statement needs; ``gate_tokens``: corpus tokens of the gate statistics (about 50 3-grams reach
+    3 occurrences only after ~20,000 tokens of prose; the gates cost one forward pass per token)."""
 
     tokens: int = 4000
     items: int = 50
@@ -25,6 +26,7 @@ class Defaults:
     permutations: int = 999
     alpha: float = 0.05
     min_ngrams: int = 50
+    gate_tokens: int = 20000
 
 
 DEFAULTS = Defaults()

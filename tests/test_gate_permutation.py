@@ -89,3 +89,15 @@ def test_no_claim_at_p_above_alpha_or_on_too_few_ngrams():
     assert res.too_few == f"too few n-grams ({res.selectivity_groups}; {MIN_GROUPS} seen >= 3 times needed)"
     rec = gate_sentence(res.to_dict(), "tiny")
     assert rec.verdict == "not testable" and "too few n-grams" in rec.sentence
+
+
+def test_report_runs_the_gates_on_their_own_budget_unless_told_otherwise():
+    from argparse import Namespace
+
+    from engram_interp.commands.report import _gate_tokens
+    from engram_interp.defaults import DEFAULTS
+
+    assert DEFAULTS.gate_tokens > DEFAULTS.tokens
+    assert _gate_tokens(Namespace(gate_tokens=None, max_tokens=DEFAULTS.tokens)) == DEFAULTS.gate_tokens
+    assert _gate_tokens(Namespace(gate_tokens=None, max_tokens=300)) == 300  # a smaller --max-tokens is kept
+    assert _gate_tokens(Namespace(gate_tokens=5000, max_tokens=300)) == 5000
