@@ -101,3 +101,14 @@ def test_report_runs_the_gates_on_their_own_budget_unless_told_otherwise():
     assert _gate_tokens(Namespace(gate_tokens=None, max_tokens=DEFAULTS.tokens)) == DEFAULTS.gate_tokens
     assert _gate_tokens(Namespace(gate_tokens=None, max_tokens=300)) == 300  # a smaller --max-tokens is kept
     assert _gate_tokens(Namespace(gate_tokens=5000, max_tokens=300)) == 5000
+
+
+def test_merged_halves_give_the_same_test_as_one_accumulator():
+    """The per-token log travels with merge_state (the all_reduce path): same p, same null."""
+    tokens, gates = _signal_and_noise()
+    whole = _acc(tokens, gates, n_perm=199)
+    first, second = _acc(tokens[:8], gates[:8], n_perm=199), _acc(tokens[8:], gates[8:], n_perm=199)
+    first.merge_state(second.state_dict())
+    a, b = whole.selectivity_stats(3, 3), first.selectivity_stats(3, 3)
+    for key in ("eta2", "p", "perm_mean", "perm_max"):
+        torch.testing.assert_close(a[key], b[key], atol=1e-12, rtol=0)
