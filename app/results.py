@@ -234,7 +234,7 @@ def _roles(entries: Sequence[Entry]) -> tuple[list[Entry], Entry | None, Entry |
 
 
 # ---- Gates -----------------------------------------------------------------------------------------
-GATES_DEFAULTS = {"max_tokens": DEFAULTS.tokens, "min_count": 3, "top_n": 20, "batch_size": 8, "n_perm": 19,
+GATES_DEFAULTS = {"max_tokens": DEFAULTS.gate_tokens, "min_count": 3, "top_n": 20, "batch_size": 8, "n_perm": DEFAULTS.permutations,
                   "seed": DEFAULTS.seed}
 
 
@@ -267,7 +267,7 @@ def gate_tables(entry: Entry) -> None:
 
     c1, c2 = st.columns(2)
     min_count = c1.select_slider("Minimum count", [2, 3, 5, 10, 20], value=GATES_DEFAULTS["min_count"], key="gates-min")
-    max_tokens = c2.select_slider("Corpus tokens", token_options([2048, 8192, 16384, 32768]), value=GATES_DEFAULTS["max_tokens"],
+    max_tokens = c2.select_slider("Corpus tokens", token_options([2048, 8192, 16384, DEFAULTS.gate_tokens, 32768]), value=GATES_DEFAULTS["max_tokens"],
                                   key="gates-tokens")
     params = dict(GATES_DEFAULTS, min_count=int(min_count), max_tokens=int(max_tokens))
     res = gate_corpus(entry, params)

@@ -14,11 +14,19 @@ from dataclasses import dataclass
 class Defaults:
     """``tokens``: corpus tokens per analysis (LogitLens, CKA, gates; BOS and padding not counted);
     ``items``: items per task suite (a seeded subsample); ``seed``: subsampling, shuffling and
-    bootstrap seed. Sized so the report on the bundled pair runs in under a minute on 2 CPU cores."""
+    bootstrap seed. Sized so the report on the bundled pair runs in under a minute on 2 CPU cores.
+    ``permutations``: label shuffles of a permutation test (p resolves ``1 / (permutations + 1)``);
+    ``alpha``: its level; ``min_ngrams``: n-grams (seen >= min_count times) a gate-selectivity
+    statement needs; ``gate_tokens``: corpus tokens of the gate statistics (about 50 3-grams reach
+    3 occurrences only after ~20,000 tokens of prose; the gates cost one forward pass per token)."""
 
     tokens: int = 4000
     items: int = 50
     seed: int = 0
+    permutations: int = 999
+    alpha: float = 0.05
+    min_ngrams: int = 50
+    gate_tokens: int = 20000
 
 
 DEFAULTS = Defaults()

@@ -12,13 +12,18 @@ depends more on which pattern just completed. With many distinct n-grams in few 
 large by construction (a group of 3 explains much of its own variance), so it is reported with
 (docs/ANALYSES.md section 3):
 
-* a permutation baseline: the same statistic after the n-gram labels of the tokens are shuffled
-  within each batch (``n_perm`` shuffles, streamed: the group sizes stay exactly the same), its
-  mean and maximum, and ``p = (1 + #{shuffles >= observed}) / (1 + n_perm)``;
+* a permutation baseline: the same statistic after the n-gram labels of the counted tokens are
+  shuffled within each batch (``n_perm`` shuffles, default ``PERMUTATIONS`` = 999, drawn at the end
+  from a log of the tokens' labels and gates, so the group sizes stay exactly the same), its mean and
+  maximum, and ``p = (1 + #{shuffles >= observed}) / (1 + n_perm)``, never below ``1 / (1 + n_perm)``;
+  when the batches allow no more than ``n_perm`` distinct relabellings, every one is enumerated and
+  ``p = #{relabellings >= observed} / #relabellings`` (exact);
 * omega^2, the bias-adjusted share ``(SS_b - (G - 1) MS_w) / (SS_t + MS_w)`` (about 0 under the
   null, where eta^2 is about ``(G - 1) / (N - 1)``).
 
-A channel "tracks n-grams" only when its eta^2 exceeds every shuffle (``p <= 1 / (1 + n_perm)``).
+A channel "tracks n-grams" only when ``p <= ALPHA`` and the statistic rests on at least
+``MIN_GROUPS`` n-grams; with fewer the result says "too few n-grams (G)". The log costs 8 bytes per
+token and channel of the permutation order (float64).
 """
 
 from __future__ import annotations
@@ -31,50 +36,17 @@ import torch
 
 from engram_interp.analysis._dist import all_gather_objects, all_reduce_sum_, shard
 from engram_interp.analysis.common import check_texts, model_name, require_engram, token_batches
+from engram_interp.analysis.gate_map import GateMap, _gate_names, gate_map
+from engram_interp.analysis.permutation import permutation_test
+from engram_interp.defaults import DEFAULTS
 from engram_interp.analysis.progress import count_tokens, token_progress
 
-__all__ = ["GateMap", "gate_map", "GateNgramAccumulator", "NgramStat", "GateCorpusResult", "gate_corpus"]
+__all__ = ["GateMap", "gate_map", "GateNgramAccumulator", "NgramStat", "GateCorpusResult", "gate_corpus",
+           "PERMUTATIONS", "ALPHA", "MIN_GROUPS"]
 
-
-def _gate_names(model) -> list[str]:
-    return [f"blocks.{l}.engram.hook_gate" for l in model.engram_layers]
-
-
-@dataclass
-class GateMap:
-    """Gates of one text. ``tokens``: token strings (BOS first); ``gates[layer]``: ``[pos][branch]``
-    alpha values in (0, 1); ``ngrams[pos]``: the suffix 2- and 3-gram strings ending at pos."""
-
-    name: str
-    tokens: list[str]
-    layers: list[int]
-    n_branches: int
-    gates: dict[int, list[list[float]]]
-    ngrams: list[list[str]]
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["gates"] = {str(k): v for k, v in self.gates.items()}
-        return d
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
-
-@torch.no_grad()
-def gate_map(model, text: str, name: str | None = None) -> GateMap:
-    """Gate values of every token of ``text`` at every Engram layer and branch (user error for a
-    model without Engram or an empty text)."""
-    require_engram(model, "a gate map")
-    text = check_texts(text)[0]
-    tokens = model.to_tokens(text)
-    names = _gate_names(model)
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, return_type=None)
-    strs = model.to_str_tokens(tokens[0])
-    gates = {l: cache[n][0].float().cpu().tolist() for l, n in zip(model.engram_layers, names)}
-    ngrams = [["".join(strs[max(0, t - n + 1): t + 1]) if t - n + 1 >= 1 else "" for n in (2, 3)] for t in range(len(strs))]
-    return GateMap(name=name or model_name(model), tokens=strs, layers=list(model.engram_layers),
-                   n_branches=model.info.n_branches, gates=gates, ngrams=ngrams)
+PERMUTATIONS = DEFAULTS.permutations  # label shuffles of the selectivity's permutation test
+ALPHA = DEFAULTS.alpha  # level of the permutation test behind "tracks n-grams"
+MIN_GROUPS = DEFAULTS.min_ngrams  # n-grams (seen >= min_count times) a selectivity statement needs
 
 
 class GateNgramAccumulator:
@@ -82,7 +54,7 @@ class GateNgramAccumulator:
     ``[b, p]``, ``mask`` ``[b, p]`` (real, non-BOS), ``gates`` ``[b, p, C]`` with C = layers x branches."""
 
     def __init__(self, n_channels: int, vocab_size: int, orders: Sequence[int] = (2, 3), max_ngrams: int = 2_000_000,
-                 n_perm: int = 19, seed: int = 0):
+                 n_perm: int = PERMUTATIONS, seed: int = 0):
         self.C = n_channels
         self.V = int(vocab_size)
         self.orders = tuple(orders)
@@ -90,7 +62,6 @@ class GateNgramAccumulator:
         self.n_perm = n_perm  # label shuffles of the permutation baseline (order max(orders) only)
         self.perm_order = max(self.orders)
         self.seed = seed
-        self.gen = torch.Generator().manual_seed(seed)
         self.pruned = False
         self.index: dict[tuple[int, int], int] = {}  # (order, key) -> row
         self.keys: list[tuple[int, int]] = []
@@ -99,8 +70,9 @@ class GateNgramAccumulator:
         self.sum = torch.zeros(cap, self.C, dtype=torch.float64)
         self.sumsq = torch.zeros(cap, self.C, dtype=torch.float64)
         self.max = torch.full((cap, self.C), -1.0, dtype=torch.float64)
-        self.perm_sum = torch.zeros(n_perm, cap, self.C, dtype=torch.float64)  # gate sums under shuffled labels
-        self.perm_sumsq = torch.zeros(n_perm, cap, self.C, dtype=torch.float64)
+        self.log_rows: list[torch.Tensor] = []  # per update: row of each token's n-gram of perm_order [m]
+        self.log_vals: list[torch.Tensor] = []  # its gates [m, C] float64; one entry per batch (a stratum)
+        self.log_index: list[int] = []  # the batch's place in the corpus: strata are shuffled in this order
         self.tokens_seen = 0
 
     def _grow(self, need: int) -> None:
@@ -112,14 +84,11 @@ class GateNgramAccumulator:
         self.sum = torch.cat([self.sum, torch.zeros(new - cap, self.C, dtype=torch.float64)])
         self.sumsq = torch.cat([self.sumsq, torch.zeros(new - cap, self.C, dtype=torch.float64)])
         self.max = torch.cat([self.max, torch.full((new - cap, self.C), -1.0, dtype=torch.float64)])
-        self.perm_sum = torch.cat([self.perm_sum, torch.zeros(self.n_perm, new - cap, self.C, dtype=torch.float64)], dim=1)
-        self.perm_sumsq = torch.cat([self.perm_sumsq, torch.zeros(self.n_perm, new - cap, self.C, dtype=torch.float64)], dim=1)
 
     def update(self, tokens: torch.Tensor, mask: torch.Tensor, gates: torch.Tensor, index: int | None = None) -> None:
-        """Add one batch. ``index``: the batch's global position in the corpus; it keys the batch's
-        label shuffles, so a run split across processes (``torchrun``) draws the same shuffles."""
-        if index is not None:
-            self.gen.manual_seed((self.seed * 1_000_003 + int(index) * 7919 + 54321) % (2**63 - 1))
+        """Add one batch. ``index``: the batch's global position in the corpus (default: the order of
+        the calls); the permutation test visits its strata in that order, so a run split across
+        processes (``torchrun``) draws the same shuffles as one process."""
         tokens, mask = tokens.cpu(), mask.cpu()
         g = gates.detach().to("cpu", torch.float64)
         self.tokens_seen += int(mask.sum())
@@ -152,11 +121,10 @@ class GateNgramAccumulator:
             self.sum.index_add_(0, rows_t, vals)
             self.sumsq.index_add_(0, rows_t, vals * vals)
             self.max.scatter_reduce_(0, rows_t[:, None].expand(-1, self.C), vals, "amax")
-            if n == self.perm_order:
-                for p in range(self.n_perm):  # shuffled labels, same group sizes
-                    shuffled = rows_t[torch.randperm(len(rows_t), generator=self.gen)]
-                    self.perm_sum[p].index_add_(0, shuffled, vals)
-                    self.perm_sumsq[p].index_add_(0, shuffled, vals * vals)
+            if n == self.perm_order and self.n_perm:
+                self.log_rows.append(rows_t)
+                self.log_vals.append(vals.clone())
+                self.log_index.append(len(self.log_index) if index is None else int(index))
         if len(self.keys) > self.max_ngrams:
             self._prune()
 
@@ -167,7 +135,11 @@ class GateNgramAccumulator:
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.count, self.sum = self.count[keep].clone(), self.sum[keep].clone()
         self.sumsq, self.max = self.sumsq[keep].clone(), self.max[keep].clone()
-        self.perm_sum, self.perm_sumsq = self.perm_sum[:, keep].clone(), self.perm_sumsq[:, keep].clone()
+        remap = torch.full((n,), -1, dtype=torch.long)
+        remap[keep] = torch.arange(len(keep))
+        for i, (r, v) in enumerate(zip(self.log_rows, self.log_vals)):
+            r = remap[r]
+            self.log_rows[i], self.log_vals[i] = r[r >= 0], v[r >= 0]  # pruned n-grams leave the test
         self.pruned = True
 
     def merge_state(self, state: dict) -> None:
@@ -189,17 +161,20 @@ class GateNgramAccumulator:
             self.sum.index_add_(0, rt, state["sum"])
             self.sumsq.index_add_(0, rt, state["sumsq"])
             self.max.scatter_reduce_(0, rt[:, None].expand(-1, self.C), state["max"], "amax")
-            self.perm_sum.index_add_(1, rt, state["perm_sum"])
-            self.perm_sumsq.index_add_(1, rt, state["perm_sumsq"])
+        else:
+            rt = torch.zeros(0, dtype=torch.long)
+        for r, v, i in zip(state["log_rows"], state["log_vals"], state["log_index"]):
+            self.log_rows.append(rt[r])
+            self.log_vals.append(v)
+            self.log_index.append(i)
         self.tokens_seen += state["tokens_seen"]
         self.pruned |= state["pruned"]
 
     def state_dict(self) -> dict:
         n = len(self.keys)
         return {"keys": list(self.keys), "count": self.count[:n].clone(), "sum": self.sum[:n].clone(),
-                "sumsq": self.sumsq[:n].clone(), "max": self.max[:n].clone(), "perm_sum": self.perm_sum[:, :n].clone(),
-                "perm_sumsq": self.perm_sumsq[:, :n].clone(),
-                "tokens_seen": self.tokens_seen,
+                "sumsq": self.sumsq[:n].clone(), "max": self.max[:n].clone(), "log_rows": list(self.log_rows),
+                "log_vals": list(self.log_vals), "log_index": list(self.log_index), "tokens_seen": self.tokens_seen,
                 "pruned": self.pruned}
 
     def all_reduce(self, group=None) -> "GateNgramAccumulator":
@@ -213,14 +188,20 @@ class GateNgramAccumulator:
         return self
 
     def sort_keys(self) -> "GateNgramAccumulator":
-        """Put the n-gram rows in (order, key) order: the same table however the corpus was split."""
+        """Put the n-gram rows in (order, key) order and the strata in corpus order: the same table and
+        the same permutation test however the corpus was split."""
         n = len(self.keys)
         perm = sorted(range(n), key=lambda i: self.keys[i])
         keep = torch.tensor(perm, dtype=torch.long)
+        remap = torch.empty(max(n, 1), dtype=torch.long)
+        remap[keep] = torch.arange(n)
         self.keys = [self.keys[i] for i in perm]
         self.index = {k: i for i, k in enumerate(self.keys)}
         self.count, self.sum, self.sumsq, self.max = (x[:n][keep].clone() for x in (self.count, self.sum, self.sumsq, self.max))
-        self.perm_sum, self.perm_sumsq = self.perm_sum[:, :n][:, keep].clone(), self.perm_sumsq[:, :n][:, keep].clone()
+        order = sorted(range(len(self.log_index)), key=lambda j: self.log_index[j])
+        self.log_rows = [remap[self.log_rows[j]] for j in order]
+        self.log_vals = [self.log_vals[j] for j in order]
+        self.log_index = [self.log_index[j] for j in order]
         return self
 
     def decode_key(self, order: int, key: int) -> list[int]:
@@ -256,23 +237,35 @@ class GateNgramAccumulator:
         ms_within = (ss_total - ss_between).clamp_min(0) / max(float(total_n) - g, 1.0)
         omega2 = torch.where(ok, (ss_between - (g - 1) * ms_within) / (ss_total + ms_within).clamp_min(1e-300), nan)
         perm_mean = perm_max = p = nan
+        exact, n_null = False, 0
         if order == self.perm_order and self.n_perm:
-            # the same statistic on the shuffled data: group g holds the c_g values its shuffled labels drew
-            ps, psq = self.perm_sum[:, rows], self.perm_sumsq[:, rows]  # [P, G, C]
-            p_grand = ps.sum(1) / total_n  # [P, C]
-            p_total = psq.sum(1) - total_n * p_grand**2
-            p_between = (ps * ps / c).sum(1) - total_n * p_grand**2
-            perm = torch.where(p_total > 0, p_between / p_total.clamp_min(1e-300), torch.nan)  # [P, C]
-            perm_mean, perm_max = perm.mean(0), perm.max(0).values
-            p = torch.where(ok, (1 + (perm >= eta2 - 1e-12).sum(0)).to(torch.float64) / (1 + self.n_perm), nan)
+            perm_mean, perm_max, p, exact, n_null = permutation_test(self._log(rows), rows.numel(), self.n_perm, self.seed)
+            p = torch.where(ok, p, nan)
         return {"eta2": eta2, "omega2": omega2, "perm_mean": perm_mean, "perm_max": perm_max, "p": p,
-                "groups": torch.tensor(g), "tokens": total_n}
+                "groups": torch.tensor(g), "tokens": total_n, "exact": exact, "n_null": n_null}
+
+    def _log(self, rows: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per batch: (labels 0..G-1 of its tokens whose n-gram is one of ``rows``, their gates [m, C] float64)."""
+        pos = torch.full((max(len(self.keys), 1),), -1, dtype=torch.long)
+        pos[rows] = torch.arange(rows.numel())
+        out = []
+        for r, v in zip(self.log_rows, self.log_vals):
+            lab = pos[r]
+            if bool((lab >= 0).any()):
+                out.append((lab[lab >= 0], v[lab >= 0]))
+        return out
 
     def selectivity(self, min_count: int = 3, order: int = 3) -> torch.Tensor:
         """eta^2 per channel ``[C]``: share of gate variance explained by n-gram identity among the
         n-grams of ``order`` seen at least ``min_count`` times (NaN if none). Read it next to
         :meth:`selectivity_stats` (permutation baseline, omega^2): it is inflated by small groups."""
         return self.selectivity_stats(min_count, order)["eta2"]
+
+
+def tracks_ngrams(stats: dict) -> list[bool]:
+    """Per channel: ``p <= ALPHA`` on at least ``MIN_GROUPS`` n-grams (``selectivity_stats``' dict)."""
+    enough = int(stats["groups"]) >= MIN_GROUPS
+    return [enough and p <= ALPHA for p in torch.nan_to_num(stats["p"], nan=2.0).tolist()]
 
 
 @dataclass
@@ -294,8 +287,10 @@ class GateCorpusResult:
     bias-adjusted value; ``selectivity_perm_mean``/``selectivity_perm_max[c]``: eta^2 with shuffled
     n-gram labels (``n_perm`` shuffles); ``selectivity_p[c]``: permutation p-value;
     ``selectivity_groups``/``selectivity_tokens``: the G n-grams and N tokens it is computed over;
-    ``branch_ranking``: channels sorted by omega^2, best first; ``tracks_ngrams[c]``: eta^2 beats every
-    shuffle; ``top``/``bottom[c]``: n-grams with the highest/lowest mean gate among those seen at
+    ``branch_ranking``: channels sorted by omega^2, best first; ``n_perm``: relabellings the p-value
+    compares (shuffles, or every relabelling when ``selectivity_exact``); ``tracks_ngrams[c]``:
+    ``p <= ALPHA`` on at least ``MIN_GROUPS`` n-grams; ``too_few``: "too few n-grams (G; ...)" when the
+    n-grams are fewer (nothing is stated then), else None; ``top``/``bottom[c]``: n-grams with the highest/lowest mean gate among those seen at
     least ``min_count`` times. Gate values are in (0, 1); eta^2 and omega^2 are shares of variance."""
 
     name: str
@@ -317,6 +312,8 @@ class GateCorpusResult:
     selectivity_tokens: int = 0
     n_perm: int = 0
     tracks_ngrams: list[bool] = field(default_factory=list)
+    selectivity_exact: bool = False
+    too_few: str | None = None
 
     def to_dict(self) -> dict:
         from engram_interp.analysis.cka_models import _nan_to_none
@@ -339,7 +336,7 @@ def gate_corpus(
     orders: Sequence[int] = (2, 3),
     progress: bool = False,
     name: str | None = None,
-    n_perm: int = 19,
+    n_perm: int = PERMUTATIONS,
     seed: int = 0,
     on_progress: Callable[[int, int | None, str], None] | None = None,
 ) -> GateCorpusResult:
@@ -355,7 +352,7 @@ def gate_corpus(
     acc = GateNgramAccumulator(len(channels), model.info.vocab_size, orders, n_perm=n_perm, seed=seed)
     gate_sum = torch.zeros(len(channels), dtype=torch.float64)
     done = 0
-    # under torchrun each process takes every world-size-th batch (its index keys its shuffles)
+    # under torchrun each process takes every world-size-th batch (its index orders the permutation strata)
     it = token_progress(shard(enumerate(token_batches(model, texts, batch_size, max_tokens))),
                         count_tokens(model, texts, max_tokens, batch_size) if progress else None,
                         f"gates {name or model_name(model)}", lambda ib: int(ib[1].mask.sum()), progress)
@@ -372,7 +369,8 @@ def gate_corpus(
     stats = acc.selectivity_stats(min_count, order=max(orders))
     sel = stats["eta2"]
     ranking = [channels[i] for i in torch.argsort(torch.nan_to_num(stats["omega2"], nan=-2.0), descending=True).tolist()]
-    tracks = [bool(p <= 1.0 / (1 + n_perm) + 1e-12) for p in torch.nan_to_num(stats["p"], nan=2.0).tolist()] if n_perm else [False] * len(channels)
+    enough = int(stats["groups"]) >= MIN_GROUPS
+    tracks = tracks_ngrams(stats)
     n = len(acc.keys)
     eligible = [i for i in range(n) if acc.count[i] >= min_count]
     top, bottom = {}, {}
@@ -396,5 +394,6 @@ def gate_corpus(
         bottom=bottom, pruned=acc.pruned, selectivity_omega2=stats["omega2"].tolist(),
         selectivity_perm_mean=stats["perm_mean"].tolist(), selectivity_perm_max=stats["perm_max"].tolist(),
         selectivity_p=stats["p"].tolist(), selectivity_groups=int(stats["groups"]), selectivity_tokens=int(stats["tokens"]),
-        n_perm=n_perm, tracks_ngrams=tracks,
+        n_perm=int(stats.get("n_null", 0)), tracks_ngrams=tracks, selectivity_exact=bool(stats.get("exact", False)),
+        too_few=None if enough else f"too few n-grams ({int(stats['groups'])}; {MIN_GROUPS} seen >= {min_count} times needed)",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.defaults import DEFAULTS
 from engram_interp.commands._common import (
     add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, emit, findings_json, fmt, load_models, names_for,
     positive_int, seed_all, source_dict, texts_from, twin_of,
@@ -33,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_corpus(p)
     p.add_argument("--min-count", type=positive_int, default=3, help="minimum count of an n-gram in the top/bottom lists")
     p.add_argument("--top", type=positive_int, default=20, help="length of the top/bottom lists")
-    p.add_argument("--perms", type=positive_int, default=19,
-                   help="label shuffles of the selectivity's permutation baseline (default 19: p >= 0.05)")
+    p.add_argument("--perms", type=positive_int, default=DEFAULTS.permutations,
+                   help=f"label shuffles of the selectivity's permutation test (default {DEFAULTS.permutations}: p resolves "
+                        f"1/{DEFAULTS.permutations + 1}; every relabelling instead when there are no more)")
     p.add_argument("--entities", action="store_true", help="entity-final vs other tokens of the entity probe set")
     p.add_argument("--probes", default=None, help="entity probe set for --entities (default probes/entities_ner.jsonl)")
     add_seeds(p)
@@ -96,7 +98,10 @@ def run(args: argparse.Namespace) -> int:
     best = r.branch_ranking[0]
     key = f"{best[0]}.{best[1]}"
     if r.tracks_ngrams[r.channels.index(best)]:
-        lines.append(f"highest omega^2: layer {best[0]} branch {best[1]} (eta^2 beats all {r.n_perm} shuffles); top n-grams there:")
+        lines.append(f"highest omega^2: layer {best[0]} branch {best[1]} (permutation p = {fmt(r.selectivity_p[r.channels.index(best)], '.3g')} "
+                     f"<= {DEFAULTS.alpha} over {r.n_perm} {'relabellings, exact' if r.selectivity_exact else 'shuffles'}); top n-grams there:")
+    elif r.too_few:
+        lines.append(f"selectivity: {r.too_few}; top n-grams of layer {best[0]} branch {best[1]} (highest omega^2):")
     else:
         lines.append(f"no channel's eta^2 is established above its permutation baseline; top n-grams of layer {best[0]} "
                      f"branch {best[1]} (highest omega^2):")

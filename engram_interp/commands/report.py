@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "shared default of the app and checkpoints/measure.sh)")
     p.add_argument("--probe-text", default="Alexander the Great visited the Milky Way. By the way, the Princess of Wales came too.",
                    help="text shown in the gate heatmap and the per-token LogitLens")
+    p.add_argument("--gate-tokens", type=positive_int, default=None,
+                   help=f"corpus tokens of the gate statistics (default: {DEFAULTS.gate_tokens} while --max-tokens is "
+                        f"at its default, since the selectivity needs {DEFAULTS.min_ngrams} 3-grams seen >= 3 times; "
+                        "else --max-tokens)")
     p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
@@ -150,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         say("gates ...")
         with phase("gates"):
             gm = [gate_map(a, args.probe_text, name=na)]
-            gk = dict(batch_size=args.batch_size, max_tokens=args.max_tokens, progress=prog, seed=args.seed)
+            gk = dict(batch_size=args.batch_size, max_tokens=_gate_tokens(args), progress=prog, seed=args.seed)
             gc = gate_corpus(a, texts, name=na, **gk)
             gc_control = gate_corpus(c, texts, name=nc, **gk) if c is not None else None
             gc_twin = gate_corpus(tw, texts, name=tw_name, **gk) if tw is not None else None
@@ -290,3 +294,11 @@ def across_seeds(groups: list[tuple[str, list[str]]], all_names: list[str], lens
         d = abl_all.to_dict()
         measurements["ablate"] = {**d, "models": [{**m, "name": role[m["name"]]} for m in d["models"]]}
     return bands, compute_findings(measurements)
+
+
+def _gate_tokens(args) -> int:
+    """The gate statistics' token budget: ``--gate-tokens``, else ``DEFAULTS.gate_tokens`` while
+    ``--max-tokens`` is at its default, else ``--max-tokens``."""
+    if args.gate_tokens is not None:
+        return args.gate_tokens
+    return DEFAULTS.gate_tokens if args.max_tokens == DEFAULTS.tokens else args.max_tokens
