@@ -63,6 +63,7 @@ def test_memory_twin_cli(capsys):
     assert "twin" not in plain and all("run with --twin" in f["sentence"] for f in plain["findings"])
 
 
+@pytest.mark.slow  # ~70 s of CPU: three patching grids and two attributions of the bundled model
 def test_attribute_and_patch_twin_cli(capsys):
     from engram_interp.analysis.attribution import direct_logit_attribution
 
