@@ -232,3 +232,25 @@ def test_qwen4_exp_capacity_folds_the_ple_rows(tmp_path):
         assert torch.equal(ids, offsets.expand_as(ids))
         assert np.array_equal(ids.numpy(), folded.rows(l, ctx) + folded.offsets(l))
     assert torch.equal(m(tok), normal)  # the hooks are gone after the block
+
+
+def test_training_stream_counts_equal_a_hand_count_over_the_flat_stream(pair, tmp_path):
+    """count_stream reads train.bin as training does (one flat sequence; BOS positions not counted): every
+    order-2 and order-3 count equals a Counter over the canonical ids, chunk boundaries included."""
+    from engram_interp.analysis.ngram_counts import count_stream
+
+    e, _, tables = pair
+    flat = [i for t in TEXTS for i in [0] + e.encode(t)]
+    path = tmp_path / "train.bin"
+    np.asarray(flat, dtype=np.uint16).tofile(path)
+    counts = count_stream(tables, path, chunk=7)  # tiny chunks: contexts must continue across them
+    pad = int(e.compression.table[2])
+    canon = [int(e.compression.table[i]) for i in flat]
+    ctx = np.array([[canon[t - j] if t - j >= 0 else pad for j in range(3)] for t in range(len(flat))], dtype=np.int64)
+    real = np.array(flat) != 0
+    assert counts.n_positions == int(real.sum()) and counts.n_texts == len(TEXTS)
+    rows = {l: tables.rows(l, ctx[real]) for l in tables.layers}
+    for n in (2, 3):
+        hand = Counter(tuple(c[:n]) for c in ctx[real].tolist())
+        got, _ = counts.lookup(n, ctx[real], rows)
+        assert got.tolist() == [hand[tuple(c[:n])] for c in ctx[real].tolist()]
