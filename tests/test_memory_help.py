@@ -157,7 +157,7 @@ def test_on_random_models_the_findings_are_not_established(pair):
     assert all(f.verdict == "not established" and "--twin" in f.reason for f in one)
 
 
-def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, capsys):
+def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, capsys, tmp_path):
     import json
 
     from engram_interp.cli import main
@@ -176,6 +176,11 @@ def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, caps
     assert [c["k"] for c in m["capacity"]] == [1, 16, None] and m["null"] == "engram-null"
     assert [f["finding"] for f in d["findings"]] == ["memory help by n-gram frequency", "capacity-1 tables"]
     assert all(f["verdict"] == "not established" for f in d["findings"])  # one seed, no twin
+    stream = tmp_path / "train.bin"  # --counts a training stream: counted flat
+    np.asarray([i for t in TEXTS for i in [0] + e.encode(t)], dtype=np.uint16).tofile(stream)
+    assert main(args[:8] + ["--counts", str(stream), "--capacities", "1", "--boot", "2", "--quiet", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["models"][0]["counts"]
+    assert c["corpus"] == str(stream) and c["texts"] == len(TEXTS)
     for bad, words in (([str(tiny_ckpts["moe"]), "--baseline", str(tiny_ckpts["moe"])], "no Engram layers"),
                        ([str(tiny_ckpts["engram"]), "--baseline", str(tiny_ckpts["moe"]), "--cold", "9", "--hot", "2"], "--cold")):
         assert main(["memory-help", *bad, "--text", text, "--quiet"]) == 2
