@@ -157,7 +157,7 @@ def test_on_random_models_the_findings_are_not_established(pair):
     assert all(f.verdict == "not established" and "--twin" in f.reason for f in one)
 
 
-def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, capsys):
+def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, capsys, tmp_path):
     import json
 
     from engram_interp.cli import main
@@ -176,6 +176,11 @@ def test_cli_json_matches_the_library_and_bad_input_is_one_line(tiny_ckpts, caps
     assert [c["k"] for c in m["capacity"]] == [1, 16, None] and m["null"] == "engram-null"
     assert [f["finding"] for f in d["findings"]] == ["memory help by n-gram frequency", "capacity-1 tables"]
     assert all(f["verdict"] == "not established" for f in d["findings"])  # one seed, no twin
+    stream = tmp_path / "train.bin"  # --counts a training stream: counted flat
+    np.asarray([i for t in TEXTS for i in [0] + e.encode(t)], dtype=np.uint16).tofile(stream)
+    assert main(args[:8] + ["--counts", str(stream), "--capacities", "1", "--boot", "2", "--quiet", "--json"]) == 0
+    c = json.loads(capsys.readouterr().out)["models"][0]["counts"]
+    assert c["corpus"] == str(stream) and c["texts"] == len(TEXTS)
     for bad, words in (([str(tiny_ckpts["moe"]), "--baseline", str(tiny_ckpts["moe"])], "no Engram layers"),
                        ([str(tiny_ckpts["engram"]), "--baseline", str(tiny_ckpts["moe"]), "--cold", "9", "--hot", "2"], "--cold")):
         assert main(["memory-help", *bad, "--text", text, "--quiet"]) == 2
@@ -232,3 +237,25 @@ def test_qwen4_exp_capacity_folds_the_ple_rows(tmp_path):
         assert torch.equal(ids, offsets.expand_as(ids))
         assert np.array_equal(ids.numpy(), folded.rows(l, ctx) + folded.offsets(l))
     assert torch.equal(m(tok), normal)  # the hooks are gone after the block
+
+
+def test_training_stream_counts_equal_a_hand_count_over_the_flat_stream(pair, tmp_path):
+    """count_stream reads train.bin as training does (one flat sequence; BOS positions not counted): every
+    order-2 and order-3 count equals a Counter over the canonical ids, chunk boundaries included."""
+    from engram_interp.analysis.ngram_counts import count_stream
+
+    e, _, tables = pair
+    flat = [i for t in TEXTS for i in [0] + e.encode(t)]
+    path = tmp_path / "train.bin"
+    np.asarray(flat, dtype=np.uint16).tofile(path)
+    counts = count_stream(tables, path, chunk=7)  # tiny chunks: contexts must continue across them
+    pad = int(e.compression.table[2])
+    canon = [int(e.compression.table[i]) for i in flat]
+    ctx = np.array([[canon[t - j] if t - j >= 0 else pad for j in range(3)] for t in range(len(flat))], dtype=np.int64)
+    real = np.array(flat) != 0
+    assert counts.n_positions == int(real.sum()) and counts.n_texts == len(TEXTS)
+    rows = {l: tables.rows(l, ctx[real]) for l in tables.layers}
+    for n in (2, 3):
+        hand = Counter(tuple(c[:n]) for c in ctx[real].tolist())
+        got, _ = counts.lookup(n, ctx[real], rows)
+        assert got.tolist() == [hand[tuple(c[:n])] for c in ctx[real].tolist()]

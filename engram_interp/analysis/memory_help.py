@@ -253,14 +253,16 @@ def _result(acc: LossBuckets, columns, names, counts, n_tokens, orders, layers, 
 
 
 def memory_help_set(pairs: Sequence[tuple], texts: Sequence[str] | str, *, count_texts: Sequence[str] | None = None,
-                    count_label: str = "the analysed corpus", count_tokens: int | None = 1_000_000, twin: bool = False,
-                    twin_seed: int = 0, **kw) -> dict:
+                    count_label: str = "the analysed corpus", count_tokens: int | None = 1_000_000,
+                    count_stream: str | None = None, twin: bool = False, twin_seed: int = 0, **kw) -> dict:
     """:func:`memory_help` for every seed ``pairs = [(model, baseline, null or None, (names))]`` (the first
     being the named models) and, with ``twin``, for the untrained twins of the first model and baseline
     (``twin_seed``; named ``NAME~twin``). Each model's tables are read from its own file (``info.source``);
-    n-grams are counted on ``count_texts`` (default ``texts``), at most ``count_tokens`` positions. Returns
+    n-grams are counted on ``count_texts`` (default ``texts``) or on the training stream ``count_stream`` (a
+    ``train.bin``: :func:`~engram_interp.analysis.ngram_counts.count_stream`), at most ``count_tokens`` positions. Returns
     ``{"models": [MemoryHelpResult dicts], "twin": dict or None}``; ``kw`` goes to :func:`memory_help`."""
     from engram_interp.analysis.ngram_counts import count_ngrams
+    from engram_interp.analysis.ngram_counts import count_stream as _count_stream
     from engram_interp.backends.twin import TWIN_SUFFIX, untrained_twin
     from engram_interp.memory import open_tables
 
@@ -272,8 +274,9 @@ def memory_help_set(pairs: Sequence[tuple], texts: Sequence[str] | str, *, count
         if not model.info.source:
             raise EngramInterpError("memory-help reads the Engram tables from the model's file; load the model from one")
         tables = open_tables(model.info.source)
-        counts = count_ngrams(tables, count_texts if count_texts is not None else texts, max_tokens=count_tokens,
-                              corpus=count_label, progress=kw.get("progress", False))
+        counts = (_count_stream(tables, count_stream, max_tokens=count_tokens) if count_stream else
+                  count_ngrams(tables, count_texts if count_texts is not None else texts, max_tokens=count_tokens,
+                               corpus=count_label, progress=kw.get("progress", False)))
         out.append(memory_help(model, baseline, texts, counts, tables, null=null, names=names, **kw).to_dict())
         first = first or (model, baseline, tables, counts, names)
     tw = None

@@ -1,8 +1,8 @@
 """How often each suffix n-gram occurs in a counting corpus, and whether its table rows are shared:
 the lookups ``memory_help`` buckets tokens by.
 
-The counting corpus is hashed by the memory inspector (``engram_interp.analysis.memory.corpus_ngrams``)
-through a ``TableSource`` of the model (no forward pass). For an n-gram of order n at a position (its
+The counting corpus (texts, or a tokenized training stream: :func:`count_stream`) is hashed by the memory
+inspector's hashing through a ``TableSource`` of the model (no forward pass). For an n-gram of order n at a position (its
 context: canonical ids, pad before the sequence start) this module gives:
 
 * ``count``: its occurrences in the counting corpus (0 when it never occurs there);
@@ -15,11 +15,12 @@ Memory grows with the distinct n-grams of the counting corpus, never with the to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
-__all__ = ["NgramCounts", "count_ngrams"]
+__all__ = ["NgramCounts", "count_ngrams", "count_stream"]
 
 
 @dataclass
@@ -71,6 +72,38 @@ def count_ngrams(tables, texts: Iterable[str], *, max_tokens: int | None = 1_000
     from engram_interp.analysis.memory import corpus_ngrams
 
     ngrams, n_positions, n_texts = corpus_ngrams(tables, texts, max_tokens, progress=progress)
+    return _counts(tables, ngrams, n_positions, n_texts, corpus)
+
+
+def count_stream(tables, path: str | Path, *, max_tokens: int | None = 1_000_000, chunk: int = 65536) -> NgramCounts:
+    """Count the suffix n-grams of a training stream (``train.bin`` of ``engram-interp data tokenize``: uint16
+    ids, every document starting with BOS), its first ``max_tokens`` tokens, read as training reads it: one
+    flat sequence, so an n-gram may reach back across a document boundary (pad only before the first token).
+    BOS positions are not counted (as in the memory inspector)."""
+    from engram_interp.analysis.memory import NgramAccumulator
+    from engram_interp.errors import EngramInterpError
+    from engram_interp.train.data import open_tokens
+
+    tokens = open_tokens(Path(path))
+    N, bos = tables.max_ngram_size, tables.bos_token_id
+    acc = NgramAccumulator(N, tables.n_head_per_ngram, tables.layers)
+    total, docs = len(tokens) if max_tokens is None else min(len(tokens), max_tokens), 0
+    for start in range(0, total, chunk):
+        lo = max(0, start - (N - 1))  # the previous chunk's last N-1 ids: the contexts continue across chunks
+        seq = np.asarray(tokens[lo: min(start + chunk, total)], dtype=np.int64)
+        skip = start - lo
+        ctx = tables.contexts(seq)[skip:]
+        padded = np.concatenate([np.full(N - 1, -1, dtype=np.int64), seq])
+        raw = np.stack([padded[N - 1 - j: N - 1 - j + seq.size] for j in range(N)], axis=1)[skip:]
+        keep = seq[skip:] != (-1 if bos is None else bos)
+        docs += int((~keep).sum())
+        acc.update(ctx[keep], raw[keep], {l: tables.rows(l, ctx[keep]) for l in tables.layers})
+    if acc.n_positions == 0:
+        raise EngramInterpError(f"{path} holds no tokens to count")
+    return _counts(tables, acc.tables(), acc.n_positions, docs, str(path))
+
+
+def _counts(tables, ngrams: dict, n_positions: int, n_texts: int, corpus: str) -> NgramCounts:
     K = tables.n_head_per_ngram
     index, counts, users = {}, {}, {}
     for n, t in ngrams.items():

@@ -44,8 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline", required=True, metavar="MOE", help="its baseline (e.g. the iso-parameter MoE)")
     p.add_argument("--null", default=None, metavar="NULL", help="the Engram-null arm (memory without content): a control")
     p.add_argument("--counts", type=input_file, default=None, metavar="FILE",
-                   help="corpus whose n-gram frequencies and collisions define the buckets (text or .jsonl; default: the "
-                        "analysed corpus)")
+                   help="corpus whose n-gram frequencies and collisions define the buckets: text or .jsonl, or a "
+                        "training stream train.bin (engram-interp data tokenize; read flat, as training reads it); "
+                        "default: the analysed corpus")
     p.add_argument("--count-tokens", type=positive_int, default=1_000_000, help="positions of --counts hashed (default 1000000)")
     p.add_argument("--cold", type=positive_int, default=2, help="cold: fewer occurrences than this (default 2: seen once)")
     p.add_argument("--hot", type=positive_int, default=10, help="hot: at least this many occurrences (default 10)")
@@ -109,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
         names = names_for(given)
         pairs.append((models[0], models[1], models[2] if len(models) > 2 else None,
                       (names[0], names[1], names[2] if len(names) > 2 else None)))
-    d = memory_help_set(pairs, texts, count_texts=read_texts(args.counts) if args.counts else None,
+    stream = args.counts is not None and args.counts.suffix == ".bin"
+    d = memory_help_set(pairs, texts, count_texts=read_texts(args.counts) if args.counts and not stream else None,
+                        count_stream=str(args.counts) if stream else None,
                         count_label=str(args.counts) if args.counts else corpus_name(args), count_tokens=args.count_tokens,
                         twin=args.twin, twin_seed=args.seed, capacities=args.capacities, cold=args.cold, hot=args.hot,
                         batch_size=args.batch_size, max_tokens=args.max_tokens, n_boot=args.boot, seed=args.seed,
