@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, text_value
 
 NAME = "attribute"
@@ -47,11 +48,15 @@ def _table(a, trace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.analysis.attribution import direct_logit_attribution, target_through_layers
+    from engram_interp.analysis.attribution import (attribution_hooks, check_attribution_inputs,
+                                                    direct_logit_attribution, target_through_layers)
 
     check_out(args)
     models = load_models(args.ckpts, args.device, args.allow_nonfinite)
     names = names_for(args.ckpts)
+    check_models(models, names, what="direct logit attribution", moe=args.per_expert,
+                 hooks=lambda m: attribution_hooks(m, args.per_expert),
+                 each=lambda m: check_attribution_inputs(m, args.text, args.target, args.contrast))
     results, tables = [], []
     for name, model in zip(names, models):
         a = direct_logit_attribution(model, args.text, args.target, args.contrast, per_expert=args.per_expert, name=name)

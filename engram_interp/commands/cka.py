@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (
     add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, corpus_name, emit, findings_json, fmt, load_models,
     names_for, positive_int, seed_all, source_dict, texts_from, twin_of,
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + extra
     models = load_models(paths, args.device, args.allow_nonfinite)
     names = names_for(paths)
+    check_models(models, names, what="CKA", one_tokenizer=True)  # A, B, --control, --noise: position by position
     a = models[0]
     b = models[1] if args.ckpt_b else None
     base, base_name = (b, names[1]) if b is not None else (a, names[0])
@@ -118,6 +120,7 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
     for pa, pb in pairs:
         a, b = load_models([pa, pb], args.device, args.allow_nonfinite)
         na, nb = names_for([pa, pb])
+        check_models([a, b], [na, nb], what="CKA", one_tokenizer=True)
         res = cka_analysis(a, b, texts, names=(na, nb), **_kwargs(args))
         first = first or res
         diag = [res.cka[i][i] for i in range(min(len(res.cka), len(res.cka[0])))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, text_value
 
 NAME = "patch"
@@ -49,9 +50,12 @@ def _table(r) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.analysis.patching import patching
+    from engram_interp.analysis.patching import check_patching_inputs, patching
 
     check_out(args)
     (model,) = load_models([args.ckpt], args.device, args.allow_nonfinite)
-    r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=names_for([args.ckpt])[0])
+    name = names_for([args.ckpt])[0]
+    check_models([model], [name], what="activation patching",
+                 each=lambda m: check_patching_inputs(m, args.clean, args.corrupt, args.target, args.contrast))
+    r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=name)
     return emit(args, r.to_dict(), _table(r))
