@@ -75,6 +75,11 @@ def test_engram_model_alone_states_no_alignment_finding_against_itself(tmp_path,
     assert any(k.startswith("logit-lens") for k in kinds) and any(k.startswith("gate") for k in kinds)
     assert res["memory"]["n_positions"] == 150  # --memory-tokens, not --max-tokens, sizes the memory section
     assert "diagonal mean" not in printed.out and "adjacent-layer CKA mean" in printed.out
+    # the cka command alike: A's layers against each other state no alignment finding
+    assert main(["cka", str(path), "--corpus", str(CORPUS), "--max-tokens", "200", "--cka-batch", "32", "--json",
+                 "--device", "cpu", "--quiet"]) == 0
+    cka = json.loads(capfd.readouterr().out)
+    assert cka["name_a"] == cka["name_b"] and cka["findings"] == []
 
 
 def _lens(kl: list[float]) -> LogitLensResult:

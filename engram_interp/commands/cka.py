@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         soft = f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]"
         diag = f"{row[d]:.3f} [{res.ci_low[i][d]:.3f}, {res.ci_high[i][d]:.3f}]"
         lines.append(f"{i:>4}{mark} " + "".join(f"{v:>6.2f}" for v in row) + f"   {soft:<23} {res.argmax[i]:>6}  {diag}")
-    found = [alignment_sentence(v, res.name_a, res.name_b, res.k) for v in alignment_verdicts(res)]
+    # A alone: its layers against each other, a description with no alignment finding
+    found = [alignment_sentence(v, res.name_a, res.name_b, res.k) for v in alignment_verdicts(res)] if b is not None else []
     lines += [f.sentence for f in found]
     d = source_dict(res.to_dict(), args, res.n_examples)
     d["findings"] = findings_json(found)
