@@ -21,7 +21,8 @@ T = TypeVar("T")
 __all__ = ["count_tokens", "token_progress", "progress_bar", "warnings_held", "hold_library_logs",
            "release_held_warnings"]
 
-_HELD: dict | None = None  # while warnings_held() is active: {"logs": {logger: handlers}, "records", "warnings"}
+# while warnings_held() is active: {"logs": {logger: (handlers, propagate)}, "records", "warnings", "released", ...}
+_HELD: dict | None = None
 
 
 class _Keep(logging.Handler):
@@ -61,7 +62,8 @@ def release_held_warnings() -> None:
             handler.handle(record)
     for w in _HELD["warnings"]:
         _HELD["showwarning"](*w)
-    _HELD["records"].clear(), _HELD["warnings"].clear(), _HELD["logs"].clear()
+    for key in ("records", "warnings", "logs"):
+        _HELD[key].clear()
 
 
 @contextlib.contextmanager
