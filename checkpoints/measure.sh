@@ -15,11 +15,12 @@ OUT=checkpoints/measurements
 DATA=${DATA:-.cache/stream-cpu}
 CORPUS=probes/texts/heldout.txt     # held-out validation paragraphs (probes/texts/README.md)
 # corpus tokens per analysis, items per task suite (seeded subsample), seed: the shared defaults of
-# engram_interp/defaults.py (the app and the report use the same); TOKENS=... ITEMS=... override them
+# engram_interp/defaults.py (the CLI, the app and the report use the same); TOKENS=... MEMORY_TOKENS=... ITEMS=... override them
 PY=${PYTHON:-$(command -v python3)}
 [ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
 eval "D_$($PY -m engram_interp.defaults | sed 's/ / D_/g')"
 TOKENS=${TOKENS:-$D_TOKENS}
+MEMORY_TOKENS=${MEMORY_TOKENS:-$D_MEMORY_TOKENS} # corpus positions hashed for the memory tables
 ITEMS=${ITEMS:-$D_ITEMS}
 SEED=${SEED:-$D_SEED}
 ENTITY_TOKENS=${ENTITY_TOKENS:-300} # entity-final tokens for the gate contrast
@@ -64,8 +65,8 @@ if want ablate; then
     --json > "$OUT/ablate_mean.json"
 fi
 if want memory; then
-  $E memory $A --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram.json"
-  $E memory $N --corpus $CORPUS --max-tokens $TOKENS --quiet --json > "$OUT/memory_engram_null.json"
+  $E memory $A --corpus $CORPUS --max-tokens $MEMORY_TOKENS --quiet --json > "$OUT/memory_engram.json"
+  $E memory $N --corpus $CORPUS --max-tokens $MEMORY_TOKENS --quiet --json > "$OUT/memory_engram_null.json"
 fi
 if want findings; then
   # the findings of checkpoints/README.md (each against the Engram-null control) and checkpoints/FINDINGS.md

@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     if distributed and not _dist.is_main():  # rank 0 alone prints, writes (io.atomic_write_bytes) and shows progress
         sys.stdout = sys.stderr = open(os.devnull, "w")
         args.quiet = True
-    try:
-        return int(args._run(args) or 0)
+    from engram_interp.analysis.progress import warnings_held
+
+    try:  # libraries' warnings wait for the work to start: a refusal before it is its one line
+        with warnings_held():
+            return int(args._run(args) or 0)
     except EngramInterpError as exc:
         print(f"engram-interp {args.command}: error: {exc}", file=sys.stderr)
         return 2

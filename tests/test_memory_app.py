@@ -28,7 +28,9 @@ def test_memory_page_tables_match_library(app_env, ckpts):
     at = _run()
     assert any("no memory tables" in str(i.value) for i in at.info)  # the MoE model is explained
     df = at.dataframe[0].value
-    ref = memory_inspect(open_tables(ckpts["engram"]), default_texts(), max_tokens=8192, progress=False)
+    from engram_interp.defaults import DEFAULTS
+
+    ref = memory_inspect(open_tables(ckpts["engram"]), default_texts(), max_tokens=DEFAULTS.memory_tokens, progress=False)
     heads = [h for L in ref.layers for h in L.heads]
     assert len(df) == len(heads)
     assert df["touched"].tolist() == [h.touched for h in heads]

@@ -14,6 +14,7 @@ import streamlit as st  # noqa: E402
 
 from app import inputs, state  # noqa: E402
 from engram_interp import figures  # noqa: E402
+from engram_interp.defaults import DEFAULTS  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Memory · engram-interp", layout="wide")
@@ -28,7 +29,7 @@ engram_entries = state.engram_entries(good, "it has no memory tables to inspect.
 labels = [e.label for e in engram_entries]
 entry = engram_entries[st.selectbox("Model", range(len(labels)), format_func=lambda i: labels[i], key="memory-model")]
 memory_lib = inputs.library("memory", "The memory inspector")
-PARAMS = {"max_tokens": 8192, "untouched": 2048, "seed": 0}
+PARAMS = {"max_tokens": DEFAULTS.memory_tokens, "untouched": 2048, "seed": DEFAULTS.seed}  # as `engram-interp memory`
 
 
 def _compute(ngram: str | None):

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import inputs, state  # noqa: E402
+from engram_interp.defaults import DEFAULTS  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
 st.set_page_config(page_title="Locate · engram-interp", layout="wide")
@@ -50,7 +51,8 @@ c4, c5, c6 = st.columns(3)
 scope = c4.radio("Row groups hold the rows read", ["last", "all"], horizontal=True, key="loc-scope",
                  format_func={"last": "at the last position", "all": "anywhere in the prompt"}.get)
 collisions = c5.checkbox("Collisions over the corpus", value=True, key="loc-coll")
-max_tokens = c6.select_slider("Corpus positions hashed", [2000, 5000, 10000, 20000], value=5000, key="loc-tokens",
+max_tokens = c6.select_slider("Corpus positions hashed", sorted({2000, 5000, 10000, 20000, DEFAULTS.memory_tokens}),
+                              value=DEFAULTS.memory_tokens, key="loc-tokens",
                               disabled=not collisions)
 try:
     res = run(str(entry.path), entry.sha, entry.label, prompt, target, contrast, scope, collisions, max_tokens)

@@ -190,9 +190,9 @@ def ablation_sensitivity(
     total = sum(plan.n_forwards_here * len(variants) for _, _, plan, variants in jobs)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from engram_interp.analysis.progress import progress_bar
 
-        bar = tqdm(total=total, desc="ablate", unit="forward", leave=False)
+        bar = progress_bar(total=total, desc="ablate", unit="forward", leave=False)
     done = 0
     out = []
     for name, model, plan, variants in jobs:

@@ -32,7 +32,7 @@ import torch
 from engram_interp.errors import EngramInterpError
 
 __all__ = ["Component", "Attribution", "direct_logit_attribution", "attribute_ids", "attribute_batch", "resolve_token", "TargetTrace",
-           "target_through_layers", "check_prompt"]
+           "target_through_layers", "check_prompt", "check_attribution_inputs", "attribution_hooks"]
 
 
 def check_prompt(model, text: str, what: str = "text") -> torch.Tensor:
@@ -109,7 +109,8 @@ class Attribution:
         return json.dumps(self.to_dict())
 
 
-def _names(model, per_expert: bool) -> list[str]:
+def attribution_hooks(model, per_expert: bool = False) -> list[str]:
+    """The hooks the direct logit attribution of ``model`` reads (checked before any forward pass)."""
     n, m = model.info.n_layers, model.info.n_branches
     names = ["hook_embed", model.layer_point_names()[-1]]
     for l in range(n):
@@ -197,7 +198,7 @@ def attribute_batch(
     of the target, remainder)`` (logits; see :func:`direct_logit_attribution`)."""
     if per_expert and not model.info.moe_layers:
         raise EngramInterpError(f"this {model.info.kind} model has no MoE layers to split into experts")
-    wanted = set(_names(model, per_expert))
+    wanted = set(attribution_hooks(model, per_expert))
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in wanted)
     w_u = model.unembed_weight()  # [d, vocab]: only the target / contrast columns go to float64
     bias = model.unembed_bias()
@@ -240,6 +241,18 @@ def attribute_ids(
     return attribute_batch(model, tokens, [tokens.shape[1] - 1], [target_id], [contrast_id], per_expert=per_expert)[0]
 
 
+def check_attribution_inputs(model, text: str, target: str, contrast: str | None = None, what: str = "text"
+                             ) -> tuple[torch.Tensor, int, int | None]:
+    """The prompt's tokens and the target's / contrast's ids, or a one-line user error (an empty or
+    overlong prompt, a target that is not one token, a contrast equal to it); no forward pass."""
+    tokens = check_prompt(model, text, what)
+    t_id = resolve_token(model, target, "target")
+    c_id = resolve_token(model, contrast, "contrast") if contrast is not None else None
+    if c_id is not None and c_id == t_id:
+        raise EngramInterpError("target and contrast are the same token; the logit difference would be 0")
+    return tokens, t_id, c_id
+
+
 def direct_logit_attribution(
     model, text: str, target: str, contrast: str | None = None, *, per_expert: bool = False,
     name: str | None = None,
@@ -250,11 +263,7 @@ def direct_logit_attribution(
     layer into its chosen routed experts and the shared experts. Returns an :class:`Attribution`
     whose contributions (logits) plus ``remainder`` equal the model's own logit (difference).
     """
-    tokens = check_prompt(model, text)
-    t_id = resolve_token(model, target, "target")
-    c_id = resolve_token(model, contrast, "contrast") if contrast is not None else None
-    if c_id is not None and c_id == t_id:
-        raise EngramInterpError("target and contrast are the same token; the logit difference would be 0")
+    tokens, t_id, c_id = check_attribution_inputs(model, text, target, contrast)
     comps, logit, prob, remainder = attribute_ids(model, tokens, t_id, c_id, per_expert=per_expert)
     total = sum(c.contribution for c in comps) + remainder
     return Attribution(

@@ -110,9 +110,9 @@ def attribution_over_items(
         return None
     batches = [usable[i : i + batch_size] for i in range(0, len(usable), batch_size)]
     if progress:
-        from tqdm import tqdm
+        from engram_interp.analysis.progress import progress_bar
 
-        batches = tqdm(batches, desc=f"attribution {name or model.info.name}", unit="batch", leave=False)
+        batches = progress_bar(batches, desc=f"attribution {name or model.info.name}", unit="batch", leave=False)
     for batch in batches:
         prompts = [item["prompt"] for item, _ in batch]
         tokens = model.to_tokens(prompts)

@@ -190,11 +190,10 @@ class _Texts:
 def _positions(source, texts: Iterable[str], max_tokens: int | None, chunk: int, progress: bool, seen: dict):
     """Yield ``(contexts [m, N], raw [m, N])`` chunks over the corpus (BOS excluded from positions);
     counts the texts read in ``seen["texts"]``."""
-    from tqdm.auto import tqdm
-
     from engram_interp.analysis.common import encode_pieces
+    from engram_interp.analysis.progress import progress_bar
 
-    bar = tqdm(total=max_tokens, unit="tok", desc="hashing", disable=not progress)
+    bar = progress_bar(total=max_tokens, unit="tok", desc="hashing", disable=not progress)
     n_max, used, ctx_buf, raw_buf = source.max_ngram_size, 0, [], []
     pending = 0
     for text in texts:

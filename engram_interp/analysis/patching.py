@@ -23,12 +23,12 @@ from typing import Sequence
 
 import torch
 
-from engram_interp.analysis.attribution import check_prompt, resolve_token
+from engram_interp.analysis.attribution import check_attribution_inputs, check_prompt
 from engram_interp.errors import EngramInterpError
 
 __all__ = ["PatchSetup", "prepare_patching", "patch_logits", "restored_fraction", "full_patch_hooks",
            "PatchGrid", "PatchBars", "residual_patching", "component_patching", "PatchingResult", "patching",
-           "COMPONENT_HOOKS"]
+           "COMPONENT_HOOKS", "check_patching_inputs"]
 
 # per-layer hook of each component kind (``{l}`` = block); Engram kinds exist at engram layers only
 COMPONENT_HOOKS = {
@@ -61,22 +61,26 @@ class PatchSetup:
         return (patched - self.corrupt_metric) / (self.clean_metric - self.corrupt_metric)
 
 
-@torch.no_grad()
-def prepare_patching(model, clean: str, corrupt: str, target: str, contrast: str | None = None) -> PatchSetup:
-    """Check and tokenise the pair (same token count, single-token target / contrast) and run both.
-    Returns a :class:`PatchSetup`; a one-line user error for bad input or when the two prompts give
-    the same metric (nothing to restore)."""
-    clean_tokens = check_prompt(model, clean, "clean prompt")
+def check_patching_inputs(model, clean: str, corrupt: str, target: str, contrast: str | None = None):
+    """``(clean tokens, corrupted tokens, target id, contrast id)``, or a one-line user error (a prompt
+    empty or too long, prompts of different lengths, a target or contrast that is not one token, the
+    two equal); no forward pass."""
+    clean_tokens, t_id, c_id = check_attribution_inputs(model, clean, target, contrast, "clean prompt")
     corrupt_tokens = check_prompt(model, corrupt, "corrupted prompt")
     if clean_tokens.shape[1] != corrupt_tokens.shape[1]:
         raise EngramInterpError(
             f"the clean prompt is {clean_tokens.shape[1]} tokens and the corrupted one {corrupt_tokens.shape[1]}"
             " (BOS included); patching needs prompts of equal length"
         )
-    t_id = resolve_token(model, target, "target")
-    c_id = resolve_token(model, contrast, "contrast") if contrast is not None else None
-    if c_id is not None and c_id == t_id:
-        raise EngramInterpError("target and contrast are the same token; the logit difference would be 0")
+    return clean_tokens, corrupt_tokens, t_id, c_id
+
+
+@torch.no_grad()
+def prepare_patching(model, clean: str, corrupt: str, target: str, contrast: str | None = None) -> PatchSetup:
+    """Check and tokenise the pair (same token count, single-token target / contrast) and run both.
+    Returns a :class:`PatchSetup`; a one-line user error for bad input or when the two prompts give
+    the same metric (nothing to restore)."""
+    clean_tokens, corrupt_tokens, t_id, c_id = check_patching_inputs(model, clean, corrupt, target, contrast)
     setup = PatchSetup(clean_tokens, corrupt_tokens, t_id, c_id, 0.0, 0.0)
     setup.clean_metric = float(setup.metric(model(clean_tokens))[0])
     setup.corrupt_metric = float(setup.metric(model(corrupt_tokens))[0])

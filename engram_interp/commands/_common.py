@@ -193,6 +193,9 @@ def load_models(paths: list[str], args, device: str | None = None) -> list:
         if not (Path(p).exists() or is_foreign(p)):  # special files get their own message from the loader
             raise EngramInterpError(f"no such model: {p} (expected a .ckpt, a .gguf file or a Hugging Face folder)")
         models.append(ei.load(p, **options).requires_grad_(False))
+    from engram_interp.analysis.progress import hold_library_logs
+
+    hold_library_logs()  # transformers is imported now (a foreign model): its warnings wait for the work too
     return models
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (add_common, add_seeds, add_twin, arm_groups, check_out, emit, findings_json, fmt,
                                             load_models, names_for, non_negative_int, positive_int, seed_all, twin_of,
                                             warn_overlong)
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         ref = read_texts(args.reference) if args.reference else default_texts()
     models = load_models(paths, args)
     names = names_for(paths)
+    check_models(models, names, what="an Engram ablation", engram="any")
     warn_overlong(models, suites)
     res = ablation_sensitivity(dict(zip(names, models)), suites, mode=args.mode, reference_texts=ref,
                                batch_size=args.batch_size, max_tokens=args.max_tokens, n_boot=args.boot,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (add_device_output, add_twin, check_out, emit, findings_json, load_models,
                                             names_for, text_value, twin_of)
 
@@ -52,11 +53,15 @@ def _table(a, trace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.analysis.attribution import direct_logit_attribution, target_through_layers
+    from engram_interp.analysis.attribution import (attribution_hooks, check_attribution_inputs,
+                                                    direct_logit_attribution, target_through_layers)
 
     check_out(args)
     models = load_models(args.ckpts, args)
     names = names_for(args.ckpts)
+    check_models(models, names, what="direct logit attribution", moe=args.per_expert,
+                 hooks=lambda m: attribution_hooks(m, args.per_expert),
+                 each=lambda m: check_attribution_inputs(m, args.text, args.target, args.contrast))
     from engram_interp.claims.prompt import attribution_finding
 
     pairs = list(zip(names, models))

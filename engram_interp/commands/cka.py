@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (
     add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, corpus_name, emit, findings_json, fmt, load_models,
     names_for, positive_int, seed_all, source_dict, texts_from, twin_of,
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     paths = [groups[0][1][0]] + ([groups[1][1][0]] if args.ckpt_b else []) + extra
     models = load_models(paths, args)
     names = names_for(paths)
+    check_models(models, names, what="CKA", one_tokenizer=True)  # A, B, --control, --noise: position by position
     a = models[0]
     b = models[1] if args.ckpt_b else None
     base, base_name = (b, names[1]) if b is not None else (a, names[0])
@@ -93,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{fmt(res.soft_alignment[i], '.2f')} [{fmt(lo[i], '.2f')}, {fmt(hi[i], '.2f')}]")
         diag = f"{row[d]:.3f} [{res.ci_low[i][d]:.3f}, {res.ci_high[i][d]:.3f}]"
         lines.append(f"{i:>4}{mark} " + "".join(f"{v:>6.2f}" for v in row) + f"   {soft:<23} {res.argmax[i]:>6}  {diag}")
-    found = [alignment_sentence(v, res.name_a, res.name_b, res.k, res.n_batches) for v in alignment_verdicts(res)]
+    # A alone: its layers against each other, a description with no alignment finding
+    found = [alignment_sentence(v, res.name_a, res.name_b, res.k, res.n_batches) for v in alignment_verdicts(res)] if b is not None else []
     lines += [f.sentence for f in found]
     d = source_dict(res.to_dict(), args, res.n_examples)
     d["findings"] = findings_json(found)
@@ -123,6 +126,7 @@ def _run_seeds(args, groups: list[tuple[str, list[str]]], texts: list[str] | Non
     for pa, pb in pairs:
         a, b = load_models([pa, pb], args)
         na, nb = names_for([pa, pb])
+        check_models([a, b], [na, nb], what="CKA", one_tokenizer=True)
         res = cka_analysis(a, b, texts, names=(na, nb), **_kwargs(args))
         first = first or res
         diag = [res.cka[i][i] for i in range(min(len(res.cka), len(res.cka[0])))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.defaults import DEFAULTS
 from engram_interp.commands._common import (
     add_common, add_corpus, add_seeds, add_twin, arm_groups, check_out, emit, findings_json, fmt, load_models, names_for,
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     texts = None if args.text is not None else texts_from(args)
     (model,) = load_models(paths[:1], args)
     name = names_for(paths)[0]
+    check_models([model], [name], what="gate statistics", engram="all")
     if args.text is not None:
         g = gate_map(model, args.text, name=name)
         lines = [f"gates of {name} (layer.branch)", f"{'pos':>4} {'token':<16}" + "".join(

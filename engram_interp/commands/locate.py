@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import add_device_output, check_out, emit, load_models, names_for, positive_int, text_value
+from engram_interp.defaults import DEFAULTS
 
 NAME = "locate"
 HELP = "which Engram table rows a prompt reads, what each writes into the target logit, and what zeroing them does"
@@ -32,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="list and trace the rows read at every position of the prompt, not only the last")
     p.add_argument("--corpus", default=None, help="text file or .jsonl with a 'text' field for the collisions "
                    "(default: $ENGRAM_INTERP_CORPUS, else the data cache's validation split, else probes/texts/)")
-    p.add_argument("--max-tokens", type=positive_int, default=20000, help="corpus tokens hashed for the collisions (default 20000)")
+    p.add_argument("--max-tokens", type=positive_int, default=DEFAULTS.memory_tokens,
+                   help=f"corpus tokens hashed for the collisions (default {DEFAULTS.memory_tokens}, as `memory`)")
     p.add_argument("--per-row", type=positive_int, default=3, help="row-mates listed per row (default 3)")
     p.add_argument("--no-collisions", action="store_true", help="skip the corpus pass (no row-mates)")
     add_device_output(p)
@@ -80,10 +83,13 @@ def _table(res) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from engram_interp.analysis.common import default_texts, read_texts
+    from engram_interp.analysis.attribution import check_attribution_inputs
     from engram_interp.analysis.locate import locate
 
     check_out(args)
     (model,) = load_models([args.model], args)
+    check_models([model], names_for([args.model]), what="locate (it reads Engram table rows)", engram="all",
+                 each=lambda m: check_attribution_inputs(m, args.prompt, args.target, args.contrast, "prompt"))
     corpus = None
     if not args.no_collisions:
         corpus = read_texts(args.corpus) if args.corpus else default_texts()

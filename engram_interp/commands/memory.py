@@ -10,6 +10,7 @@ from pathlib import Path
 
 from engram_interp.commands._common import (add_corpus, add_twin, findings_json, fmt, non_negative_int, positive_int,
                                             text_value, texts_from)
+from engram_interp.defaults import DEFAULTS
 from engram_interp.errors import EngramInterpError
 from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, refuse_trailing_slash
 
@@ -35,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="an Engram .ckpt, or a DeepSeek-V4.1 / demo / Qwen4-Exp folder with tokenizer.json")
     add_corpus(p)
     p.add_argument("--ngram", type=text_value, default=None, help="an n-gram (text of at least 2 tokens) to look up in every head")
-    p.add_argument("--max-tokens", type=positive_int, default=20000, help="hash at most this many corpus tokens (default 20000)")
+    p.add_argument("--max-tokens", type=positive_int, default=DEFAULTS.memory_tokens,
+                   help=f"hash at most this many corpus tokens (default {DEFAULTS.memory_tokens}, the shared default of "
+                        "the report and the app, engram_interp/defaults.py)")
     p.add_argument("--top", type=positive_int, default=5, help="heaviest rows shown per order (default 5)")
     p.add_argument("--untouched", type=non_negative_int, default=2048, help="untouched rows sampled per head for the norm control (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the untouched-row sample (default 0)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (add_device_output, add_twin, check_out, emit, findings_json, load_models,
                                             names_for, text_value, twin_of)
 
@@ -54,7 +55,7 @@ def _table(r) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engram_interp.analysis.patching import patching
+    from engram_interp.analysis.patching import check_patching_inputs, patching
 
     check_out(args)
     from engram_interp.claims.prompt import patch_finding
@@ -62,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     (model,) = load_models([args.ckpt], args)
     name = names_for([args.ckpt])[0]
+    check_models([model], [name], what="activation patching",
+                 each=lambda m: check_patching_inputs(m, args.clean, args.corrupt, args.target, args.contrast))
     r = patching(model, args.clean, args.corrupt, args.target, args.contrast, name=name)
     d, text, twin, note = r.to_dict(), _table(r), None, ""
     if args.twin:

@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (add_common, add_corpus, add_seeds, add_twin, arm_groups, check_text_fits,
                                             findings_json, load_models, names_for, positive_int, seed_all, texts_from,
                                             twin_of, warn_overlong)
@@ -51,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"corpus tokens of the gate statistics (default: {DEFAULTS.gate_tokens} while --max-tokens is "
                         f"at its default, since the selectivity needs {DEFAULTS.min_ngrams} 3-grams seen >= 3 times; "
                         "else --max-tokens)")
+    p.add_argument("--memory-tokens", type=positive_int, default=DEFAULTS.memory_tokens,
+                   help=f"memory section: corpus positions hashed for the tables (default {DEFAULTS.memory_tokens}, as "
+                        "`engram-interp memory` and the app's Memory page; no forward pass)")
     p.add_argument("--cka-batch", type=positive_int, default=256, help="examples per CKA minibatch")
     p.add_argument("--tokens", choices=["all", "entities"], default="all", help="CKA token selection")
     p.add_argument("--probes", default=None, help="entity probe set for --tokens entities")
@@ -88,6 +92,11 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_dir(args.out, REPORT_FILES, args.force)  # before the analyses, not after them
     wanted_locate = [_locate_spec(s) for s in args.locate]
+    probe_items = next(iter(read_suites(args.attribution).items())) if args.attribution else None
+    if args.tokens == "entities":
+        from engram_interp.analysis.common import read_entity_probes
+
+        read_entity_probes(args.probes)  # a missing or malformed probe set refuses now, not at the CKA
     timings: list[tuple[str, float]] = []
 
     @contextlib.contextmanager
@@ -118,6 +127,14 @@ def run(args: argparse.Namespace) -> int:
         raise EngramInterpError(f"{paths_in[2]} has no Engram layers; the third model must be the Engram-null control")
     if not a.engram_layers and b is not None and b.engram_layers:
         raise EngramInterpError(f"{paths_in[0]} has no Engram layers; the report needs the Engram model first")
+    # CKA compares A (and C, the twin) with B position by position; --locate reads A's Engram rows;
+    # --attribution reads every hook of the direct logit attribution
+    check_models(models, names, what="the report" + (" with --locate" if wanted_locate else ""),
+                 one_tokenizer=b is not None, engram="first" if wanted_locate else None)
+    if probe_items:
+        from engram_interp.analysis.attribution import attribution_hooks
+
+        check_models(models, names, what="the report's --attribution section", hooks=attribution_hooks)
     pair = dict(zip(names, models))
     if args.memory_help and not (a.engram_layers and b is not None):
         raise EngramInterpError("--memory-help needs an Engram model A and its baseline B")
@@ -144,11 +161,8 @@ def run(args: argparse.Namespace) -> int:
             for kind, res in zip([k for k in (("control" if c is not None else None), ("twin" if twin else None)) if k],
                                  others):
                 cka.references[kind] = reference_entry(res)
-        else:
-            cka = cka_analysis(a, b, cka_texts, names=(na, nb or na), **ck)
-            for kind, m, n in (("control", c, nc), ("twin", tw, tw_name)):
-                if m is not None:
-                    cka.references[kind] = reference_entry(cka_analysis(m, a, cka_texts, k=cka.k, names=(n, na), **ck))
+        else:  # A's layers against each other: a description of A, no alignment finding, so no references
+            cka = cka_analysis(a, None, cka_texts, names=(na, na), **ck)
     gm, gc, abl, abl_all, gc_control, gc_twin, abl_twin, prior = [], None, None, None, None, None, None, {}
     if a.engram_layers:
         say("gates ...")
@@ -169,14 +183,14 @@ def run(args: argparse.Namespace) -> int:
     if a.engram_layers:
         say("memory ...")
         with phase("memory"):
-            mem = memory_inspect(open_tables(paths_in[0]), texts, max_tokens=args.max_tokens, seed=args.seed,
+            mem = memory_inspect(open_tables(paths_in[0]), texts, max_tokens=args.memory_tokens, seed=args.seed,
                                  progress=prog)
     attr = []
     if args.attribution:
         from engram_interp.analysis.attribution_items import attribution_over_items
 
         say("attribution ...")
-        suite, items = next(iter(read_suites(args.attribution).items()))
+        suite, items = probe_items
         with phase("attribution"):
             attr = [attribution_over_items(m, items, suite=suite, max_items=args.max_items or 100, seed=args.seed,
                                            progress=prog, name=n) for n, m in pair.items()]
@@ -184,11 +198,9 @@ def run(args: argparse.Namespace) -> int:
     if wanted_locate:
         from engram_interp.analysis.locate import locate
 
-        if not a.engram_layers:
-            raise EngramInterpError(f"--locate needs Engram layers; {paths_in[0]} has none")
         say("locate ...")
         with phase("locate"):
-            located = [locate(a, p_, t_, c_, corpus=texts, max_tokens=args.max_tokens, name=na)
+            located = [locate(a, p_, t_, c_, corpus=texts, max_tokens=args.memory_tokens, name=na)
                        for p_, t_, c_ in wanted_locate]
     helped = None
     if args.memory_help:
@@ -209,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         notes.append(f"{na} has no Engram/PLE layers: no gate statistics, no Engram ablation and no memory section.")
     curves = [m for m in lens_all.to_dict()["models"] if m["name"] in pair or m["name"] == tw_name]
     findings = lens_sentences(curves, na, nc, nb) if a.engram_layers or c is not None else []
-    if b is not None or a.engram_layers:  # A against itself is no finding
+    if b is not None:  # A against itself (CKA of A's layers with each other) is a description, no finding
         findings += [alignment_sentence(v, na, nb or na, cka.k, cka.n_batches) for v in alignment_verdicts(cka)]
     if gc is not None:
         findings.append(gate_sentence(gc.to_dict(), na, None if gc_control is None else gc_control.to_dict(), nc,
@@ -245,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"- across seeds, {f.title}: {f.verdict} ({f.reason})")
     print(f"{'analysis':<12} result")
     print(f"{'logit-lens':<12} mean KL over layers: " + ", ".join(f"{m.name} {sum(m.kl) / len(m.kl):.4f}" for m in lens.models))
-    print(f"{'cka':<12} diagonal mean {sum(cka.cka[i][i] for i in range(min(len(cka.cka), len(cka.cka[0])))) / min(len(cka.cka), len(cka.cka[0])):.3f}, n={cka.n_examples}")
+    print(f"{'cka':<12} {cka_summary(cka, b is None)}")
     if gc is not None:
         print(f"{'gates':<12} most selective layer.branch {gc.branch_ranking[0]}")
     if abl:
@@ -267,6 +279,18 @@ def _locate_spec(spec: str) -> tuple[str, str, str | None]:
     if len(parts) not in (2, 3) or not all(parts):
         raise EngramInterpError(f"--locate {spec!r}: expected PROMPT|TARGET or PROMPT|TARGET|CONTRAST")
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def cka_summary(cka, self_similarity: bool) -> str:
+    """The CKA line of the summary: A vs B's diagonal mean; for A alone (its layers against each other,
+    whose diagonal is 1 by construction) the mean CKA of adjacent layers, a description of A's layers."""
+    m = cka.cka
+    if self_similarity:
+        adj = [m[i][i + 1] for i in range(len(m) - 1)]
+        return (f"{cka.name_a}'s layers with each other (a description, no comparison): adjacent-layer CKA "
+                f"mean {sum(adj) / max(1, len(adj)):.3f}, n={cka.n_examples}")
+    n = min(len(m), len(m[0]))
+    return f"diagonal mean {sum(m[i][i] for i in range(n)) / n:.3f}, n={cka.n_examples}"
 
 
 ROLES = ("engram", "moe", "engram-null")  # the report's positional models A, B, C

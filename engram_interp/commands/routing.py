@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from engram_interp.commands._checks import check_models
 from engram_interp.commands._common import (
     add_common, add_corpus, add_twin, check_out, emit, findings_json, load_models, names_for, non_negative_int,
     source_dict, texts_from, twin_of,
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         gate_from = named[engram]
     elif gate_from is not None:
         engram = next((n for n, m in named.items() if m is gate_from), None)
+    if gate_from is not None:  # every model's tokens are split by this model's gate, position by position
+        check_models(models + [gate_from], names + [gate_from.info.name], what="routing by an Engram gate",
+                     one_tokenizer=True)
     twin = None
     if args.twin:
         first = engram or names[0]

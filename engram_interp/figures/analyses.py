@@ -17,12 +17,32 @@ from engram_interp.analysis.gates import GateCorpusResult, GateMap
 from engram_interp.analysis.logit_lens import LogitLensResult, TokenLens
 from engram_interp.figures.axes import int_axis
 
-__all__ = ["kl_figure", "token_lens_figure", "shared_kl_max", "token_label", "cka_figure", "gate_figure",
+__all__ = ["kl_figure", "token_lens_figure", "shared_kl_max", "shared_kl_log", "layer_means", "kl_spans_orders", "token_label", "cka_figure", "gate_figure",
            "gate_selectivity_figure", "retained_figure"]
 
 
+SPAN = 30.0  # a KL axis turns logarithmic when the layers' values span more than this factor
+
+
+def kl_spans_orders(rows: Sequence[Sequence[float]], span: float = SPAN) -> bool:
+    """Whether the per-layer KL values in ``rows`` (one row per model; the last point, the model's own
+    output with KL ~ 0 by construction, left out) span more than ``span`` (largest / smallest positive
+    value): then a linear axis flattens every layer but the largest, and the figures use a log scale."""
+    vals = [v for row in rows for v in list(row)[:-1] if v is not None and v == v and v > 0]
+    return bool(vals) and max(vals) / min(vals) > span
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """Decade ticks (1, 10, 100 ... and 0.1, 0.01 ...) covering [lo, hi], lo > 0."""
+    import math
+
+    return [10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
+
+
 def kl_figure(res: LogitLensResult) -> go.Figure:
-    """KL(p_final || q_l) per layer of every model on one plot (nats), with standard-error bands."""
+    """KL(p_final || q_l) per layer of every model on one plot (nats), with standard-error bands; on a
+    log axis (decade ticks) when the layers' values span more than ``SPAN`` (:func:`kl_spans_orders`),
+    so that a large first layer does not flatten the rest."""
     fig = go.Figure()
     for m in res.models:
         fig.add_trace(go.Scatter(
@@ -30,8 +50,12 @@ def kl_figure(res: LogitLensResult) -> go.Figure:
             error_y=dict(type="data", array=[1.96 * s for s in m.kl_sem], visible=True),
             hovertemplate="layer %{x}<br>KL %{y:.4f} nats<extra>" + html.escape(m.name) + "</extra>",
         ))
-    fig.update_layout(title="LogitLens: KL(p_final || q_layer)", xaxis_title="layer (residual stream entering block; last = final)",
-                      yaxis_title="KL (nats)", template="plotly_white")
+    log = kl_spans_orders([m.kl for m in res.models])
+    fig.update_layout(title="LogitLens: KL(p_final || q_layer)" + (" (log axis)" if log else ""),
+                      xaxis_title="layer (residual stream entering block; last = final)",
+                      yaxis_title="KL (nats" + (", log scale)" if log else ")"), template="plotly_white")
+    if log:  # decade ticks only: no cluttered minor labels; the final point (KL ~ 0) sits below the axis
+        fig.update_yaxes(type="log", dtick=1, exponentformat="power", showexponent="all")
     fig.update_xaxes(**int_axis(n=max((len(m.layers) for m in res.models), default=0)))  # layer 3, never 2.5
     return fig
 
@@ -41,16 +65,32 @@ def token_label(i: int, token: str) -> str:
     return f"{i} {token!r}"
 
 
-def token_lens_figure(t: TokenLens, zmax: float | None = None, text: str | None = None) -> go.Figure:
+def token_lens_figure(t: TokenLens, zmax: float | None = None, text: str | None = None,
+                      log: bool | None = None) -> go.Figure:
     """Layer x position heatmap of per-token KL(p_final || q_layer) in nats; hover lists the lens's
-    top tokens. ``zmax``: the top of the colour scale (pass one value to put several models on one
-    scale); ``text``: the probe text, printed under the title."""
+    top tokens and the KL. ``zmax``: the top of the colour scale (pass one value to put several models
+    on one scale); ``text``: the probe text, printed under the title; ``log``: a logarithmic colour
+    scale (decade ticks labelled in nats, values below zmax / 10^4 shown at the bottom colour), by
+    default when the layers' mean KL spans more than ``SPAN`` (pass one value for several models)."""
+    import math
+
     hover = [["<br>".join(f"{html.escape(s)!s}: {p:.3f}" for s, p in t.top_tokens[l][i]) for i in range(len(t.tokens))]
              for l in range(len(t.layers))]
     xs = [token_label(i, tok) for i, tok in enumerate(t.tokens)]
-    fig = go.Figure(go.Heatmap(z=t.kl, x=xs, y=t.layers, customdata=hover, colorscale="Viridis", zmin=0,
-                               zmax=zmax, colorbar=dict(title=dict(text="KL (nats)", side="right")),
-                               hovertemplate="%{x}<br>layer %{y}<br>KL %{z:.3f} nats<br>%{customdata}<extra></extra>"))
+    log = kl_spans_orders([layer_means(t)]) if log is None else log
+    top = zmax if zmax is not None else shared_kl_max([t])
+    z, bar, zmin = t.kl, dict(title=dict(text="KL (nats)", side="right")), 0.0
+    if log and top > 0:
+        floor = top * 1e-4
+        z = [[None if v is None or v != v else math.log10(max(v, floor)) for v in row] for row in t.kl]
+        ticks = [v for v in _log_ticks(floor, top) if floor <= v <= top * 1.0001]
+        bar = dict(title=dict(text="KL (nats, log scale)", side="right"), tickvals=[math.log10(v) for v in ticks],
+                   ticktext=[f"{v:g}" for v in ticks])
+        zmin, top = math.log10(floor), math.log10(top)
+    kl_text = [[("-" if v is None or v != v else f"{v:.3f}") for v in row] for row in t.kl]
+    fig = go.Figure(go.Heatmap(z=z, x=xs, y=t.layers, customdata=hover, text=kl_text, colorscale="Viridis", zmin=zmin,
+                               zmax=top, colorbar=bar,
+                               hovertemplate="%{x}<br>layer %{y}<br>KL %{text} nats<br>%{customdata}<extra></extra>"))
     title = f"Per-token LogitLens KL(p_final || q_layer): {html.escape(t.name)}"
     if text:
         short = text if len(text) <= 110 else text[:107] + "..."
@@ -64,7 +104,18 @@ def token_lens_figure(t: TokenLens, zmax: float | None = None, text: str | None 
 
 def shared_kl_max(lenses: Sequence[TokenLens]) -> float:
     """One colour-scale top (nats) for several per-token lens heatmaps shown side by side."""
-    return max((v for t in lenses for row in t.kl for v in row if v == v), default=1.0)
+    return max((v for t in lenses for row in t.kl for v in row if v is not None and v == v), default=1.0)
+
+
+def layer_means(t: TokenLens) -> list[float]:
+    """Mean per-token KL of each layer of ``t`` (nats; NaN for a layer without a finite value)."""
+    rows = [[v for v in row if v is not None and v == v] for row in t.kl]
+    return [sum(r) / len(r) if r else float("nan") for r in rows]
+
+
+def shared_kl_log(lenses: Sequence[TokenLens]) -> bool:
+    """One log-or-linear choice for several per-token heatmaps shown side by side (:func:`kl_spans_orders`)."""
+    return kl_spans_orders([layer_means(t) for t in lenses])
 
 
 def _xerr(values, lo, hi) -> dict:
@@ -76,10 +127,17 @@ def _xerr(values, lo, hi) -> dict:
 def cka_figure(res: CKAResult) -> go.Figure:
     """CKA heatmap (rows: A's layers, columns: B's), with the diagonal, the soft-alignment curve
     (and its CI), the references' curves (Engram-null control, second baseline seed) when present,
-    the attainable range of the index for this k (dotted) and the per-row argmax overlaid."""
+    the attainable range of the index for this k (dotted) and the per-row argmax overlaid. A model
+    against itself (``name_a == name_b``) is the heatmap alone: its diagonal is 1 and its alignment
+    index trivial by construction, so nothing is overlaid."""
     fig = go.Figure(go.Heatmap(z=res.cka, x=res.layers_b, y=res.layers_a, colorscale="Viridis", zmin=0, zmax=1,
                                colorbar=dict(title=dict(text="CKA", side="right"), len=0.9),
                                hovertemplate=f"{html.escape(res.name_a)} layer %{{y}}<br>{html.escape(res.name_b)} layer %{{x}}<br>CKA %{{z:.3f}}<extra></extra>"))
+    if res.name_a == res.name_b:
+        fig.update_layout(title=f"CKA of {html.escape(res.name_a)}'s layers with each other ({res.tokens} tokens, "
+                                f"n={res.n_examples}; a description of one model, the diagonal is 1 by construction)",
+                          xaxis_title="layer", yaxis_title="layer", template="plotly_white")
+        return fig
     n = min(len(res.layers_a), len(res.layers_b))
     fig.add_trace(go.Scatter(x=list(range(n)), y=list(range(n)), mode="lines", name="diagonal (a_j = j)",
                              line=dict(color="#9e9e9e", dash="dash", width=2)))

@@ -19,7 +19,7 @@ from engram_interp.analysis.cka_models import CKAResult
 from engram_interp.analysis.gates import GateCorpusResult, GateMap
 from engram_interp.analysis.logit_lens import LogitLensResult, TokenLens
 from engram_interp.figures.analyses import (cka_figure, gate_figure, gate_selectivity_figure, kl_figure, retained_figure,
-                                            shared_kl_max, token_lens_figure)
+                                            shared_kl_log, shared_kl_max, token_lens_figure)
 from engram_interp.figures.memory import memory_section
 from engram_interp.io import atomic_write_text, check_output_dir, dumps_strict, replace_set
 
@@ -124,10 +124,12 @@ def write_report(out: str | Path, *, title: str = "engram-interp report", lens: 
     if lens:
         figs.append(("LogitLens", kl_figure(lens)))
     zmax = shared_kl_max(token_lens) if token_lens else None
+    log = shared_kl_log(token_lens) if token_lens else None
     for t in token_lens:
-        figs.append((f"Per-token LogitLens: {t.name}", token_lens_figure(t, zmax=zmax, text=probe_text)))
+        figs.append((f"Per-token LogitLens: {t.name}", token_lens_figure(t, zmax=zmax, text=probe_text, log=log)))
     if cka:
-        figs.append(("CKA", cka_figure(cka)))
+        own = cka.name_a == cka.name_b  # one model's layers against each other: a description, not a comparison
+        figs.append((f"CKA of {cka.name_a}'s layers with each other" if own else "CKA", cka_figure(cka)))
     for g in gate_maps:
         figs.append((f"Gates: {g.name}", gate_figure(g)))
     if gates:
