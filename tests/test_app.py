@@ -517,3 +517,12 @@ def test_ablation_draws_each_engram_model_as_it_is_done(app_env, ckpts, tmp_path
     assert not at.error, texts(at.error)
     table = at.dataframe[0].value
     assert sorted(set(table["model"])) == ["engram", "engram-null"]
+
+
+def test_markdown_keeps_twin_labels_literal():
+    """Issue 22 item 2 (seen in the browser): two ``engram~twin`` labels in one finding struck through the
+    text between them; ``state.md`` escapes the tildes, and the Overview's sentences go through it."""
+    from app.state import md
+
+    line = "twin engram~twin: 0.00; untrained twin engram~twin: 0.01"
+    assert md(line) == line.replace("~", "\\~") and md("no tilde") == "no tilde"
