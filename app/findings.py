@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.state import Entry
+from app.state import Entry, md
 
 
 def validation_loss(provenance: dict[str, Any]) -> float | None:
@@ -38,6 +38,12 @@ def short_path(path) -> str:
         return str(path)
 
 
+def files_line(entries: Sequence[Entry]) -> str:
+    """``Files: engram checkpoints/engram.ckpt; ...``: under the model table (a path column pushed the
+    table past the page width)."""
+    return "Files: " + "; ".join(f"{e.label} `{short_path(e.path)}`" for e in entries)
+
+
 def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
     rows = []
     for e in entries:
@@ -48,7 +54,7 @@ def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
                 "d_model": mi.d_model, "branches": mi.n_branches,
                 "Engram layers": ", ".join(map(str, mi.engram_layers)) or "-",
                 "P_tot": f"{mi.extra.get('parameters', 0):,} (all)", "P_act": "-", "P_sparse": "-", "rho": "-",
-                "val loss (nats)": "-", "sha256": e.sha[:12], "file": short_path(e.path),
+                "val loss (nats)": "-", "sha256": e.sha[:12],
             })
             continue
         cfg, p = e.info.config, e.params
@@ -67,7 +73,6 @@ def model_table(entries: Sequence[Entry]) -> pd.DataFrame:
             "rho": "-" if p.rho is None else f"{p.rho:.3f}",
             "val loss (nats)": "-" if loss is None else f"{loss:.4f}",
             "sha256": e.sha[:12],
-            "file": short_path(e.path),
         })
     return pd.DataFrame(rows)
 
@@ -80,7 +85,7 @@ def render_summary(entries: Sequence[Entry]) -> None:
     for title, lines in summaries.summaries(entries):
         st.markdown(f"**{title}**")
         for line in lines:
-            st.markdown(f"- {line}")
+            st.markdown(f"- {md(line)}")
 
 
 def compute_all(entries: Sequence[Entry]) -> None:
@@ -131,7 +136,7 @@ def render_verdicts(folder: str | None = None) -> None:
         return
 
     for f in found:  # text wraps: a measured / why that is a paragraph long is read whole, not cut in a cell
-        st.markdown(f"**{f.title}**: {f.verdict}  \nMeasured: {f.metric}.  \nWhy: {f.reason}")
+        st.markdown(md(f"**{f.title}**: {f.verdict}  \nMeasured: {f.metric}.  \nWhy: {f.reason}"))
         with st.expander(f"Bands per arm ({len(f.bands)})"):
             st.dataframe(band_table(f.bands), hide_index=True, width="content")
 

@@ -199,6 +199,13 @@ def load_model(entry: Entry):
 
 
 # ---- page scaffolding --------------------------------------------------------------------------
+def md(text: str) -> str:
+    """``text`` for ``st.markdown`` with the tildes escaped: a label such as ``engram~twin`` written twice
+    in one sentence would otherwise strike through everything between the two."""
+    return text.replace("~", "\\~")
+
+
+
 def page_header(title: str, caption: str, *, title_shown: bool = False) -> list[Entry]:
     """Title, the shared sidebar, and the usable checkpoints. Stops the page when there are none.
     ``title_shown``: the page drew its title and caption itself (before its heavy imports)."""

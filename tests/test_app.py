@@ -529,3 +529,12 @@ def test_memory_help_page_draws_the_buckets_and_states_the_findings(app_env, ckp
     assert (table[table["bucket"] == "all"]["share"] == 1.0).all() and (table["tokens"] > 0).all()
     said = texts(at.markdown)
     assert "untrained twin" in said and said.count("Verdict:") == 2
+
+
+def test_markdown_keeps_twin_labels_literal():
+    """Issue 22 item 2 (seen in the browser): two ``engram~twin`` labels in one finding struck through the
+    text between them; ``state.md`` escapes the tildes, and the Overview's sentences go through it."""
+    from app.state import md
+
+    line = "twin engram~twin: 0.00; untrained twin engram~twin: 0.01"
+    assert md(line) == line.replace("~", "\\~") and md("no tilde") == "no tilde"

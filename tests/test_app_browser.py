@@ -46,6 +46,7 @@ PAGES = [
     ("Routing", "routing.png", "One seed"),
     ("", "overview.png", "Verdicts on the bundled set"),  # last: the findings computed by the other pages are shown
 ]
+BUNDLED_ONLY = ("Attribution", "Locate")  # their default targets are single tokens of the bundled tokenizer only
 ERROR_JS = """
 const q = (s) => document.querySelectorAll(s).length;
 return {
@@ -237,6 +238,8 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("path,shot,marker", PAGES, ids=[p[1][:-4] for p in PAGES])
 def test_page_renders_without_errors(server, browser, shots, path, shot, marker):
+    if path in BUNDLED_ONLY and not os.environ.get(BUNDLED_ENV):
+        pytest.skip(f"{path}'s default prompts (' States') are several tokens for the tiny test tokenizer")
     browser.get(f"{server}/{path}")
     state = _settle(browser, marker)
     assert not state["exceptions"], state["text"][:2000]

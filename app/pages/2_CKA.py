@@ -77,7 +77,7 @@ def draw(res: dict, stage: str) -> None:
         refs = res.get("references") or {}
         if k == res["k"] and engram_layers and stage == "final":
             for v in alignment_verdicts(res):
-                st.markdown("- " + alignment_sentence(v, a.label, b.label, res["k"], res.get("n_batches")).sentence)
+                st.markdown("- " + state.md(alignment_sentence(v, a.label, b.label, res["k"], res.get("n_batches")).sentence))
             if "control" not in refs:
                 st.info("No Engram-null control is loaded, so no shift can be established: open the app with the "
                         "Engram-null checkpoint too (`engram-interp app engram.ckpt moe.ckpt engram-null.ckpt`).")
@@ -90,20 +90,25 @@ def draw(res: dict, stage: str) -> None:
                 for kind, r in sorted(refs.items()):
                     rci = r["soft_alignment_ci"]
                     val = r["soft_alignment"][j] if j < len(r["soft_alignment"]) else None
-                    ref_cols[f"{kind}: {r['name']}"] = ("n/a" if val is None else f"{val:.2f}"
+                    ref_cols[f"{kind} a_j"] = ("n/a" if val is None else f"{val:.2f}"
                                                         + ("" if rci[0][j] is None else f" [{rci[0][j]:.2f}, {rci[1][j]:.2f}]"))
             rows.append({
-                f"{a.label} layer": j,
+                "layer": j,
                 "Engram": "yes" if j in engram_layers else "",
-                f"soft alignment a_j (k={k})": f"{float(align[j]):.2f}{ci}",
+                f"a_j (k={k}) [95% CI]": f"{float(align[j]):.2f}{ci}",
                 **ref_cols,
                 "a_j - j": round(float(align[j]) - j, 2),
                 "argmax": int(argmax[j]),
-                "CKA at diagonal [95% CI]": summaries.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
-                "max CKA [95% CI]": summaries.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
+                "CKA diagonal [95% CI]": summaries.fmt_ci(float(matrix[j, d]), float(low[j, d]), float(high[j, d]), 3),
+                "CKA max [95% CI]": summaries.fmt_ci(float(matrix[j, argmax[j]]), float(low[j, argmax[j]]),
                                                    float(high[j, argmax[j]]), 3),
             })
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"cka-table-{stage}")
+        # short headers: the table fits at 1400 px; who each reference is goes in the caption
+        narrow = {c: st.column_config.Column(width="small") for c in ("layer", "Engram", "a_j - j", "argmax")}
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=f"cka-table-{stage}", column_config=narrow)
+        st.caption(f"Rows: {a.label}'s layer points; a_j: soft alignment index (in {b.label} layer units)"
+                   + "".join(f"; {kind} a_j: {r['name']} vs {b.label}" for kind, r in sorted(refs.items()) if k == res["k"])
+                   + "; argmax: the best-matching layer of " + b.label + ".")
         if not a.has_engram:
             st.info(f"{a.label} has no Engram layers; pick an Engram model as A to see where its Engram layers align.")
 

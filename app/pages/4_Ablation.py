@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
-from app import inputs, results, state  # noqa: E402
+from app import ablation_view, inputs, state  # noqa: E402
 from engram_interp.analysis.item_view import item_candidates  # noqa: E402
 from engram_interp.errors import EngramInterpError  # noqa: E402
 
@@ -85,4 +85,4 @@ st.subheader("One item: full vs ablated prediction")
 item_view()
 with retained:
     if inputs.library("ablation", "The ablation analysis", stop=False) is not None:
-        results.ablation_table(engram_entries, suites, per_layer=per_layer)
+        ablation_view.ablation_table(engram_entries, suites, per_layer=per_layer)

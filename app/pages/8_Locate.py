@@ -69,7 +69,9 @@ st.plotly_chart(locate_figure(res), width="stretch", key="loc-fig")
 layer_rows = [{"layer": l.layer, "gate": ", ".join(f"{g:.3f}" for g in l.gate), "Engram term": l.engram_term,
                "rows": l.rows_sum, "value bias": l.value_bias, "short conv": l.conv, "unexplained": l.unexplained}
               for l in res.layers]
-st.dataframe(pd.DataFrame(layer_rows), hide_index=True, width="stretch")
+st.dataframe(pd.DataFrame(layer_rows), hide_index=True, width="stretch", column_config={  # 5e-17, not 0.00000000000000005
+    **{c: st.column_config.NumberColumn(format="%.4f") for c in ("Engram term", "rows", "value bias", "short conv")},
+    "unexplained": st.column_config.NumberColumn(format="%.1e")})
 st.subheader("Rows at the last position, largest |contribution| first")
 top = [{"layer": r.layer, "order": r.order, "head": r.head, "row": r.row, "n-gram": r.ngram,
         "contribution": r.contribution, "corpus count": r.corpus_count, "other n-grams in the row": r.n_shared,

@@ -8,6 +8,8 @@ import plotly.graph_objects as go
 
 from engram_interp.figures.axes import log_axis
 
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
+
 __all__ = ["memory_usage_figure", "memory_norm_figure", "memory_pca_figure", "memory_section"]
 
 
@@ -28,30 +30,39 @@ def memory_usage_figure(res) -> go.Figure:
     n = len(fig.data)  # the legend lists every curve: the figure is tall enough for all of them (no scroll box)
     fig.update_layout(title=f"Row usage: {html.escape(res.name)} ({res.n_positions} positions)",
                       xaxis=log_axis(xs, "row rank (by load)"), yaxis=log_axis(ys, "positions served"),
-                      template="plotly_white", height=legend_height(n), legend=dict(tracegroupgap=0))
+                      template="plotly_white", height=legend_height(n), margin=dict(t=LEGEND_MARGIN[0], b=LEGEND_MARGIN[1]),
+                      legend=dict(tracegroupgap=0, maxheight=1.0))
     return fig
 
 
+LEGEND_MARGIN = (70, 60)  # top and bottom margins (px) of a figure sized by legend_height
+LEGEND_LINE = 21  # px per legend line (one trace) in plotly's default font
+
+
 def legend_height(n_entries: int, base: int = 450) -> int:
-    """A figure height (px) whose plot area holds a vertical legend of ``n_entries`` lines (20 px each)."""
-    return max(base, 140 + 20 * n_entries)
+    """A figure height (px) whose plot area (height less the LEGEND_MARGIN) holds a vertical legend of
+    ``n_entries`` lines, so plotly never turns it into a scroll box."""
+    return max(base, sum(LEGEND_MARGIN) + LEGEND_LINE * n_entries + 30)
 
 
 def memory_norm_figure(res) -> go.Figure:
     """Mean L2 norm of touched rows by load bin (powers of 2) per layer, with the mean norm of the
-    sampled untouched rows as the dotted control line."""
+    sampled untouched rows as the dotted control line of the same colour (a legend entry)."""
     fig = go.Figure()
-    loads: list[float] = []
+    loads = [v for L in res.layers for b in L.norm_by_load for v in (b["load_min"], b["load_max"])]
     for i, L in enumerate(res.layers):
         bins = L.norm_by_load
-        loads += [b["load_min"] for b in bins] + [b["load_max"] for b in bins]
+        colour = _PALETTE[i % len(_PALETTE)]
         fig.add_trace(go.Scatter(x=[b["load_min"] for b in bins], y=[b["mean_norm"] for b in bins], mode="lines+markers",
-                                 name=f"layer {L.layer}", customdata=[[b["load_max"], b["n_rows"]] for b in bins],
+                                 name=f"layer {L.layer}", line=dict(color=colour),
+                                 customdata=[[b["load_max"], b["n_rows"]] for b in bins],
                                  hovertemplate="load %{x}-%{customdata[0]}<br>mean norm %{y:.3f}<br>%{customdata[1]} rows<extra></extra>"))
         free = [h.norm_untouched for h in L.heads if h.norm_untouched is not None]
-        if free:
-            fig.add_hline(y=sum(free) / len(free), line_dash="dot", annotation_text=f"untouched, layer {L.layer}",
-                          annotation_position="top left" if i % 2 else "top right")
+        if free and loads:  # the control as a legend entry in the layer's colour: labels on the plot overlapped
+            y = sum(free) / len(free)
+            fig.add_trace(go.Scatter(x=[min(loads), max(loads)], y=[y, y], mode="lines", name=f"untouched rows, layer {L.layer}",
+                                     line=dict(color=colour, dash="dot"),
+                                     hovertemplate=f"untouched rows, layer {L.layer}: mean norm {y:.3f}<extra></extra>"))
     fig.update_layout(title="Row norm against row load", xaxis=log_axis(loads, "positions served by the row"),
                       yaxis_title="L2 norm of the row", template="plotly_white")
     return fig
