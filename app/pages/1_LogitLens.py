@@ -53,13 +53,14 @@ def text_view() -> None:
         except EngramInterpError as exc:
             st.error(f"{entry.label}: {exc}")
     zmax = figures.shared_kl_max([lens.TokenLens(**tl) for _, tl in shown.values()]) if shown else None
+    log = figures.shared_kl_log([lens.TokenLens(**tl) for _, tl in shown.values()]) if shown else None  # one scale
     if len(shown) > 1:
         st.caption(f"One colour scale for both models: 0 to {zmax:.2f} nats.")
     cols = st.columns(len(shown) or 1)
     for col, (label, (entry, tl)) in zip(cols, shown.items()):
         with col:
             st.markdown(f"#### {entry.label} · {entry.kind}")
-            st.plotly_chart(figures.token_lens_figure(lens.TokenLens(**tl), zmax=zmax, text=text), width="stretch",
+            st.plotly_chart(figures.token_lens_figure(lens.TokenLens(**tl), zmax=zmax, text=text, log=log), width="stretch",
                             key=f"lens-{entry.label}")
             final = [cell[0][0] if cell else "" for cell in tl["top_tokens"][-1]]
             st.caption("Hover a cell for the lens's top-5 tokens. Final prediction per position: "
