@@ -225,7 +225,7 @@ def test_cli_model_without_engram_is_refused(tiny_ckpts, tmp_path, capsys):
 
 
 def test_app_page_edits_and_reverts(tiny_ckpts, monkeypatch):
-    """The Edit page shows the library's before / after for its default fact, and leaves the model unedited."""
+    """The Edit page runs on its default fact and shows the library's numbers (rows changed as edit_rows gives them)."""
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
