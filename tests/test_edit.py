@@ -60,8 +60,8 @@ def test_row_offsets_equal_a_table_write():
 def test_edit_changes_only_table_rows_and_reverts_exactly():
     model = tiny_model()
     before = _state(model)
-    record, trace = edit_rows(model, TINY_FACTS, EditConfig(steps=10, margin=100.0))
-    assert trace["steps"] == 10 and not trace["converged"]
+    record, trace = edit_rows(model, TINY_FACTS, EditConfig(steps=4, margin=100.0))
+    assert trace["steps"] == 4 and not trace["converged"]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # edit_rows leaves the model as it was
     record.apply(model)
     after = model.state_dict()
@@ -225,7 +225,7 @@ def test_cli_model_without_engram_is_refused(tiny_ckpts, tmp_path, capsys):
 
 
 def test_app_page_edits_and_reverts(tiny_ckpts, monkeypatch):
-    """The Edit page shows the library's before / after for its default fact, and leaves the model unedited."""
+    """The Edit page runs on its default fact and shows the library's numbers (rows changed as edit_rows gives them)."""
     pytest.importorskip("streamlit")
     from streamlit.testing.v1 import AppTest
 
