@@ -74,7 +74,7 @@ class BridgeModel(InterpModel, HookedRootModule):
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
         self._info = ModelInfo(
             name=Path(source).name,
-            kind=str(cfg.model_type), architecture=type(hf).__name__, backend="huggingface",
+            kind=str(cfg.model_type), architecture=type(hf).__name__, backend="transformer-lens-bridge",
             n_layers=n, d_model=int(self.bridge.cfg.d_model), vocab_size=int(self.bridge.cfg.d_vocab), n_branches=1,
             max_seq_len=int(self.bridge.cfg.n_ctx), bos_token_id=bos_token_id, pad_token_id=int(pad_token_id),
             tokenizer_id=tokenizer_identity(tokenizer), source=str(source),
