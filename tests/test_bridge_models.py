@@ -88,6 +88,30 @@ def test_hooks_add_up_as_the_residual_stream(case):
     assert torch.equal(cache["hook_readout"], cache["blocks.2.hook_resid_post"])
 
 
+def test_attention_pattern_equals_hf_output_attentions(case):
+    _, folder, model = case
+    tokens = model.to_tokens(TEXT)
+    _, cache = model.run_with_cache(tokens)
+    with torch.no_grad():
+        ref = _plain_hf(folder)(tokens, output_attentions=True).attentions
+    for l in range(3):
+        torch.testing.assert_close(cache[f"blocks.{l}.attn.hook_pattern"], ref[l], atol=1e-6, rtol=1e-5)
+
+
+def test_a_hook_that_edits_a_point_changes_the_forward(case):
+    family, folder, model = case
+    tokens = model.to_tokens(TEXT)
+    with torch.no_grad():
+        clean, cache = model.run_with_cache(tokens)
+        swapped = cache["blocks.0.hook_resid_post"]  # skip block 1: its input becomes block 0's input
+        patched = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: swapped)])
+    assert not torch.allclose(patched, clean)
+    with torch.no_grad():  # with block 1's output replaced by its input, the rest of the model runs on it
+        ref = model.run_with_hooks(tokens, fwd_hooks=[("blocks.1.hook_attn_out", lambda x, hook: torch.zeros_like(x)),
+                                                      ("blocks.1.hook_mlp_out", lambda x, hook: torch.zeros_like(x))])
+    torch.testing.assert_close(patched, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_logit_lens_equals_hand_written_readout_and_model_at_the_last_point(case):
     from engram_interp.analysis import logit_lens_tokens
 

@@ -30,6 +30,14 @@ BLOCK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_attn_out", "hook_mlp_o
 READOUT_SOURCE = "ln_final.hook_in"  # the bridge's point for the stream entering the final norm
 
 
+class BridgeAttnHooks(nn.Module):
+    """Our attention hook points of one block (so far the pattern, checked against HF's ``output_attentions``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_pattern = HookPoint()  # [batch, head, query_pos, key_pos]: softmax attention
+
+
 class BridgeBlockHooks(nn.Module):
     """Our hook points of one block (names as in docs/HOOKS.md)."""
 
@@ -40,6 +48,7 @@ class BridgeBlockHooks(nn.Module):
         self.hook_attn_out = HookPoint()  # [batch, pos, d]: what attention adds to the stream
         self.hook_mlp_out = HookPoint()  # [batch, pos, d]
         self.hook_resid_post = HookPoint()  # [batch, pos, d]
+        self.attn = BridgeAttnHooks()
 
 
 class BridgeModel(InterpModel, HookedRootModule):
@@ -89,6 +98,7 @@ class BridgeModel(InterpModel, HookedRootModule):
         out = {"hook_embed": self.hook_embed, READOUT_SOURCE: self.hook_readout}
         for l, block in enumerate(self.blocks):
             out.update({f"blocks.{l}.{name}": getattr(block, name) for name in BLOCK_POINTS if getattr(block, name) is not None})
+            out[f"blocks.{l}.attn.hook_pattern"] = block.attn.hook_pattern
         return out
 
     def setup(self) -> None:
