@@ -65,6 +65,11 @@ def test_opens_through_the_bridge_with_our_hook_names(case):
         assert {f"blocks.{l}.hook_{p}" for p in ("resid_pre", "attn_out", "mlp_out", "resid_post")} <= names
 
 
+def test_bos_default_is_the_bridges_own(case):
+    _, _, model = case
+    assert torch.equal(model.to_tokens(TEXT), model.bridge.to_tokens(TEXT).to(torch.long))
+
+
 def test_logits_equal_hf_forward(case):
     family, folder, model = case
     tokens = model.to_tokens(TEXT)
@@ -151,3 +156,14 @@ def test_cli_logit_lens_json_runs(case, capsys):
     (row,) = json.loads(out)["models"]
     assert row["layers"] == list(range(model.info.n_layers + 1))
     assert row["kl"][-1] < 1e-5 and row["kl"][0] > row["kl"][-1]  # the last point is the model's own output
+
+
+def test_a_device_map_over_disk_is_refused_in_one_line(tmp_path):
+    pytest.importorskip("accelerate")
+    from engram_interp.errors import CheckpointError
+
+    folder = tiny_bridge_folder("phi3", tmp_path / "phi3")
+    disk = {"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk", "model.layers.2": "disk",
+            "model.norm": "disk", "model.rotary_emb": "cpu", "lm_head": "disk"}
+    with pytest.raises(CheckpointError, match="not yet checked here under a device map"):
+        ei.load(folder, device_map=disk, offload_folder=tmp_path / "offload")

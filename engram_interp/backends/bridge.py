@@ -62,6 +62,9 @@ class BridgeModel(InterpModel, HookedRootModule):
         super().__init__()
         from transformer_lens.model_bridge.sources.transformers.source import boot
 
+        if len(set((getattr(hf, "hf_device_map", None) or {}).values())) > 1:
+            raise CheckpointError(f"{source}: {type(hf).__name__} runs through TransformerLens's bridge, which is not "
+                                  "yet checked here under a device map over several devices / disk: load it on one device")
         self.hf = hf.eval()
         self.tokenizer = tokenizer
         try:
