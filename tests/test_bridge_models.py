@@ -167,3 +167,16 @@ def test_a_device_map_over_disk_is_refused_in_one_line(tmp_path):
             "model.norm": "disk", "model.rotary_emb": "cpu", "lm_head": "disk"}
     with pytest.raises(CheckpointError, match="not yet checked here under a device map"):
         ei.load(folder, device_map=disk, offload_folder=tmp_path / "offload")
+
+
+@pytest.mark.parametrize("field,value", [("n_layer", 5), ("n_embd", 1 << 20)])
+def test_a_gpt2_config_that_disagrees_with_its_weights_is_one_line(tmp_path, field, value):
+    from engram_interp.errors import CheckpointError
+
+    folder = tiny_bridge_folder("gpt2", tmp_path / "gpt2")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, field: value}))
+    with pytest.raises(CheckpointError) as err:
+        ei.load(folder, device="cpu")
+    msg = str(err.value)
+    assert "\n" not in msg and ("declares 5 layers but the weights hold 3" in msg if field == "n_layer" else field in msg), msg
