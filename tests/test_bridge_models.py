@@ -93,6 +93,17 @@ def test_hooks_add_up_as_the_residual_stream(case):
     assert torch.equal(cache["hook_readout"], cache["blocks.2.hook_resid_post"])
 
 
+def test_tl_cache_decomposes_the_stream_and_applies_the_final_norm(case):
+    _, _, model = case
+    _, cache = model.run_with_cache(model.to_tokens(TEXT))
+    dec, labels = cache.decompose_resid(return_labels=True)
+    torch.testing.assert_close(dec.sum(0), cache["blocks.2.hook_resid_post"], atol=1e-5, rtol=1e-5)
+    assert labels[-1] == "2_mlp_out"
+    acc = cache.accumulated_resid(apply_ln=True)
+    want = torch.stack([model.final_norm(cache[name]) for name in model.layer_point_names()])
+    torch.testing.assert_close(acc, want, atol=1e-5, rtol=1e-5)
+
+
 def test_attention_pattern_equals_hf_output_attentions(case):
     _, folder, model = case
     tokens = model.to_tokens(TEXT)

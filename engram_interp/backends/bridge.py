@@ -76,6 +76,8 @@ class BridgeModel(InterpModel, HookedRootModule):
         n = int(self.bridge.cfg.n_layers)
         self.hook_embed = HookPoint()  # [batch, pos, d]: what the embedding module returns (Gemma: scaled by sqrt(d))
         mid = "blocks.0.hook_resid_mid" in self.bridge.hook_dict
+        # learned absolute positions (GPT-2): added to hook_embed before block 0
+        self.hook_pos_embed = HookPoint() if "hook_pos_embed" in self.bridge.hook_dict else None  # [batch, pos, d]
         self.blocks = nn.ModuleList([BridgeBlockHooks(mid) for _ in range(n)])
         self.hook_readout = HookPoint()  # [batch, pos, d]: the stream the head reads (before the final norm)
         self._handles = [self.bridge.hook_dict[src].register_forward_hook(_route(point))
@@ -99,6 +101,8 @@ class BridgeModel(InterpModel, HookedRootModule):
     def points(self) -> dict[str, HookPoint]:
         """The bridge's hook name -> our hook point it feeds (:data:`BLOCK_POINTS` per block, embed, readout)."""
         out = {"hook_embed": self.hook_embed, READOUT_SOURCE: self.hook_readout}
+        if self.hook_pos_embed is not None:
+            out["hook_pos_embed"] = self.hook_pos_embed
         for l, block in enumerate(self.blocks):
             out.update({f"blocks.{l}.{name}": getattr(block, name) for name in BLOCK_POINTS if getattr(block, name) is not None})
             out[f"blocks.{l}.attn.hook_pattern"] = block.attn.hook_pattern
