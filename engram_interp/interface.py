@@ -38,7 +38,7 @@ class ModelInfo:
     name: str  # short display name (checkpoint stem, folder name)
     kind: str  # "dense" | "moe" | "engram" | "engram-null" | an HF model_type such as "llama"
     architecture: str  # "EngramTransformer", "LlamaForCausalLM", "Qwen4ExpForCausalLM", ...
-    backend: str  # "engram-interp" | "huggingface"
+    backend: str  # "engram-interp" | "huggingface" | "transformer-lens-bridge"
     n_layers: int
     d_model: int
     vocab_size: int

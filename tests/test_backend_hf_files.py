@@ -79,9 +79,9 @@ def test_unsafe_or_broken_folders_are_one_line_errors(folders, tmp_path):
 
     foreign = _copy(folders["llama"], tmp_path / "foreign")
     cfg = json.loads((foreign / "config.json").read_text())
-    cfg.update(architectures=["GPT2LMHeadModel"], auto_map={"AutoModelForCausalLM": "evil.Model"})
+    cfg.update(architectures=["BloomForCausalLM"], auto_map={"AutoModelForCausalLM": "evil.Model"})
     (foreign / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="unsupported architecture 'GPT2LMHeadModel'"):
+    with pytest.raises(CheckpointError, match="unsupported architecture 'BloomForCausalLM'"):
         ei.load(foreign)
 
     no_tok = _copy(folders["llama"], tmp_path / "no-tok")

@@ -25,6 +25,13 @@ ROWS = (
     ("Qwen3MoeForCausalLM", "HF folder", "qwen3_moe"),
     ("OlmoeForCausalLM", "HF folder", "olmoe"),
     ("DeepseekV3ForCausalLM", "HF folder", "deepseek_v3"),
+    # run by TransformerLens's TransformerBridge (backends/bridge.py)
+    ("GPT2LMHeadModel", "HF folder, TL bridge", "gpt2"),
+    ("GPTNeoXForCausalLM", "HF folder, TL bridge", "gpt_neox"),
+    ("Gemma2ForCausalLM", "HF folder, TL bridge", "gemma2"),
+    ("Gemma3ForCausalLM", "HF folder, TL bridge", "gemma3_text"),
+    ("Phi3ForCausalLM", "HF folder, TL bridge", "phi3"),
+    ("Olmo2ForCausalLM", "HF folder, TL bridge", "olmo2"),
 )
 FAMILIES = (  # (label, pattern over hook names)
     ("residual", r"^blocks\.\d+\.hook_resid_(pre|post)$"),
@@ -51,6 +58,8 @@ def _model(key: str, folder: Path):
         return tiny_model("engram")
     if key == "qwen4_exp":
         return ei.load(t.tiny_qwen4_exp_folder(folder / key), device="cpu")
+    if key in t.BRIDGE_FAMILIES:
+        return ei.load(t.tiny_bridge_folder(key, folder / key), device="cpu")
     if key in t.MOE_FAMILIES:
         return ei.load(t.tiny_moe_folder(key, folder / key), device="cpu")
     import transformers

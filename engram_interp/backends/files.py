@@ -16,7 +16,10 @@ from engram_interp.io import open_regular, quote
 SUPPORTED = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "Qwen4ExpForCausalLM",
              # mixture-of-experts baselines (routing hooks: engram_interp/backends/moe_hooks.py)
              "MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
-             "DeepseekV3ForCausalLM")
+             "DeepseekV3ForCausalLM",
+             # run by TransformerLens's TransformerBridge (engram_interp/backends/bridge.py)
+             "GPT2LMHeadModel", "GPTNeoXForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM",
+             "Olmo2ForCausalLM")
 # GGUF ``general.architecture`` values transformers turns into one of SUPPORTED.
 GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")

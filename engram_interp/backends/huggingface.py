@@ -344,7 +344,13 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     if not allow_nonfinite:
         refuse_nonfinite(hf, p)
     bos, forced = tl_bos(type(hf).__name__, tok, hf_tok)
-    model = HFModel(hf, tok, bos, _pad(hf_tok), source=str(p), forced_bos_token_id=forced, eos_token_id=hf_tok.eos_token_id)
+    from engram_interp.backends.bridge import BRIDGED, BridgeModel  # architectures TL's bridge hooks
+
+    if type(hf).__name__ in BRIDGED:
+        model = BridgeModel(hf, hf_tok, tok, bos, _pad(hf_tok), source=str(p), forced_bos_token_id=forced,
+                            eos_token_id=hf_tok.eos_token_id)
+    else:
+        model = HFModel(hf, tok, bos, _pad(hf_tok), source=str(p), forced_bos_token_id=forced, eos_token_id=hf_tok.eos_token_id)
     model.info.extra.update(dtype_reason=why, placement=place.summary(hf))
     return (model if placement is not None else model.to(target)).eval()
 

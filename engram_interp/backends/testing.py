@@ -68,6 +68,34 @@ MOE_FAMILIES = {
 }
 
 
+# The families opened through TransformerLens's bridge (backends/bridge.py), as (config class, tiny sizes):
+# 3 layers, d=32, 4 heads over the tiny tokenizer; Gemma 3 with final logit soft-capping switched on.
+_NAMED = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=128)
+_GQA = dict(intermediate_size=64, num_key_value_heads=2)
+BRIDGE_FAMILIES = {
+    "gpt2": ("GPT2Config", dict(n_embd=32, n_layer=3, n_head=4, n_positions=128)),
+    "gpt_neox": ("GPTNeoXConfig", dict(**_NAMED, intermediate_size=64)),
+    "gemma2": ("Gemma2Config", dict(**_NAMED, **_GQA, head_dim=8)),
+    "gemma3_text": ("Gemma3TextConfig", dict(**_NAMED, **_GQA, head_dim=8, final_logit_softcapping=30.0)),
+    "phi3": ("Phi3Config", dict(**_NAMED, **_GQA)),
+    "olmo2": ("Olmo2Config", dict(**_NAMED, **_GQA)),
+}
+
+
+def bridge_config(family: str, **overrides):
+    """A 3-layer config of one of ``BRIDGE_FAMILIES`` (d=32, 4 heads) over the tiny tokenizer."""
+    import transformers
+
+    cls, sizes = BRIDGE_FAMILIES[family]
+    base = dict(vocab_size=400, bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False)
+    return getattr(transformers, cls)(**{**base, **sizes, **overrides})
+
+
+def tiny_bridge_folder(family: str, folder: str | Path, seed: int = 0, **overrides) -> Path:
+    """A saved random tiny folder of ``family`` (BOS-prepending tokenizer), opened through the bridge."""
+    return save_hf_folder(random_hf_model(bridge_config(family, **overrides), seed), folder, add_bos=True)
+
+
 def moe_config(family: str, **overrides):
     """A 3-layer config of one of ``MOE_FAMILIES`` (d=32, 4 routed experts, 2 per token) over the tiny tokenizer."""
     import transformers

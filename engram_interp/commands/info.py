@@ -45,7 +45,8 @@ def _foreign_info(args: argparse.Namespace, model) -> int:
         print(dumps_strict({"model": facts, "extra": extra, "hooks": model.hook_names()}, indent=2))
         return 0
     extra = info.extra
-    print(f"{args.ckpt}: {info.architecture} ({info.kind}, Hugging Face backend), {info.n_layers} layers, "
+    how = "Hugging Face backend" if info.backend == "huggingface" else "Hugging Face model, hooks via TransformerLens's bridge"
+    print(f"{args.ckpt}: {info.architecture} ({info.kind}, {how}), {info.n_layers} layers, "
           f"d_model={info.d_model}, vocab={info.vocab_size}, streams={info.n_branches}, context={info.max_seq_len}")
     print(f"  parameters: {extra.get('parameters', 0):,} in {extra.get('dtype', '?')}: {extra.get('dtype_reason', '')}")
     placed = extra.get("placement") or {}
