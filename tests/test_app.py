@@ -469,7 +469,7 @@ def test_overview_names_every_page_first(app_env):
     assert len(page_names()) == len(files) >= 9
     listed = at.caption[0].value
     for f in files:
-        assert f.stem.split("_", 1)[1] in listed, (f.name, listed)
+        assert f.stem.split("_", 1)[1].replace("_", " ") in listed, (f.name, listed)
     first = at.main.children[0]
     assert first.type == "title" and first.value == "Overview"
 

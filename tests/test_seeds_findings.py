@@ -185,7 +185,8 @@ def test_app_overview_shows_the_same_verdicts(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     at = AppTest.from_file(str(ROOT / "app" / "Home.py"), default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
-    table = at.dataframe[-1].value
     found = compute_findings(load_measurements(ROOT / "checkpoints" / "measurements"))
-    assert list(table["finding"]) == [f.title for f in found]
-    assert list(table["verdict"]) == [f.verdict for f in found]
+    shown = [str(m.value) for m in at.markdown]  # one paragraph per finding: "**title**: verdict  \nMeasured: ..."
+    heads = [x for x in shown if any(x.startswith(f"**{f.title}**: ") for f in found)]
+    assert [h.split("**: ", 1)[0][2:] for h in heads] == [f.title for f in found]
+    assert [h.split("**: ", 1)[1].split("  \n")[0] for h in heads] == [f.verdict for f in found]
