@@ -21,7 +21,8 @@ from transformer_lens.hook_points import HookPoint
 
 from engram_interp.errors import CheckpointError
 from engram_interp.interface import InterpModel, ModelInfo
-from engram_interp.tokenizer import display_token, tokenizer_identity
+from engram_interp.backends.hf_text import HFTextMixin
+from engram_interp.tokenizer import tokenizer_identity
 
 # The architectures opened through the bridge (each checked in tests/test_bridge_models.py).
 BRIDGED = ("GPT2LMHeadModel", "GPTNeoXForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "Phi3ForCausalLM",
@@ -51,7 +52,7 @@ class BridgeBlockHooks(nn.Module):
         self.attn = BridgeAttnHooks()
 
 
-class BridgeModel(InterpModel, HookedRootModule):
+class BridgeModel(HFTextMixin, InterpModel, HookedRootModule):
     """A Hugging Face causal LM run by TransformerLens's ``TransformerBridge``, behind :class:`InterpModel`.
 
     ``hf``: the loaded ``*ForCausalLM``; ``hf_tok``: its transformers tokenizer (the bridge's);
@@ -127,19 +128,6 @@ class BridgeModel(InterpModel, HookedRootModule):
     @property
     def device(self) -> torch.device:
         return self.hf.get_input_embeddings().weight.device
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_with_offsets(text)[0]
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
-        return enc.ids, [tuple(o) for o in enc.offsets]
-
-    def decode_token(self, token_id: int) -> str:
-        return display_token(self.tokenizer, token_id)
-
-    def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def forward(self, input, return_type: str | None = "logits"):
         """input: text, texts, or LongTensor ``[batch, pos]``, run by the bridge. return_type: "logits"

@@ -26,7 +26,8 @@ from engram_interp.backends.files import check_folder, check_gguf
 from engram_interp.backends.finite import quiet_transformers, refuse_nonfinite
 from engram_interp.errors import CheckpointError, EngramInterpError
 from engram_interp.interface import InterpModel, ModelInfo
-from engram_interp.tokenizer import display_token, tokenizer_identity
+from engram_interp.backends.hf_text import HFTextMixin
+from engram_interp.tokenizer import tokenizer_identity
 
 
 class BlockHooks(nn.Module):
@@ -43,7 +44,7 @@ class BlockHooks(nn.Module):
         self.attn = attn_hooks.AttnHooks() if has_z else None  # hook_z, where the layer has softmax attention
 
 
-class HFModel(InterpModel, HookedRootModule):
+class HFModel(HFTextMixin, InterpModel, HookedRootModule):
     """A Hugging Face causal LM behind the :class:`~engram_interp.interface.InterpModel` interface.
 
     ``hf``: the ``*ForCausalLM`` (run as is); ``tokenizer``: its ``tokenizers.Tokenizer``;
@@ -151,25 +152,6 @@ class HFModel(InterpModel, HookedRootModule):
     def device(self) -> torch.device:
         """Where token ids go in: the embedding's device (its execution device under a device map)."""
         return place.execution_device(self.hf.get_input_embeddings())
-
-    def encode(self, text: str) -> list[int]:
-        return self.encode_with_offsets(text)[0]
-
-    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Token ids and character offsets of ``text``; a token id past the model's vocabulary (a
-        tokenizer larger than the embedding) is refused in one line, not an IndexError later."""
-        enc = self.tokenizer.encode(text, add_special_tokens=False)
-        big = [i for i in enc.ids if i >= self._info.vocab_size]
-        if big:
-            raise EngramInterpError(f"{self._info.name}: the text has token id {big[0]}, past the model's vocabulary "
-                                    f"of {self._info.vocab_size} (its tokenizer does not fit the model)")
-        return enc.ids, [tuple(o) for o in enc.offsets]
-
-    def decode_token(self, token_id: int) -> str:
-        return display_token(self.tokenizer, token_id)
-
-    def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
 
     def forward(self, input, return_type: str | None = "logits"):
         """input: text, texts, or LongTensor ``[batch, pos]``. return_type: "logits" ``[b, p, vocab]``,

@@ -62,24 +62,25 @@ def memory_help_findings(results: Sequence[dict], twin: dict | None = None) -> l
         ne, nci, _ = _over_seeds([r.get("hot_minus_cold_null") for r in results])
         controls.append(Control("Engram-null", ne, nci))
         parts.append(f"Engram-null {first['null']} {_fmt(ne, nci)}")
-    if twin is not None and twin.get("hot_minus_cold", {}).get("value") is not None:
-        t = twin["hot_minus_cold"]
-        controls.append(Control(TWIN, t["value"], t.get("ci")))
-        parts.append(f"{TWIN} {_fmt(t['value'], t.get('ci'))}")
-    controls.append(Control("zero", 0.0, None))
+    _twin_and_zero(twin, "hot_minus_cold", controls, parts)
     text = (f"{first['name']}: (loss - {first['baseline']} loss) on hot minus on cold n-grams = {_fmt(e, ci)} nats/token"
             f"{seeds} ({where})" + (f"; {'; '.join(parts)}." if parts else "."))
     out.append(_record("memory help by n-gram frequency", text, e, ci, n, controls, -1))
 
     e, ci, n = _over_seeds([r.get("capacity1_rise") for r in results])
     controls, parts = [], []
-    if twin is not None and (twin.get("capacity1_rise") or {}).get("value") is not None:
-        t = twin["capacity1_rise"]
-        controls.append(Control(TWIN, t["value"], t.get("ci")))
-        parts.append(f"{TWIN} {_fmt(t['value'], t.get('ci'))}")
-    controls.append(Control("zero", 0.0, None))
+    _twin_and_zero(twin, "capacity1_rise", controls, parts)
     text = (f"{first['name']}: loss with every table folded to 1 row per head minus with the full table = {_fmt(e, ci)} "
             f"nats/token{seeds}" + (f"; {'; '.join(parts)}." if parts else "."))
     if e is not None:
         out.append(_record("capacity-1 tables", text, e, ci, n, controls, +1))
     return out
+
+
+def _twin_and_zero(twin: dict | None, key: str, controls: list, parts: list[str]) -> None:
+    """Append the untrained twin's ``key`` (where it was measured) and zero to a finding's controls."""
+    t = (twin or {}).get(key) or {}
+    if t.get("value") is not None:
+        controls.append(Control(TWIN, t["value"], t.get("ci")))
+        parts.append(f"{TWIN} {_fmt(t['value'], t.get('ci'))}")
+    controls.append(Control("zero", 0.0, None))
