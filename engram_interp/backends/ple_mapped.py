@@ -25,7 +25,7 @@ from torch import nn
 from engram_interp.errors import CheckpointError
 
 MAPPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-CHECK_ROWS = 1 << 16  # rows per block of the NaN/Inf scan
+CHECK_BYTES = 4 << 20  # bytes per block of the NaN/Inf scan
 
 
 class MappedTable(nn.Module):
@@ -99,7 +99,7 @@ def mappable(config, folder: Path) -> bool:
 def bind_tables(hf: nn.Module, folder: Path, dtype: torch.dtype, check_finite: bool = True) -> None:
     """Bind every :class:`MappedTable` of ``hf`` to its rows in ``folder`` (shape checked), reading
     rows as ``dtype``; with ``check_finite`` each table is scanned for NaN/Inf in blocks of
-    ``CHECK_ROWS`` rows (never whole)."""
+    ``CHECK_BYTES`` (never whole)."""
     from engram_interp.model.weights import nonfinite_count
 
     readers = table_readers(folder)
@@ -115,8 +115,9 @@ def bind_tables(hf: nn.Module, folder: Path, dtype: torch.dtype, check_finite: b
             raise CheckpointError(f"{folder}: {name} is {list(reader.shape)}; the config gives {[table.rows, table.dim]}")
         if check_finite:
             for part in reader.parts:
-                for lo in range(0, part.shape[0], CHECK_ROWS):
-                    bad = nonfinite_count(part._rows(part._w, lo, min(lo + CHECK_ROWS, part.shape[0])))
+                step = max(1, CHECK_BYTES // (part.shape[1] * part.dtype.itemsize))
+                for lo in range(0, part.shape[0], step):
+                    bad = nonfinite_count(part._rows(part._w, lo, min(lo + step, part.shape[0])))
                     if bad:
                         raise CheckpointError(f"{folder}: weight {name} holds {bad:,} NaN/Inf value(s) "
                                               "(pass --allow-nonfinite to look anyway)")
