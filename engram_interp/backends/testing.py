@@ -189,8 +189,9 @@ def sparse_qwen4_exp_folder(folder: str | Path, table_mib: float, ple_embed_dim:
     heads = 2 * 2  # (ngram_size - 1) x heads_per_ngram of qwen4_exp_config
     dim = ple_embed_dim // heads
     base = max(97, int(table_mib * 2**20) // (4 * dim * heads * 2))
-    small = random_hf_model(qwen4_exp_config(ple_embed_dim=ple_embed_dim), seed)
-    big = qwen4_exp_config(ple_embed_dim=ple_embed_dim, ngram_vocab_size_base=base)
+    kw = dict(ple_embed_dim=ple_embed_dim, max_position_embeddings=4096)  # room for a 2,048-token forward
+    small = random_hf_model(qwen4_exp_config(**kw), seed)
+    big = qwen4_exp_config(**kw, ngram_vocab_size_base=base)
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
