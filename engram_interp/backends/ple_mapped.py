@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engram_interp.errors import CheckpointError
+from engram_interp.errors import CheckpointError, EngramInterpError
 
 MAPPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 CHECK_BYTES = 4 << 20  # bytes per block of the NaN/Inf scan
@@ -102,7 +102,10 @@ def bind_tables(hf: nn.Module, folder: Path, dtype: torch.dtype, check_finite: b
     ``CHECK_BYTES`` (never whole)."""
     from engram_interp.model.weights import nonfinite_count
 
-    readers = table_readers(folder)
+    try:
+        readers = table_readers(folder)
+    except EngramInterpError as exc:
+        raise CheckpointError(f"{folder}: {exc}") from None
     for l, layer in enumerate(hf.model.layers):
         ple = getattr(layer, "ple", None)
         if ple is None:
