@@ -289,8 +289,8 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     ``info.extra["dtype_reason"]`` says which). Offline, safetensors/GGUF only, no remote code; every
     problem is a one-line CheckpointError (transformers' own load report is kept quiet); weights
     holding NaN/Inf are refused unless ``allow_nonfinite``. ``map_tables``: Qwen4-Exp PLE tables are read
-    row by row from their safetensors shards, never resident (backends/ple_mapped.py; folders without
-    a device map, F32/BF16/F16 tables); False loads them eagerly."""
+    row by row from their safetensors shards, never resident nor placed (backends/ple_mapped.py; folders
+    with F32/BF16/F16 tables, with or without a device map); False loads them eagerly."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from engram_interp.checkpoint import resolve_device, resolve_dtype
@@ -329,7 +329,7 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     target = None if placement is not None else resolve_device(device)
     on_gpu = placement.uses_gpu() if placement is not None else target.type == "cuda"
     chosen, why = choose_dtype(resolve_dtype(dtype), config, on_gpu)
-    mapped = map_tables and not gguf and placement is None and ple_mapped.mappable(config, p)
+    mapped = map_tables and not gguf and ple_mapped.mappable(config, p)
     loader = ple_mapped.mapped_class(AutoModelForCausalLM._model_mapping[type(config)]) if mapped else AutoModelForCausalLM
     try:
         with quiet_transformers(bars=big), place.offload_scratch(placement) as placed:

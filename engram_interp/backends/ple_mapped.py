@@ -10,8 +10,9 @@ is bound to a positioned-read view of the table's rows (``memory/ple.ShardedRows
 distinct rows it touches, casts them to the model's dtype and returns them on the ids' device.
 
 The hook points (``blocks.{l}.engram.*``) are unchanged: ``hook_hash_ids`` still feeds this module.
-Used when the table is F32 / BF16 / F16 (a float32 read then the cast is the eager load's own cast);
-other dtypes, GGUF files and device maps load eagerly.
+Used when the table is F32 / BF16 / F16 (a float32 read then the cast is the eager load's own cast),
+with or without a device map (the table is then no parameter accelerate places or offloads); other
+dtypes and GGUF files load eagerly.
 """
 
 from __future__ import annotations
