@@ -14,6 +14,12 @@ the held-out corpus, recording:
 
     python benchmarks/bench_load_memory.py                      # 64 MiB and 1.1 GiB of tables
     python benchmarks/bench_load_memory.py --sizes-mib 64 2200 --tokens 4096 --json out.json
+    python benchmarks/bench_load_memory.py --qwen4-mib 64 2100  # Hugging Face Qwen4-Exp folders instead
+
+With ``--qwen4-mib`` the same is measured for synthetic Hugging Face Qwen4-Exp folders whose two PLE
+tables hold that many MiB (``backends/testing.sparse_qwen4_exp_folder``: float32, written as a sparse
+file of zeros), loaded with ``engram_interp.load(folder, device="cpu")``, whose tables are read row by
+row from the safetensors file (backends/ple_mapped.py).
 """
 
 from __future__ import annotations
@@ -88,8 +94,12 @@ def status(key):
         if line.startswith(key + ':'):
             return int(line.split()[1]) * 1024
 text = open(sys.argv[2], encoding='utf-8').read()
-warm = tiny_model()
-warm(warm.to_tokens(text[:300]))
+if sys.argv[4] == 'qwen4':  # warm up the Hugging Face backend on a tiny folder (imports, kernels)
+    from engram_interp.backends.testing import tiny_qwen4_exp_folder
+    warm = ei.load(tiny_qwen4_exp_folder(sys.argv[5]), device='cpu')
+else:
+    warm = tiny_model()
+warm(warm.to_tokens(text[:100 if sys.argv[4] == 'qwen4' else 300]))
 del warm
 peak, anon, file = status('VmHWM'), status('RssAnon'), status('RssFile')
 t = time.perf_counter()
@@ -99,7 +109,7 @@ load_peak = status('VmHWM') - peak
 ids = torch.tensor(model.encode(text)[:int(sys.argv[3])])
 t = time.perf_counter()
 with torch.no_grad():
-    for chunk in ids.split(255):
+    for chunk in ids.split(255 if sys.argv[4] != 'qwen4' else ids.numel()):  # Qwen4-Exp: one forward
         model(chunk[None])
 print(json.dumps({'load_seconds': load_s, 'forward_seconds': time.perf_counter() - t, 'tokens': int(ids.numel()),
                   'load_peak_mib': load_peak / 2**20, 'anon_mib': (status('RssAnon') - anon) / 2**20,
@@ -107,10 +117,10 @@ print(json.dumps({'load_seconds': load_s, 'forward_seconds': time.perf_counter()
 """
 
 
-def measure(path: Path, corpus: Path, tokens: int) -> dict:
+def measure(path: Path, corpus: Path, tokens: int, kind: str = "ckpt", scratch: Path | None = None) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    p = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(corpus), str(tokens)], capture_output=True,
-                       text=True, env=env, timeout=3600)
+    p = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(corpus), str(tokens), kind, str(scratch)],
+                       capture_output=True, text=True, env=env, timeout=3600)
     if p.returncode != 0:
         raise SystemExit(f"load failed on {path}: {p.stderr[-2000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -119,6 +129,8 @@ def measure(path: Path, corpus: Path, tokens: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes-mib", type=float, nargs="+", default=[64, 1100], help="Engram tables on disk (MiB)")
+    ap.add_argument("--qwen4-mib", type=float, nargs="+", default=None,
+                    help="instead: synthetic Qwen4-Exp folders with PLE tables of these sizes (MiB)")
     ap.add_argument("--tokens", type=int, default=2048, help="corpus tokens run through the model")
     ap.add_argument("--corpus", default=str(ROOT / "probes" / "texts" / "heldout.txt"))
     ap.add_argument("--scratch", default="/tmp/engram-interp-bench-load", help="where the .ckpt files are written")
@@ -128,7 +140,9 @@ def main() -> None:
     scratch.mkdir(parents=True, exist_ok=True)
     runs = []
     try:
-        for mib in args.sizes_mib:
+        for mib in args.qwen4_mib or []:
+            runs.append(_qwen4_run(scratch, mib, args))
+        for mib in ([] if args.qwen4_mib else args.sizes_mib):
             path = scratch / f"engram-{int(mib)}mib.ckpt"
             t = time.perf_counter()
             info = write_ckpt(path, int(mib * 2**20))
@@ -144,6 +158,23 @@ def main() -> None:
         shutil.rmtree(scratch, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"tokens": args.tokens, "runs": runs}, indent=1))
+
+
+def _qwen4_run(scratch: Path, mib: float, args) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from engram_interp.backends.testing import sparse_qwen4_exp_folder
+
+    t = time.perf_counter()
+    info = sparse_qwen4_exp_folder(scratch / f"qwen4-{int(mib)}mib", mib)
+    write_s = time.perf_counter() - t
+    stats = measure(info["folder"], Path(args.corpus), args.tokens, "qwen4", scratch / "warm")
+    run = {"model": "qwen4_exp", "table_mib": info["table_bytes"] / 2**20, "rows": info["rows"], "write_seconds": write_s,
+           **stats}
+    print(f"Qwen4-Exp PLE tables {run['table_mib']:>8.1f} MiB ({info['rows']:>10,} rows): load peak"
+          f" +{stats['load_peak_mib']:.1f} MiB in {stats['load_seconds']:.2f} s; after {stats['tokens']:,}"
+          f" tokens: private +{stats['anon_mib']:.1f} MiB, file pages +{stats['file_mib']:.1f} MiB", flush=True)
+    shutil.rmtree(info["folder"])
+    return run
 
 
 if __name__ == "__main__":

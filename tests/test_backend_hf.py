@@ -160,7 +160,8 @@ def _hash_ids(emb, ids: list[int], eos: int) -> torch.Tensor:
     return torch.tensor(rows)
 
 
-def test_qwen4_exp_ple_hooks_equal_float64_recomputation(qwen4):
+def test_qwen4_exp_ple_hooks_equal_float64_recomputation(qwen4, folders):
+    tables = _plain_hf(folders["qwen4"]).model.layers  # Hugging Face's own load: ours reads the tables row by row
     tokens = qwen4.to_tokens(TEXT)
     _, cache = qwen4.run_with_cache(tokens)
     cfg, M, d = qwen4.hf.config, 2, qwen4.info.d_model
@@ -172,7 +173,7 @@ def test_qwen4_exp_ple_hooks_equal_float64_recomputation(qwen4):
         rows = _hash_ids(emb, ids, cfg.eos_token_id)
         assert torch.equal(cache[f"blocks.{l}.engram.hook_hash_ids"][0].cpu(), rows)
         assert torch.equal(qwen4.ple_hashing(l).row_ids(tokens)[0], rows)  # the public hashing accessor
-        e = _w(emb.ngram_embedding)[rows].flatten(-2)  # [pos, ple_dim]
+        e = _w(tables[l].ple.ple_embedding.ngram_embedding)[rows].flatten(-2)  # [pos, ple_dim]
         torch.testing.assert_close(cache[f"blocks.{l}.engram.hook_memory"][0].to(D), e, atol=1e-6, rtol=1e-6)
         h = cache[f"blocks.{l}.hook_resid_pre"][0].to(D)  # [pos, M, d]
         key = _rms((e @ _w(ple.key_proj).T).view(-1, M, d), _w(ple.norm_key).view(M, d), eps, one_plus=True)

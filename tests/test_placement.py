@@ -46,10 +46,11 @@ def _items(model):
 @pytest.mark.slow  # a tiny Qwen4-Exp runs its reference GatedDeltaNet kernels: ~40 s on 2 cores
 def test_offloaded_weights_are_on_disk(qwen4_pair):
     _, placed = qwen4_pair
-    ple = placed.hf.model.layers[0].ple.ple_embedding.ngram_embedding.weight
-    assert ple.is_meta and placed.hf.lm_head.weight.is_meta  # not resident: read from the offload map per call
+    assert placed.hf.lm_head.weight.is_meta  # not resident: read from the offload map per call
     names = {n for n, _ in offloaded_tensors(placed.hf)}
-    assert "model.layers.0.ple.ple_embedding.ngram_embedding.weight" in names and "lm_head.weight" in names
+    assert "lm_head.weight" in names and not [n for n in names if "ngram_embedding" in n]
+    # the PLE tables are never placed: read row by row from the safetensors file (backends/ple_mapped.py)
+    assert placed.info.extra["ple_tables"] == "mapped"
     assert placed.device == torch.device("cpu") and placed.info.extra["placement"] == {"cpu": 3, "disk": 5}
 
 

@@ -21,6 +21,7 @@ from transformer_lens.hook_points import HookPoint
 from engram_interp.backends import attn_hooks, moe_hooks
 from engram_interp.backends.bos import tl_bos
 from engram_interp.backends import ple as ple_mod
+from engram_interp.backends import ple_mapped
 from engram_interp.backends import placement as place
 from engram_interp.backends.files import check_folder, check_gguf
 from engram_interp.backends.finite import quiet_transformers, refuse_nonfinite
@@ -135,7 +136,7 @@ class HFModel(HFTextMixin, InterpModel, HookedRootModule):
 
     def _extra(self, ple_layers: tuple[int, ...], moe_layers: tuple[int, ...] = ()) -> dict:
         cfg = self.hf.config
-        extra = {"parameters": sum(p.numel() for p in self.hf.parameters()), "dtype": str(self.hf.dtype).replace("torch.", ""),
+        extra = {"parameters": sum(p.numel() for p in self.hf.parameters()) + ple_mapped.table_parameters(self.hf), "dtype": str(self.hf.dtype).replace("torch.", ""),
                  "attention": [getattr(cfg, "layer_types", ["attention"] * len(self._layers))[l] for l in range(len(self._layers))]}
         if ple_layers:
             extra["ple"] = {l: _ple_summary(ple_mod.hashing(self._layers, l)) for l in ple_layers}
@@ -263,13 +264,15 @@ LOAD_BAR_BYTES = 1 << 30  # transformers' loading bar is shown only for weights 
 
 
 def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: bool = False,
-            placement: place.Placement | None = None) -> HFModel:
+            placement: place.Placement | None = None, map_tables: bool = True) -> HFModel:
     """A Hugging Face folder or ``.gguf`` file -> :class:`HFModel` on ``device`` (default: CUDA when
     present), or placed by accelerate over devices / disk as ``placement`` says (backends/placement.py);
     ``dtype``: default the checkpoint's own on a GPU, float32 on the CPU (backends/precision.py;
     ``info.extra["dtype_reason"]`` says which). Offline, safetensors/GGUF only, no remote code; every
     problem is a one-line CheckpointError (transformers' own load report is kept quiet); weights
-    holding NaN/Inf are refused unless ``allow_nonfinite``."""
+    holding NaN/Inf are refused unless ``allow_nonfinite``. ``map_tables``: Qwen4-Exp PLE tables are read
+    row by row from their safetensors shards, never resident nor placed (backends/ple_mapped.py; folders
+    with F32/BF16/F16 tables, with or without a device map); False loads them eagerly."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     from engram_interp.checkpoint import resolve_device, resolve_dtype
@@ -308,9 +311,11 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     target = None if placement is not None else resolve_device(device)
     on_gpu = placement.uses_gpu() if placement is not None else target.type == "cuda"
     chosen, why = choose_dtype(resolve_dtype(dtype), config, on_gpu)
+    mapped = map_tables and not gguf and ple_mapped.mappable(config, p)
+    loader = ple_mapped.mapped_class(AutoModelForCausalLM._model_mapping[type(config)]) if mapped else AutoModelForCausalLM
     try:
         with quiet_transformers(bars=big), place.offload_scratch(placement) as placed:
-            hf, report = AutoModelForCausalLM.from_pretrained(
+            hf, report = loader.from_pretrained(
                 where, **common, **kwargs, dtype=chosen, output_loading_info=True, **placed
             )
     except Exception as exc:  # noqa: BLE001
@@ -323,6 +328,8 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     if vocab and tok.get_vocab_size(with_added_tokens=False) > vocab:
         raise CheckpointError(f"{p}: its tokenizer has {tok.get_vocab_size(with_added_tokens=False)} tokens but the model "
                               f"only {vocab} (token ids would index past the embedding)")
+    if mapped:
+        ple_mapped.bind_tables(hf, p, hf.dtype, check_finite=not allow_nonfinite)
     if not allow_nonfinite:
         refuse_nonfinite(hf, p)
     bos, forced = tl_bos(type(hf).__name__, tok, hf_tok)
@@ -334,6 +341,8 @@ def load_hf(path: str | os.PathLike, device=None, dtype=None, allow_nonfinite: b
     else:
         model = HFModel(hf, tok, bos, _pad(hf_tok), source=str(p), forced_bos_token_id=forced, eos_token_id=hf_tok.eos_token_id)
     model.info.extra.update(dtype_reason=why, placement=place.summary(hf))
+    if model.info.engram_layers:
+        model.info.extra["ple_tables"] = "mapped" if mapped else "resident"  # backends/ple_mapped.py
     return (model if placement is not None else model.to(target)).eval()
 
 

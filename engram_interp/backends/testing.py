@@ -202,3 +202,48 @@ def write_llama_gguf(folder: str | Path, path: str | Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def sparse_qwen4_exp_folder(folder: str | Path, table_mib: float, ple_embed_dim: int = 256, seed: int = 0) -> dict:
+    """A Qwen4-Exp folder like :func:`tiny_qwen4_exp_folder` whose two PLE tables hold about
+    ``table_mib`` MiB together (float32; written as a sparse file: the table bytes are zeros that
+    take no disk and no memory to write). Every other weight is random; returns ``{"folder",
+    "table_bytes", "rows"}``. The tables' shapes follow from ``ngram_vocab_size_base``, the only
+    setting that changes, so the small model's other weights fit the big config."""
+    import json
+    import struct
+
+    folder = Path(folder)
+    heads = 2 * 2  # (ngram_size - 1) x heads_per_ngram of qwen4_exp_config
+    dim = ple_embed_dim // heads
+    base = max(97, int(table_mib * 2**20) // (4 * dim * heads * 2))
+    kw = dict(ple_embed_dim=ple_embed_dim, max_position_embeddings=4096)  # room for a 2,048-token forward
+    small = random_hf_model(qwen4_exp_config(**kw), seed)
+    big = qwen4_exp_config(**kw, ngram_vocab_size_base=base)
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(big).state_dict().items()}
+    state = {k: v.contiguous() for k, v in small.state_dict().items() if k in shapes}
+    tables = sorted(k for k in shapes if k.endswith("ngram_embedding.weight"))
+    header, offset = {}, 0
+    for name in [k for k in sorted(state) if k not in tables] + tables:
+        shape = shapes[name]
+        n = int(torch.tensor(shape).prod()) * 4
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    header["__metadata__"] = {"format": "pt"}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        for name in header:
+            if name in state:
+                f.write(state[name].to(torch.float32).numpy().tobytes())
+        f.truncate(8 + len(raw) + offset)  # the tables: a hole of zeros
+    small.config.ngram_vocab_size_base, small.config.architectures = base, [type(small).__name__]
+    small.config.save_pretrained(folder)
+    _hf_tokenizer(False).save_pretrained(folder)
+    return {"folder": folder, "table_bytes": sum(header[k]["data_offsets"][1] - header[k]["data_offsets"][0] for k in tables),
+            "rows": sum(shapes[k][0] for k in tables)}
