@@ -119,6 +119,8 @@ def test_held_warnings_print_when_the_work_starts_and_drop_on_a_refusal():
     printed = io.StringIO()
     mine = logging.StreamHandler(printed)  # stands for transformers' own handler (its stderr is pytest's)
     root.addHandler(mine)
+    level = root.level  # earlier tests may have turned transformers' verbosity down (quiet_transformers)
+    root.setLevel(logging.WARNING)
     log = logging.getLogger("transformers.some.module")
     shown: list[str] = []  # what Python's warnings would print (pytest records them otherwise)
     keep_filters = warnings.catch_warnings()
@@ -150,4 +152,5 @@ def test_held_warnings_print_when_the_work_starts_and_drop_on_a_refusal():
         assert mine in root.handlers and all(type(h).__name__ != "_Keep" for h in root.handlers)
     finally:
         root.removeHandler(mine)
+        root.setLevel(level)
         keep_filters.__exit__(None, None, None)
