@@ -1,10 +1,12 @@
 """Hugging Face backend: a local model folder or GGUF file, run by Hugging Face's own forward, with the
 hook points of docs/HOOKS.md attached as plain torch hooks on its modules (docs/MODELS.md).
 
-Why not TransformerLens's ``TransformerBridge``: it does not cover Qwen4-Exp (PLE, hyper-connection
-streams), and our hook names (``blocks.{l}.engram.*``, multi-stream ``[batch, pos, branch, d]``
-residuals) must be the same for every backend; one small hooking layer serves all supported
-architectures.
+Which layer hooks what: the architectures TransformerLens's ``TransformerBridge`` covers and we have
+no reason to hook ourselves (GPT-2, GPT-NeoX, Gemma 2/3, Phi-3, OLMo 2) go through the bridge
+(``backends/bridge.py``, chosen in :func:`load_hf`); this module's own small hooking layer serves what
+the bridge lacks or what needs our hook names: Qwen4-Exp (PLE as ``blocks.{l}.engram.*``,
+hyper-connection streams as ``[batch, pos, branch, d]`` residuals), the Llama / Mistral / Qwen family
+and the MoE baselines with their routing hooks.
 """
 
 from __future__ import annotations
