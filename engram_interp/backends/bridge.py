@@ -133,16 +133,7 @@ class BridgeModel(HFTextMixin, InterpModel, HookedRootModule):
         """input: text, texts, or LongTensor ``[batch, pos]``, run by the bridge. return_type: "logits"
         ``[b, p, vocab]`` (soft-capped where the model caps), "loss" (mean next-token cross-entropy,
         nats), "both", or None (hooks only)."""
-        with self.exclusive():
-            tokens = input if isinstance(input, torch.Tensor) else self.to_tokens(input)
-            tokens = (tokens.unsqueeze(0) if tokens.dim() == 1 else tokens).to(self.device)
-            logits = self.bridge(tokens, return_type="logits")
-            if return_type is None:
-                return None
-            if return_type == "logits":
-                return logits
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
-            return loss if return_type == "loss" else (logits, loss)
+        return self._run(input, return_type, lambda tokens, head: self.bridge(tokens, return_type="logits"))
 
     def readout(self, resid: torch.Tensor) -> torch.Tensor:
         """One residual stream: unchanged."""

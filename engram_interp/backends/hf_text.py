@@ -1,7 +1,12 @@
-"""Text <-> token ids for backends that hold a Hugging Face ``tokenizers.Tokenizer`` (our hooking layer and the
-TransformerLens bridge alike): one implementation, with the vocabulary check."""
+"""Text <-> token ids, and the forward's return types, for backends that hold a Hugging Face
+``tokenizers.Tokenizer`` (our hooking layer and the TransformerLens bridge alike): one implementation,
+with the vocabulary check."""
 
 from __future__ import annotations
+
+from typing import Callable
+
+import torch
 
 from engram_interp.errors import EngramInterpError
 from engram_interp.tokenizer import display_token
@@ -28,3 +33,18 @@ class HFTextMixin:
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=False)
+
+    def _run(self, input, return_type: str | None, logits_of: Callable[[torch.Tensor, bool], torch.Tensor]):
+        """The body of ``forward``: ``input`` (text, texts or ``[batch, pos]`` ids) -> "logits", "loss"
+        (mean next-token cross-entropy, nats), "both" or None, with ``logits_of(tokens, head_needed)``
+        running the model (under :meth:`exclusive`)."""
+        with self.exclusive():
+            tokens = input if isinstance(input, torch.Tensor) else self.to_tokens(input)
+            tokens = (tokens.unsqueeze(0) if tokens.dim() == 1 else tokens).to(self.device)
+            logits = logits_of(tokens, return_type is not None)
+            if return_type is None:
+                return None
+            if return_type == "logits":
+                return logits
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+            return loss if return_type == "loss" else (logits, loss)

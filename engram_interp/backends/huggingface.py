@@ -159,17 +159,8 @@ class HFModel(HFTextMixin, InterpModel, HookedRootModule):
     def forward(self, input, return_type: str | None = "logits"):
         """input: text, texts, or LongTensor ``[batch, pos]``. return_type: "logits" ``[b, p, vocab]``,
         "loss" (mean next-token cross-entropy, nats), "both", or None (hooks only; skips the LM head)."""
-        with self.exclusive():
-            tokens = input if isinstance(input, torch.Tensor) else self.to_tokens(input)
-            tokens = (tokens.unsqueeze(0) if tokens.dim() == 1 else tokens).to(self.device)
-            keep = 1 if return_type is None else 0
-            logits = self.hf(input_ids=tokens, use_cache=False, logits_to_keep=keep).logits
-            if return_type is None:
-                return None
-            if return_type == "logits":
-                return logits
-            loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
-            return loss if return_type == "loss" else (logits, loss)
+        return self._run(input, return_type, lambda tokens, head: self.hf(
+            input_ids=tokens, use_cache=False, logits_to_keep=0 if head else 1).logits)
 
     def readout(self, resid: torch.Tensor) -> torch.Tensor:
         """Single stream: unchanged. Hyper-connection streams ``[b, p, M, d]``: Qwen4-Exp's own
