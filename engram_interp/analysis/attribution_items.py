@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from engram_interp.analysis.attribution import attribute_batch
+from engram_interp.analysis.resample import mean_replicates, percentile_ci
 
 __all__ = ["ComponentStat", "ItemAttribution", "attribution_over_items", "KINDS"]
 
@@ -80,11 +81,7 @@ def _pair(model, item: dict) -> tuple[int, int] | None:
 
 def _stats(names: Sequence[str], values: torch.Tensor, n_boot: int, seed: int) -> list[ComponentStat]:
     """values [n_items, n_names] -> mean and percentile-bootstrap 95 % interval per column."""
-    n = values.shape[0]
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, n, (n_boot, n), generator=gen)
-    boot = values[idx].mean(1)  # [n_boot, n_names]
-    lo, hi = torch.quantile(boot, 0.025, dim=0), torch.quantile(boot, 0.975, dim=0)
+    lo, hi = percentile_ci(mean_replicates(values, n_boot, seed))  # [n_names] each
     return [ComponentStat(nm, float(m), float(a), float(b)) for nm, m, a, b in zip(names, values.mean(0), lo, hi)]
 
 

@@ -20,6 +20,7 @@ from typing import Sequence
 import torch
 
 from engram_interp.analysis._dist import all_reduce_sum_, poisson_weights
+from engram_interp.analysis.resample import percentile_ci
 from engram_interp.analysis.hsic import hsic_matrix, minibatch_u_grams, u_centred_grams
 
 __all__ = ["CKAAccumulator", "u_centred_grams", "minibatch_cka", "soft_alignment", "default_k",
@@ -146,12 +147,6 @@ def _ratio(s_ab: torch.Tensor, s_aa: torch.Tensor, s_bb: torch.Tensor) -> torch.
     denom = torch.sqrt(torch.clamp(s_aa.unsqueeze(-1) * s_bb.unsqueeze(-2), min=0.0))
     tiny = torch.finfo(torch.float64).tiny
     return torch.where(denom > tiny, s_ab / denom.clamp_min(tiny), torch.full_like(s_ab, float("nan")))
-
-
-def percentile_ci(samples: torch.Tensor, level: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
-    """Percentile interval over the first dim of ``samples`` (NaN replicates ignored)."""
-    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
-    return torch.nanquantile(samples, lo_q, dim=0), torch.nanquantile(samples, hi_q, dim=0)
 
 
 def _as_layers(acts: torch.Tensor | Sequence[torch.Tensor], device: torch.device | None) -> list[torch.Tensor] | torch.Tensor:

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from engram_interp.analysis._dist import poisson_weights
+from engram_interp.analysis.resample import percentile_ci
 from engram_interp.analysis.common import check_texts, model_name, require_engram, same_tokenizer, token_batches
 from engram_interp.analysis.progress import count_tokens, token_progress
 from engram_interp.errors import EngramInterpError
@@ -93,7 +94,8 @@ class LossBuckets:
         reps = reps[torch.isfinite(reps)]
         if not self.n_boot or reps.numel() < 2:
             return value, None
-        return value, [float(torch.quantile(reps, 0.025)), float(torch.quantile(reps, 0.975))]
+        lo, hi = percentile_ci(reps)
+        return value, [float(lo), float(hi)]
 
 
 @dataclass

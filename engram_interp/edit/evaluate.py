@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from engram_interp.analysis.resample import mean_replicates, percentile_ci
 from engram_interp.edit.method import encode_pairs, sequence_scores
 from engram_interp.edit.rows import EditRecord, applied
 
@@ -34,9 +35,8 @@ def bootstrap(values: Sequence[float], n_boot: int = 1000, seed: int = 0) -> dic
         return {"mean": None, "ci": None, "n": 0}
     if x.numel() < 2:
         return {"mean": float(x.mean()), "ci": None, "n": 1}
-    idx = torch.randint(0, x.numel(), (n_boot, x.numel()), generator=torch.Generator().manual_seed(seed))
-    boot = x[idx].mean(1)
-    return {"mean": float(x.mean()), "ci": [float(boot.quantile(0.025)), float(boot.quantile(0.975))], "n": int(x.numel())}
+    lo, hi = percentile_ci(mean_replicates(x, n_boot, seed))
+    return {"mean": float(x.mean()), "ci": [float(lo), float(hi)], "n": int(x.numel())}
 
 
 @torch.no_grad()
